@@ -1,0 +1,196 @@
+"""Compiled training: the note's "updating weights & bias", run as one ``lax.scan``.
+
+The step is ``p <- optimizer(p, dE/dp)``; by default plain gradient descent,
+``p <- p - eta dE/dp`` on every weight and bias. Gradients come from the seed's formulas,
+the general closed form, ``jax.grad``, or any ``grad_fn(params, x, y) -> grads``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxbp._validate import check_data, check_grads_like
+from jaxbp.backprop import _backprop
+from jaxbp.losses import OutputSpec, resolve_output
+from jaxbp.network import _batch_loss
+from jaxbp.params import Params
+from jaxbp.seed import check_seed_network, seed_grads_example
+
+__all__ = ["GRADS", "FitResult", "fit", "gradient_descent"]
+
+GRADS = ("seed", "closed_form", "autodiff")
+
+# One transformation object for every learning rate: the rate lives in the optimizer state,
+# so a new rate reuses the compiled loop instead of compiling again.
+_GD = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+
+
+def gradient_descent(learning_rate: float) -> optax.GradientTransformation:
+    """Plain gradient descent ``p <- p - learning_rate * dE/dp`` (the note's update)."""
+    return optax.sgd(learning_rate)
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: the parameters after the last step (same pytree as the input).
+      losses: ``(steps,)`` the batch loss at every step, computed before that step's update.
+      opt_state: the optimizer state after the last step.
+    """
+
+    params: Params
+    losses: jax.Array
+    opt_state: Any
+
+
+def _value_and_grad(
+    params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec, grad: str | Callable
+) -> tuple[jax.Array, Params]:
+    if grad == "closed_form":
+        out = _backprop(params, x, y, spec)
+        return out.loss, out.grads
+    if grad == "autodiff":
+        return jax.value_and_grad(_batch_loss)(params, x, y, spec)
+    if grad == "seed":
+        per = jax.vmap(seed_grads_example, in_axes=(None, 0, 0))(params, x, y)
+        grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), per)
+    else:
+        grads = grad(params, x, y)
+    return _batch_loss(params, x, y, spec), grads
+
+
+def _minibatch(x, y, key, t, batch_size):
+    """Examples for step ``t``: a reshuffle every epoch, then consecutive slices of it."""
+    if batch_size is None:
+        return x, y
+    n = x.shape[0]
+    per_epoch = n // batch_size
+    perm = jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n)
+    idx = jax.lax.dynamic_slice(perm, ((t % per_epoch) * batch_size,), (batch_size,))
+    return x[idx], y[idx]
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "grad", "optimizer", "length", "batch_size"))
+def _run_chunk(params, opt_state, x, y, key, start, *, spec, grad, optimizer, length, batch_size):
+    def step(carry, t):
+        params, opt_state = carry
+        xb, yb = _minibatch(x, y, key, t, batch_size)
+        loss, grads = _value_and_grad(params, xb, yb, spec, grad)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    ts = start + jnp.arange(length)
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), ts)
+    return params, opt_state, losses
+
+
+def fit(
+    params: Params,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    steps: int,
+    grad: str | Callable[[Params, jax.Array, jax.Array], Params] = "closed_form",
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 0.5,
+    activation: str = "sigmoid",
+    loss: str = "mse",
+    output_activation: str | None = None,
+    batch_size: int | None = None,
+    key: jax.Array | None = None,
+    chunk_size: int | None = None,
+    on_chunk: Callable[[int, int, float], None] | None = None,
+) -> FitResult:
+    """Train under ``jit``: ``steps`` updates, compiled as a ``lax.scan``.
+
+    Args:
+      params: initial parameter pytree; ``x: (n, n_0)``, ``y: (n, n_L)`` float.
+      steps: number of updates, >= 1.
+      grad: ``"seed"`` (2-2-1, sigmoid, mse only), ``"closed_form"``, ``"autodiff"``, or a
+        callable ``grad_fn(params, x, y) -> grads`` (traced under ``jit``). Pass the same
+        callable object again to reuse the compiled loop.
+      optimizer: any optax ``GradientTransformation``; default plain gradient descent with
+        ``learning_rate`` (reused across rates without recompiling).
+      learning_rate: the default optimizer's rate (eta); ignored when ``optimizer`` is given.
+      activation, loss, output_activation: as in :func:`jaxbp.batch_loss`.
+      batch_size: minibatch size, ``1 <= batch_size <= n``; None for the full batch. Each
+        epoch reshuffles with ``key``; a remainder of ``n % batch_size`` examples is left out
+        of that epoch.
+      key: PRNG key, required with ``batch_size``.
+      chunk_size: steps per compiled call (default: all); ``on_chunk`` is called after each.
+      on_chunk: ``on_chunk(steps_done, steps, last_loss)``, e.g. to print progress.
+
+    Returns:
+      :class:`FitResult` with the final ``params``, ``losses: (steps,)`` and ``opt_state``.
+
+    Example:
+      >>> x, y = jaxbp.truth_table("xor")
+      >>> p0 = jaxbp.init((2, 2, 1), key=jax.random.key(3), scale="normal")
+      >>> result = fit(p0, x, y, steps=5000, grad="seed", learning_rate=2.0)
+    """
+    spec = resolve_output(activation, loss, output_activation)
+    check_data(params, x, y)
+    if isinstance(grad, str):
+        if grad not in GRADS:
+            raise ValueError(
+                f"grad={grad!r} is not known; expected one of {', '.join(GRADS)} or a callable "
+                "grad_fn(params, x, y) -> grads"
+            )
+        if grad == "seed":
+            check_seed_network(params)
+            if spec.names != ("sigmoid", "sigmoid", "mse"):
+                raise ValueError(
+                    f"grad='seed' is the note's sigmoid network with MSE; got activation="
+                    f"{activation!r}, loss={loss!r}: use grad='closed_form' for other choices"
+                )
+    elif callable(grad):
+        check_grads_like(
+            params, jax.eval_shape(grad, params, x, y), getattr(grad, "__name__", "grad_fn")
+        )
+    else:
+        raise TypeError(f"grad is {type(grad).__name__}, expected one of {GRADS} or a callable")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps={steps!r}, expected an int >= 1")
+    n = x.shape[0]
+    if batch_size is not None:
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+            raise ValueError(f"batch_size={batch_size!r}, expected an int in [1, {n}] or None")
+        if key is None:
+            raise ValueError("batch_size is set but key is None; pass key=jax.random.key(seed)")
+        if batch_size == n:
+            batch_size = None
+    if chunk_size is None:
+        chunk_size = steps
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r}, expected an int >= 1 or None")
+    if optimizer is None:
+        optimizer = _GD
+        opt_state = optimizer.init(params)
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(
+            learning_rate, opt_state.hyperparams["learning_rate"].dtype
+        )
+    else:
+        opt_state = optimizer.init(params)
+    if key is None:
+        key = jax.random.key(0)  # unused: full batch draws nothing
+
+    losses = []
+    done = 0
+    while done < steps:
+        length = min(chunk_size, steps - done)
+        params, opt_state, chunk = _run_chunk(
+            params, opt_state, x, y, key, jnp.asarray(done), spec=spec, grad=grad,
+            optimizer=optimizer, length=length, batch_size=batch_size,
+        )  # fmt: skip
+        losses.append(chunk)
+        done += length
+        if on_chunk is not None:
+            on_chunk(done, steps, float(chunk[-1]))
+    return FitResult(params, jnp.concatenate(losses), opt_state)

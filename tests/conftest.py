@@ -1,0 +1,6 @@
+"""Test-wide settings: 64-bit references and no silent rank promotion."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")

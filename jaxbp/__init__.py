@@ -11,7 +11,7 @@ from jaxbp.losses import LOSSES, resolve_output
 from jaxbp.network import batch_loss, forward
 from jaxbp.params import Params, from_named, init, param_names, seed_params, sizes_of, to_named
 from jaxbp.reference import autodiff, autodiff_deltas, autodiff_grads, seed_factors_autodiff
-from jaxbp.seed import seed_factors, seed_forward, seed_grads, seed_grads_example
+from jaxbp.seed import seed_example, seed_factors, seed_forward, seed_grads, seed_grads_example
 from jaxbp.train import GRADS, FitResult, fit, gradient_descent
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "one_hot",
     "param_names",
     "resolve_output",
+    "seed_example",
     "seed_factors",
     "seed_factors_autodiff",
     "seed_forward",

@@ -15,9 +15,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp._validate import check_data
-from jaxbp.params import Params
+from jaxbp.params import Params, seed_params
 
-__all__ = ["seed_factors", "seed_forward", "seed_grads", "seed_grads_example", "sigma"]
+__all__ = [
+    "seed_example",
+    "seed_factors",
+    "seed_forward",
+    "seed_grads",
+    "seed_grads_example",
+    "sigma",
+]
 
 
 def sigma(z: jax.Array) -> jax.Array:
@@ -146,3 +153,20 @@ def seed_grads(params: Params, x: jax.Array, y: jax.Array) -> Params:
     check_seed_network(params)
     per = jax.vmap(seed_grads_example, in_axes=(None, 0, 0))(params, x, y)
     return jax.tree.map(lambda g: jnp.mean(g, axis=0), per)
+
+
+def seed_example(*, dtype: jnp.dtype = jnp.float32) -> tuple[Params, jax.Array, jax.Array]:
+    """A worked example with concrete numbers for the note's network.
+
+    x1 = 0.05, x2 = 0.10, yt = 0.01; w11 = 0.15, w12 = 0.20, w21 = 0.25, w22 = 0.30,
+    w31 = 0.40, w32 = 0.45, b1 = 0.35, b2 = 0.35, b3 = 0.60 (small values that keep every
+    sigmoid away from saturation, so each factor is clearly non-zero).
+
+    Returns:
+      ``(params, x: (1, 2), y: (1, 1))``.
+    """
+    params = seed_params(
+        w11=0.15, w12=0.20, w21=0.25, w22=0.30, w31=0.40, w32=0.45,
+        b1=0.35, b2=0.35, b3=0.60, dtype=dtype,
+    )  # fmt: skip
+    return params, jnp.array([[0.05, 0.10]], dtype), jnp.array([[0.01]], dtype)

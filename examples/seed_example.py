@@ -2,12 +2,13 @@
 
 The network and its names are the note's (see ``/work/shared/seed/README.md``): inputs x1, x2,
 hidden neurons 1 and 2, output neuron 3, sigmoid everywhere, ``E = 1/2 (A3 - yt)^2``. The
-numbers used here:
+numbers are the project's shared worked example, ``jaxbp.seed_example()``:
 
     x1 = 0.05, x2 = 0.10, yt = 0.01
     w11 = 0.15, w12 = 0.20, w21 = 0.25, w22 = 0.30, w31 = 0.40, w32 = 0.45
-    b1 = b2 = b3 = 0            (the note writes no biases; they still get a gradient)
-    eta = 0.5                   (the learning rate of the update step)
+    b1 = 0.35, b2 = 0.35, b3 = 0.60   (the note writes no biases; these are nonzero so that
+                                       the "& bias" of its update has something to move)
+    eta = 0.5                         (the learning rate of the update step)
 
 The script prints, in the note's order:
 
@@ -33,9 +34,6 @@ import jax.numpy as jnp
 
 import jaxbp
 
-X = (0.05, 0.10)
-YT = (0.01,)
-WEIGHTS = dict(w11=0.15, w12=0.20, w21=0.25, w22=0.30, w31=0.40, w32=0.45, b1=0.0, b2=0.0, b3=0.0)
 ETA = 0.5
 
 # the note's numbering of the chain factors; the others it writes without a number
@@ -47,8 +45,8 @@ NOTE_ORDER = ("w31", "w32", "w11", "w21", "w12", "w22", "b3", "b1", "b2")
 
 def seed_problem(dtype=jnp.float64) -> tuple[jaxbp.Params, jax.Array, jax.Array]:
     """The note's network and its one example: ``(params, x: (2,), yt: (1,))``."""
-    params = jaxbp.seed_params(**WEIGHTS, dtype=dtype)
-    return params, jnp.asarray(X, dtype), jnp.asarray(YT, dtype)
+    params, x, y = jaxbp.seed_example(dtype=dtype)
+    return params, x[0], y[0]
 
 
 def update(params: jaxbp.Params, grads: jaxbp.Params, eta: float) -> jaxbp.Params:
@@ -81,8 +79,8 @@ if __name__ == "__main__":
     xb, yb = x[None, :], yt[None, :]  # a batch of one: the batch-mean loss is the note's E
 
     print("The note's 2-2-1 sigmoid network, one example (float64)")
-    print(f"  x1 = {X[0]}, x2 = {X[1]}, yt = {YT[0]}, eta = {ETA}")
-    print("  " + ", ".join(f"{k} = {v}" for k, v in WEIGHTS.items()))
+    print(f"  x1 = {float(x[0]):g}, x2 = {float(x[1]):g}, yt = {float(yt[0]):g}, eta = {ETA:g}")
+    print("  " + ", ".join(f"{k} = {v:g}" for k, v in jaxbp.to_named(params).items()))
 
     print("\nForward pass (jaxbp.seed_forward)")
     for name, value in jaxbp.seed_forward(params, x, yt).items():

@@ -1,0 +1,635 @@
+"""The audit: handwritten gradients against ``jax.grad``, at many points, weight by weight.
+
+Two entry points:
+
+- :func:`audit_network` audits a jaxbp MLP: the seed's formulas, the general closed form or
+  a user's ``grad_fn``, at the seed's worked example, ``points`` random draws and the
+  training trajectory; it also audits the chain factors (or layer deltas) and compares
+  training with both gradients.
+- :func:`check_gradients` audits any ``grad_fn`` against ``jax.grad`` of any scalar
+  ``loss_fn`` on any params pytree.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxbp
+from audit.compare import DEFAULT_TOLERANCES, Tolerance, default_tolerance
+from audit.diagnose import diagnose
+from audit.factors import delta_factors, seed_factor_audit
+from audit.gradients import evaluate, finite_differences, is_traceable, layout_of
+from audit.mistakes import missing_derivative_grads
+from audit.points import PointGroup, random_points, stack_points
+from audit.result import AuditResult, number
+from jaxbp._validate import check_dtype, check_sizes
+from jaxbp.losses import OutputSpec, resolve_output
+from jaxbp.network import _batch_loss, forward_example
+
+__all__ = ["audit_network", "check_gradients"]
+
+GRAD_CHOICES = ("seed", "closed_form")
+SATURATION = 1e-3  # f'(z) below this fraction of its maximum: a saturated unit
+FD_AGREE = 1e-4  # finite differences within this relative distance agree with jax.grad
+
+
+def _rule(tol: Tolerance) -> str:
+    return (
+        "passed = both finite and (rel_err <= rtol or abs_err <= atol or abs_err <= noise * "
+        "|jax.grad in the audited dtype - jax.grad in the reference dtype|), with rel_err = "
+        "|m - r| / max(|m|, |r|, floor * max|r| of the same tensor at the same point)"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _reference_grad_fn(spec: OutputSpec) -> Callable:
+    def grad_fn(params, x, y):
+        return jax.grad(_batch_loss)(params, x, y, spec)
+
+    return grad_fn
+
+
+@functools.lru_cache(maxsize=64)
+def _loss_fn(spec: OutputSpec) -> Callable:
+    return functools.partial(_batch_loss, spec=spec)
+
+
+_closed_form = functools.lru_cache(maxsize=64)(jaxbp.closed_form)
+
+
+def _say(progress, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def _positive_int(v: Any, what: str, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"{what}={v!r}, expected an int >= {minimum}")
+    return int(v)
+
+
+def _select_fd(worst, fd_max: int) -> np.ndarray:
+    failed = np.asarray(worst.n_failed) > 0
+    rel = np.nan_to_num(np.asarray(worst.rel_err, dtype=np.float64), nan=np.inf)
+    order = np.lexsort((-rel, ~failed))
+    return np.sort(order[:fd_max])
+
+
+def _compare_groups(
+    grad_fn: Callable,
+    ref_grad_fn: Callable,
+    loss_fn: Callable,
+    groups: list[PointGroup],
+    *,
+    names: Sequence[str],
+    tol: Tolerance,
+    ref_dtype,
+    fd: bool,
+    fd_max: int,
+    candidates: Callable[[], dict] | None,
+    saturation: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    progress,
+    timing: dict,
+) -> tuple[list[dict], list[str], bool]:
+    """The per-weight part shared by both entry points: weights, notes, traced."""
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    traced = is_traceable(grad_fn, groups[0])
+    if not traced:
+        notes.append(
+            f"{getattr(grad_fn, '__name__', 'grad_fn')} cannot be traced by JAX (it converts "
+            "arrays to NumPy or branches on values); it was called point by point, which is slower"
+        )
+    layout = layout_of(jax.tree.map(lambda a: a[0], groups[0].params))
+    n_points = sum(g.size for g in groups)
+    _say(progress, f"comparing {len(names)} weights at {n_points} points")
+    ev = evaluate(grad_fn, ref_grad_fn, groups, traced=traced, ref_dtype=ref_dtype, tol=tol,
+                  layout=layout)  # fmt: skip
+    worst = jax.tree.map(np.asarray, ev.worst)
+    timing["compare_s"] = time.perf_counter() - t0
+    labels = [lab for g in groups for lab in g.labels]
+    point_source = [g.source for g in groups for _ in range(g.size)]
+    failed = worst.n_failed > 0
+
+    fd_values = np.full(len(names), np.nan)
+    if fd:
+        t0 = time.perf_counter()
+        sel = _select_fd(worst, fd_max)
+        _say(progress, f"finite differences for {len(sel)} weights")
+        fd_values[sel] = finite_differences(loss_fn, groups, sel, worst.index[sel], dtype=ref_dtype)
+        if len(sel) < len(names):
+            notes.append(
+                f"finite differences were computed for the {len(sel)} worst weights of "
+                f"{len(names)} (fd_max={fd_max}); the others show none"
+            )
+        if jnp.dtype(ref_dtype) != jnp.float64:
+            notes.append("64-bit mode is off: finite differences ran in float32 and are rough")
+        else:
+            ref = worst.reference[sel].astype(np.float64)
+            gap = np.abs(fd_values[sel] - ref)
+            scale = np.max(np.abs(ref)) if ref.size else 0.0
+            off = gap > FD_AGREE * np.maximum(
+                np.abs(ref), DEFAULT_TOLERANCES["float64"].floor * scale
+            )
+            if off.any():
+                bad = [names[i] for i in sel[off]][:8]
+                notes.append(
+                    f"finite differences disagree with jax.grad for {bad}: the loss may have a "
+                    "kink there (relu at 0) or be badly scaled; the verdict uses jax.grad"
+                )
+        timing["finite_diff_s"] = time.perf_counter() - t0
+
+    hints: dict[int, str] = {}
+    fail_idx = np.flatnonzero(failed)
+    if fail_idx.size:
+        t0 = time.perf_counter()
+        cap = min(n_points, 512)
+        batch = np.concatenate([np.full(g.size, g.x.shape[1]) for g in groups])[:cap]
+        cands = {k: np.asarray(v)[:cap] for k, v in (candidates() if candidates else {}).items()}
+        hints = diagnose(
+            fail_idx,
+            np.asarray(ev.manual, dtype=np.float64)[:cap],
+            np.asarray(ev.reference, dtype=np.float64)[:cap],
+            names=names,
+            leaf_of=layout.segments,
+            leaf_shapes=layout.shapes,
+            leaf_offsets=layout.offsets,
+            batch=batch,
+            labels=labels[:cap],
+            floor=tol.floor,
+            rtol=max(10 * tol.rtol, 1e-6),
+            candidates=cands,
+        )
+        timing["diagnose_s"] = time.perf_counter() - t0
+    saturated = (
+        saturation(np.arange(len(names)), worst.index) if saturation else np.zeros(len(names), bool)
+    )
+    if (saturated & failed).any():
+        notes.append(
+            "some failing weights feed units that are saturated at their worst point "
+            "(f'(z) near 0), where relative error means little: "
+            f"{[names[i] for i in np.flatnonzero(saturated & failed)][:8]}"
+        )
+
+    weights = []
+    for i, name in enumerate(names):
+        k = int(worst.index[i])
+        weights.append(
+            dict(
+                name=name,
+                manual=number(worst.manual[i]),
+                reference=number(worst.reference[i]),
+                finite_diff=None if np.isnan(fd_values[i]) else number(fd_values[i]),
+                abs_err=number(worst.abs_err[i]),
+                rel_err=number(worst.rel_err[i]),
+                passed=not bool(failed[i]),
+                hint=hints.get(i),
+                saturated=bool(saturated[i]),
+                worst_point=dict(index=k, source=point_source[k], label=labels[k]),
+            )
+        )  # fmt: skip
+    return weights, notes, traced
+
+
+def _environment() -> dict:
+    return dict(
+        jax_version=jax.__version__,
+        backend=jax.default_backend(),
+        devices=[str(d) for d in jax.devices()],
+    )
+
+
+def _tolerance_dict(tol: Tolerance) -> dict:
+    return dict(rtol=tol.rtol, atol=tol.atol, floor=tol.floor, noise=tol.noise, rule=_rule(tol))
+
+
+def _saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, ...]):
+    """For each weight, whether its target unit is saturated at a given point."""
+    act, out_act, _ = spec.names
+    if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
+        return None
+    peak = {"sigmoid": 0.25, "tanh": 1.0}
+
+    def fprime(params, x):
+        zs, As = forward_example(params, x, spec)
+        out = []
+        for l, (z, a) in enumerate(zip(zs, As[1:], strict=True)):
+            name = out_act if l == len(zs) - 1 else act
+            if name in peak:
+                out.append(spec.hidden.df(z, a) / peak[name] if name == act else
+                           spec.output.df(z, a) / peak[name])  # fmt: skip
+            else:
+                out.append(jnp.ones_like(z))
+        return jnp.concatenate(out)
+
+    # per point, per unit: saturated for every example of the point's batch
+    sat = np.concatenate([
+        np.asarray(jnp.max(jax.vmap(jax.vmap(fprime, (None, 0)))(g.params, g.x), axis=1))
+        < SATURATION for g in groups
+    ])  # fmt: skip
+    unit_of = []
+    first = 0
+    for n_in, n_out in itertools.pairwise(sizes):
+        unit_of += [first + i for i in range(n_out) for _ in range(n_in)]
+        unit_of += [first + i for i in range(n_out)]
+        first += n_out
+    unit_of = np.asarray(unit_of)
+
+    def saturated(weights: np.ndarray, points: np.ndarray) -> np.ndarray:
+        return sat[points, unit_of[weights]]
+
+    return saturated
+
+
+def _resolve_grad(grad, sizes, spec, factors_fn):
+    """(grad_fn, its name, factor auditor or None)."""
+    if isinstance(grad, str):
+        if grad not in GRAD_CHOICES:
+            raise ValueError(
+                f"grad={grad!r} is not known; expected one of {', '.join(GRAD_CHOICES)}, or a "
+                "callable grad_fn(params, x, y) -> grads"
+            )
+        if grad == "seed":
+            if tuple(sizes) != (2, 2, 1) or spec.names != ("sigmoid", "sigmoid", "mse"):
+                raise ValueError(
+                    f"grad='seed' is the note's 2-2-1 sigmoid network with MSE; got sizes "
+                    f"{','.join(map(str, sizes))}, activation={spec.names[0]!r}, "
+                    f"loss={spec.names[2]!r}: use grad='closed_form' for other networks"
+                )
+            return jaxbp.seed_grads, "seed", "seed"
+        act, out_act, loss = spec.names
+        return _closed_form(activation=act, loss=loss, output_activation=out_act), grad, "delta"
+    if not callable(grad):
+        raise TypeError(
+            f"grad is {type(grad).__name__}, expected 'seed', 'closed_form' or a callable"
+        )
+    factors_fn = factors_fn or getattr(grad, "factors", None)
+    return grad, getattr(grad, "__name__", "grad_fn"), factors_fn
+
+
+def _check_data(data, sizes, dtype) -> tuple[jax.Array, jax.Array]:
+    if data is None:
+        data = jaxbp.truth_table("xor", dtype=dtype)
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise TypeError("data must be a pair (x, y) of arrays (batch, n_in) and (batch, n_out)")
+    x, y = (jnp.asarray(a) for a in data)
+    for what, a, width, i in (("inputs", x, sizes[0], "first"), ("outputs", y, sizes[-1], "last")):
+        if a.ndim != 2:
+            raise ValueError(f"data {what} have shape {a.shape}, expected (batch, {width})")
+        if a.shape[1] != width:
+            raise ValueError(
+                f"sizes {','.join(map(str, sizes))} but the data has {a.shape[1]} {what}: the "
+                f"{i} size must be {a.shape[1]}"
+            )
+        if not jnp.issubdtype(a.dtype, jnp.floating) and not jnp.issubdtype(a.dtype, jnp.integer):
+            raise TypeError(f"data {what} have dtype {a.dtype}, expected numbers")
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(
+            f"data have {x.shape[0]} inputs and {y.shape[0]} targets; expected equal, >= 1"
+        )
+    x, y = x.astype(dtype), y.astype(dtype)
+    for what, a in (("inputs", x), ("targets", y)):
+        if not bool(jnp.all(jnp.isfinite(a))):
+            raise ValueError(f"data {what} contain NaN or Inf; expected finite numbers")
+    return x, y
+
+
+def _train(grad_name, grad_fn, traced, params0, x, y, *, spec, steps, lr, checkpoints, progress):
+    """Train with the handwritten gradients and with jax.grad; checkpoints of the latter."""
+    act, out_act, loss = spec.names
+    common = dict(activation=act, loss=loss, output_activation=out_act, learning_rate=lr)
+    bounds = sorted({round(steps * c / checkpoints) for c in range(checkpoints + 1)})
+    ckpt_auto, ckpt_manual = [params0], [params0]
+    loss_auto, loss_manual = [], []
+    manual_grad = grad_name if grad_name in GRAD_CHOICES else grad_fn
+    for a, b in itertools.pairwise(bounds):
+        _say(progress, f"training steps {a}-{b} of {steps}")
+        r = jaxbp.fit(ckpt_auto[-1], x, y, steps=b - a, grad="autodiff", **common)
+        ckpt_auto.append(r.params)
+        loss_auto.append(r.losses)
+        if traced:
+            r = jaxbp.fit(ckpt_manual[-1], x, y, steps=b - a, grad=manual_grad, **common)
+            ckpt_manual.append(r.params)
+            loss_manual.append(r.losses)
+    la = np.concatenate([np.asarray(v, np.float64) for v in loss_auto])
+    if not traced:
+        return bounds, ckpt_auto, None
+    lm = np.concatenate([np.asarray(v, np.float64) for v in loss_manual])
+    param_diff = max(
+        float(max(jnp.max(jnp.abs(p - q)) for p, q in
+                  zip(jax.tree.leaves(pa), jax.tree.leaves(pm), strict=True)))
+        for pa, pm in zip(ckpt_auto, ckpt_manual, strict=True)
+    )  # fmt: skip
+    training = dict(
+        steps=steps,
+        grad=grad_name,
+        optimizer="gradient descent",
+        learning_rate=lr,
+        checkpoints=bounds,
+        loss_manual=[number(v) for v in lm],
+        loss_autodiff=[number(v) for v in la],
+        max_loss_diff=number(np.max(np.abs(lm - la))),
+        max_param_diff=number(param_diff),
+    )
+    return bounds, ckpt_auto, training
+
+
+def audit_network(
+    grad: str | Callable = "seed",
+    *,
+    sizes: Sequence[int] = (2, 2, 1),
+    activation: str = "sigmoid",
+    loss: str = "mse",
+    output_activation: str | None = None,
+    data: tuple[jax.Array, jax.Array] | None = None,
+    data_name: str | None = None,
+    points: int = 64,
+    seed: int = 0,
+    dtype: Any = "float32",
+    steps: int = 5000,
+    learning_rate: float = 2.0,
+    checkpoints: int = 5,
+    rtol: float | None = None,
+    atol: float | None = None,
+    fd: bool = True,
+    fd_max: int = 512,
+    factors_fn: Callable | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AuditResult:
+    """Audit handwritten gradients of an MLP against ``jax.grad``.
+
+    Points audited: the seed's worked example (2-2-1 networks), ``points`` random draws of
+    parameters, inputs and targets, and the parameters along a ``jax.grad`` training run on
+    ``data`` at ``checkpoints + 1`` steps (initialisation included). Every weight keeps its
+    worst case over all of them.
+
+    Args:
+      grad: ``"seed"`` (the note's formulas), ``"closed_form"`` (the delta rule) or a
+        ``grad_fn(params, x, y) -> grads`` returning the params pytree. A function JAX cannot
+        trace (plain NumPy) is called point by point.
+      sizes: layer widths ``(n0, ..., nL)``.
+      activation, loss, output_activation: as in :func:`jaxbp.batch_loss`.
+      data: ``(x: (n, n0), y: (n, nL))``; default the XOR truth table.
+      data_name: how the report names the data.
+      points: number of random draws, >= 1.
+      seed: seeds every key of the audit.
+      dtype: dtype of the audited params and data; the reference runs in float64 whenever
+        64-bit mode is on.
+      steps: training steps (0: no training); learning_rate: gradient-descent rate.
+      checkpoints: trajectory checkpoints after initialisation.
+      rtol, atol: override the dtype's defaults (see :mod:`audit.compare`).
+      fd: add central finite differences as a third opinion; fd_max: for at most this many
+        weights (the worst first).
+      factors_fn: for a user's 2-2-1 function, ``factors_fn(params, x, yt) -> {name: value}``
+        for one example, audited against the note's factors (also read from
+        ``grad.factors``).
+      progress: called with short status lines.
+
+    Returns:
+      An :class:`AuditResult`.
+
+    Example:
+      >>> result = audit_network("seed", points=16, steps=500)
+      >>> result.passed, result.failed_weights
+      (True, [])
+    """
+    t_start = time.perf_counter()
+    timing: dict[str, float] = {}
+    sizes = check_sizes(sizes)
+    dt = check_dtype(dtype, "dtype")
+    spec = resolve_output(activation, loss, output_activation)
+    points = _positive_int(points, "points")
+    steps = _positive_int(steps, "steps", 0)
+    checkpoints = _positive_int(checkpoints, "checkpoints")
+    fd_max = _positive_int(fd_max, "fd_max")
+    if not np.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"learning_rate={learning_rate!r}, expected a finite number > 0")
+    grad_fn, grad_name, factor_kind = _resolve_grad(grad, sizes, spec, factors_fn)
+    x, y = _check_data(data, sizes, dt)
+    tol = default_tolerance(dt, rtol, atol)
+    ref_dtype = jnp.float64 if jax.config.jax_enable_x64 else dt
+    act, out_act, loss_name = spec.names
+
+    key = jax.random.key(seed)
+    k_init, k_points = jax.random.split(key)
+    params0 = jaxbp.init(sizes, key=k_init, dtype=dt, scale="normal")
+
+    groups: list[PointGroup] = []
+    if sizes == (2, 2, 1):
+        p, ex, ey = jaxbp.seed_example(dtype=dt)
+        groups.append(stack_points("seed_example", [(p, ex, ey)], ["seed worked example"]))
+    groups.append(random_points(sizes, points, key=k_points, loss=loss_name, dtype=dt))
+
+    # the trajectory needs a traceable grad_fn only for the handwritten run; check it first
+    traced = is_traceable(grad_fn, groups[0])
+    training = None
+    t0 = time.perf_counter()
+    if steps > 0:
+        bounds, ckpts, training = _train(
+            grad_name, grad_fn, traced, params0, x, y, spec=spec, steps=steps,
+            lr=float(learning_rate), checkpoints=checkpoints, progress=progress,
+        )  # fmt: skip
+    else:
+        bounds, ckpts = [0], [params0]
+    timing["training_s"] = time.perf_counter() - t0
+    groups.append(
+        stack_points("trajectory", [(p, x, y) for p in ckpts], [f"step {b}" for b in bounds])
+    )
+
+    names = jaxbp.param_names(sizes)
+    weights, notes, _ = _compare_groups(
+        grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, names=names, tol=tol,
+        ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
+        candidates=lambda: missing_derivative_grads(spec, groups, sizes),
+        saturation=_saturation_fn(spec, groups, sizes), progress=progress, timing=timing,
+    )  # fmt: skip
+    if not traced:
+        notes.append("training with the handwritten gradients needs a traceable grad_fn: skipped")
+
+    t0 = time.perf_counter()
+    factors: list[dict] = []
+    if factor_kind == "seed" or (callable(factor_kind) and sizes == (2, 2, 1)):
+        _say(progress, "auditing the note's chain factors")
+        fn = jaxbp.seed_factors if factor_kind == "seed" else factor_kind
+        factors = seed_factor_audit(fn, groups, ref_dtype=ref_dtype, tol=tol)
+    elif factor_kind == "delta":
+        _say(progress, "auditing each layer's delta dE/dz")
+        factors = delta_factors(spec, groups, ref_dtype=ref_dtype, tol=tol)
+    timing["factors_s"] = time.perf_counter() - t0
+    first_bad = next((f["name"] for f in factors if not f["passed"]), None)
+
+    config = dict(
+        grad=grad_name,
+        sizes=list(sizes),
+        activation=act,
+        loss=loss_name,
+        output_activation=out_act,
+        points=points,
+        seed=seed,
+        dtype=dt.name,
+        steps=steps,
+        learning_rate=float(learning_rate),
+        checkpoints=checkpoints,
+        data=data_name or ("xor" if data is None else "user data"),
+        rtol=tol.rtol,
+        atol=tol.atol,
+        fd=fd,
+        fd_max=fd_max,
+        reference_dtype=jnp.dtype(ref_dtype).name,
+        **_environment(),
+    )
+    timing["total_s"] = time.perf_counter() - t_start
+    passed = all(w["passed"] for w in weights) and all(f["passed"] for f in factors)
+    return AuditResult(
+        passed=passed,
+        config=config,
+        tolerance=_tolerance_dict(tol),
+        points=dict(
+            total=sum(g.size for g in groups),
+            seed_example=sum(g.size for g in groups if g.source == "seed_example"),
+            random=points,
+            trajectory=len(ckpts),
+            traced=traced,
+        ),
+        weights=weights,
+        factors=factors,
+        first_failing_factor=first_bad,
+        notes=notes,
+        training=training,
+        timing=timing,
+    )
+
+
+def _rms(a: jax.Array) -> jax.Array:
+    """Root mean square of a leaf, or 1 for an all-zero leaf."""
+    return jnp.where(jnp.any(a != 0), jnp.sqrt(jnp.mean(a * a)), 1).astype(a.dtype)
+
+
+def _tree_names(params) -> list[str]:
+    names = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        base = jax.tree_util.keystr(path)
+        shape = np.shape(leaf)
+        if shape == ():
+            names.append(base)
+        else:
+            names += [f"{base}[{','.join(map(str, ix))}]" for ix in np.ndindex(*shape)]
+    return names
+
+
+def check_gradients(
+    grad_fn: Callable,
+    loss_fn: Callable,
+    params: Any,
+    x: Any,
+    y: Any,
+    *,
+    points: int = 0,
+    key: jax.Array | None = None,
+    spread: float = 0.5,
+    rtol: float | None = None,
+    atol: float | None = None,
+    fd: bool = True,
+    fd_max: int = 512,
+    names: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AuditResult:
+    """Audit ``grad_fn`` against ``jax.grad(loss_fn)`` on any pytree.
+
+    Args:
+      grad_fn: ``(params, x, y) -> grads``, the same pytree as ``params``.
+      loss_fn: ``(params, x, y) -> scalar``, differentiable by JAX.
+      params: any pytree of float arrays (one dtype); x, y: whatever ``loss_fn`` takes.
+      points: extra points: ``params`` perturbed by ``spread`` times each leaf's RMS (or 1
+        for an all-zero leaf) times standard normal noise; needs ``key``.
+      key: PRNG key for the perturbations.
+      rtol, atol, fd, fd_max, progress: as in :func:`audit_network`.
+      names: one name per scalar parameter in flatten order; default the leaf paths.
+
+    Returns:
+      An :class:`AuditResult` (``factors`` empty, ``training`` None).
+
+    Example:
+      >>> def loss_fn(p, x, y): return jnp.mean((x @ p["w"] - y) ** 2)
+      >>> def grad_fn(p, x, y): return {"w": 2 * x.T @ (x @ p["w"] - y) / x.shape[0]}
+      >>> check_gradients(grad_fn, loss_fn, {"w": w}, x, y, points=100, key=key).passed
+      True
+    """
+    t_start = time.perf_counter()
+    timing: dict[str, float] = {}
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params has no array leaves; expected a pytree of float arrays")
+    dtypes = {jnp.asarray(a).dtype for a in leaves}
+    if len(dtypes) != 1 or not jnp.issubdtype(next(iter(dtypes)), jnp.floating):
+        raise TypeError(
+            f"params leaves have dtypes {sorted(map(str, dtypes))}; expected one float dtype"
+        )
+    dt = next(iter(dtypes))
+    points = _positive_int(points, "points", 0)
+    if points and key is None:
+        raise ValueError("points > 0 needs key=jax.random.key(seed) for the perturbations")
+    params = jax.tree.map(jnp.asarray, params)
+    x, y = jax.tree.map(jnp.asarray, x), jax.tree.map(jnp.asarray, y)
+    all_names = list(names) if names is not None else _tree_names(params)
+    n_params = sum(int(np.size(a)) for a in leaves)
+    if len(all_names) != n_params:
+        raise ValueError(
+            f"names has {len(all_names)} entries, expected one per scalar parameter ({n_params})"
+        )
+    tol = default_tolerance(dt, rtol, atol)
+    ref_dtype = jnp.float64 if jax.config.jax_enable_x64 else dt
+
+    pts = [(params, x, y)]
+    labels = ["given point"]
+    if points:
+        for i, k in enumerate(jax.random.split(key, points)):
+            ks = jax.random.split(k, len(leaves))
+            treedef = jax.tree.structure(params)
+            noisy = [
+                a + spread * _rms(a) * jax.random.normal(kk, a.shape, a.dtype)
+                for a, kk in zip(leaves, ks, strict=True)
+            ]
+            pts.append((jax.tree.unflatten(treedef, noisy), x, y))
+            labels.append(f"perturbed point {i}")
+    group = stack_points("random", pts, labels)
+
+    def ref_grad_fn(p, xx, yy):
+        return jax.grad(loss_fn)(p, xx, yy)
+
+    weights, notes, traced = _compare_groups(
+        grad_fn, ref_grad_fn, loss_fn, [group], names=all_names, tol=tol, ref_dtype=ref_dtype,
+        fd=fd, fd_max=fd_max, candidates=None, saturation=None, progress=progress, timing=timing,
+    )  # fmt: skip
+    timing["total_s"] = time.perf_counter() - t_start
+    return AuditResult(
+        passed=all(w["passed"] for w in weights),
+        config=dict(
+            grad=getattr(grad_fn, "__name__", "grad_fn"),
+            loss=getattr(loss_fn, "__name__", "loss_fn"),
+            points=points,
+            dtype=jnp.dtype(dt).name,
+            rtol=tol.rtol,
+            atol=tol.atol,
+            fd=fd,
+            fd_max=fd_max,
+            reference_dtype=jnp.dtype(ref_dtype).name,
+            **_environment(),
+        ),
+        tolerance=_tolerance_dict(tol),
+        points=dict(total=group.size, seed_example=0, random=points, trajectory=0, traced=traced),
+        weights=weights,
+        factors=[],
+        first_failing_factor=None,
+        notes=notes,
+        training=None,
+        timing=timing,
+    )

@@ -1,0 +1,212 @@
+"""Evaluate handwritten and reference gradients at every point, compare, keep the worst.
+
+Works on any params pytree and any scalar ``loss_fn(params, x, y)``: the handwritten
+``grad_fn(params, x, y)`` must return the same pytree. Gradients are flattened in
+``jax.tree.leaves`` order, each leaf raveled row-major.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audit.compare import Tolerance, compare, worst_over_points
+from audit.points import PointGroup
+from jaxbp._validate import check_grads_like
+
+__all__ = ["Evaluation", "Layout", "evaluate", "finite_differences", "layout_of"]
+
+_UNTRACEABLE = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+class Layout(NamedTuple):
+    """How a flat gradient vector maps back to the pytree."""
+
+    segments: np.ndarray  # (P,) leaf index of each element
+    n_segments: int
+    shapes: tuple[tuple[int, ...], ...]  # per leaf
+    offsets: tuple[int, ...]  # per leaf, first flat index
+
+
+def layout_of(params) -> Layout:
+    """The flat layout of one point's params (no leading points axis)."""
+    shapes = tuple(tuple(leaf.shape) for leaf in jax.tree.leaves(params))
+    sizes = [int(np.prod(s)) for s in shapes]
+    offsets = tuple(int(o) for o in np.cumsum([0, *sizes[:-1]]))
+    segments = np.repeat(np.arange(len(shapes)), sizes)
+    return Layout(segments, len(shapes), shapes, offsets)
+
+
+def _flat(tree, n: int) -> jax.Array:
+    return jnp.concatenate([leaf.reshape(n, -1) for leaf in jax.tree.leaves(tree)], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _flat_grads(fn, params, x, y):
+    return _flat(jax.vmap(fn)(params, x, y), x.shape[0])
+
+
+def _point(group: PointGroup, i: int):
+    return jax.tree.map(lambda a: a[i], group.params), group.x[i], group.y[i]
+
+
+def is_traceable(grad_fn: Callable, group: PointGroup) -> bool:
+    """Check ``grad_fn``'s output pytree on the first point; False if it cannot be traced.
+
+    Raises:
+      ValueError: the gradients' structure or shapes differ from the params (naming the
+        leaves), or ``grad_fn`` fails for another reason.
+    """
+    params, x, y = _point(group, 0)
+    who = getattr(grad_fn, "__name__", "grad_fn")
+    try:
+        shapes = jax.eval_shape(grad_fn, params, x, y)
+        traced = True
+    except _UNTRACEABLE:
+        shapes = jax.tree.map(jnp.asarray, grad_fn(params, x, y))
+        traced = False
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{who}(params, x, y) failed on the first audit point: {e}") from e
+    check_grads_like(params, shapes, who)
+    return traced
+
+
+def _flat_grads_loop(grad_fn: Callable, group: PointGroup) -> jax.Array:
+    rows = []
+    for i in range(group.size):
+        g = jax.tree.map(jnp.asarray, grad_fn(*_point(group, i)))
+        rows.append(_flat(jax.tree.map(lambda a: a[None], g), 1)[0])
+    return jnp.stack(rows)
+
+
+class Evaluation(NamedTuple):
+    """Every point's flat gradients, plus the worst case per element."""
+
+    manual: jax.Array  # (n_points, P)
+    reference: jax.Array  # (n_points, P), in the reference dtype
+    passed: jax.Array  # (n_points, P) bool
+    worst: object  # compare.Worst
+
+
+@functools.partial(jax.jit, static_argnames=("shapes", "tol"))
+def _compare_all(manual, reference, reference_same, *, shapes, tol: Tolerance):
+    segments = np.repeat(np.arange(len(shapes)), [int(np.prod(s)) for s in shapes])
+    cmp = compare(manual, reference, reference_same, segments, len(shapes), tol)
+    return cmp.passed, worst_over_points(manual, reference, cmp)
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype), tree)
+
+
+def evaluate(
+    grad_fn: Callable,
+    ref_grad_fn: Callable,
+    groups: list[PointGroup],
+    *,
+    traced: bool,
+    ref_dtype,
+    tol: Tolerance,
+    layout: Layout,
+) -> Evaluation:
+    """Handwritten and reference gradients at every point of every group, compared.
+
+    The reference runs on the points cast to ``ref_dtype`` (float64 when 64-bit mode is on).
+    """
+    manual, reference, same = [], [], []
+    for g in groups:
+        if traced:
+            manual.append(_flat_grads(grad_fn, g.params, g.x, g.y))
+        else:
+            manual.append(_flat_grads_loop(grad_fn, g))
+        p, x, y = _cast(g.params, ref_dtype), g.x.astype(ref_dtype), g.y.astype(ref_dtype)
+        reference.append(_flat_grads(ref_grad_fn, p, x, y))
+        if g.x.dtype != jnp.dtype(ref_dtype):
+            same.append(_flat_grads(ref_grad_fn, g.params, g.x, g.y))
+    manual_all, ref_all = jnp.concatenate(manual), jnp.concatenate(reference)
+    same_all = jnp.concatenate(same) if same else None
+    passed, worst = _compare_all(manual_all, ref_all, same_all, shapes=layout.shapes, tol=tol)
+    return Evaluation(manual_all, ref_all, passed, worst)
+
+
+def fd_step(p: jax.Array) -> jax.Array:
+    """Central-difference step: ``eps^(1/3) * max(1, |p|)``, the balance of truncation
+    (``h^2``) and roundoff (``eps / h``) error, exactly representable as ``(p + h) - p``."""
+    eps = jnp.finfo(p.dtype).eps
+    h = eps ** (1 / 3) * jnp.maximum(1, jnp.abs(p))
+    return (p + h) - p
+
+
+def finite_differences(
+    loss_fn: Callable,
+    groups: list[PointGroup],
+    weights: np.ndarray,
+    points: np.ndarray,
+    *,
+    dtype,
+) -> np.ndarray:
+    """Central differences of ``loss_fn`` for chosen (weight, point) pairs.
+
+    Args:
+      loss_fn: ``(params, x, y) -> scalar``.
+      groups: the point groups; ``points`` index their concatenation.
+      weights, points: ``(m,)`` ints, flat weight index and point index of each pair.
+      dtype: the dtype to difference in (float64 when available).
+
+    Returns:
+      ``(m,)`` derivative estimates.
+    """
+    out = np.full(len(weights), np.nan)
+    start = 0
+    for g in groups:
+        sel = (points >= start) & (points < start + g.size)
+        if sel.any():
+            out[sel] = _fd_group(loss_fn, g, weights[sel], points[sel] - start, dtype)
+        start += g.size
+    return out
+
+
+def _fd_group(loss_fn, g: PointGroup, widx, local, dtype) -> np.ndarray:
+    params = _cast(g.params, dtype)
+    flat = _flat(params, g.size)
+    treedef = jax.tree.structure(params)
+    shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(params))
+    x, y = g.x.astype(dtype), g.y.astype(dtype)
+    widx, local = jnp.asarray(widx), jnp.asarray(local)
+    return np.asarray(_fd_jit(loss_fn, treedef, shapes, flat, x, y, widx, local))
+
+
+def unflatten(vec: jax.Array, treedef, shapes: tuple[tuple[int, ...], ...]):
+    """Inverse of the flat layout for one point: ``(P,)`` back to the pytree."""
+    leaves, pos = [], 0
+    for s in shapes:
+        n = int(np.prod(s))
+        leaves.append(vec[pos : pos + n].reshape(s))
+        pos += n
+    return jax.tree.unflatten(treedef, leaves)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "treedef", "shapes"))
+def _fd_jit(loss_fn, treedef, shapes, flat, x, y, widx, local):
+    def unravel(v):
+        return unflatten(v, treedef, shapes)
+
+    def one(args):
+        i, k = args
+        p = flat[k]
+        h = fd_step(p[i])
+        up = loss_fn(unravel(p.at[i].add(h)), x[k], y[k])
+        down = loss_fn(unravel(p.at[i].add(-h)), x[k], y[k])
+        return (up - down) / (2 * h)
+
+    return jax.lax.map(one, (widx, local), batch_size=64)

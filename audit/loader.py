@@ -1,0 +1,163 @@
+"""Load the gradient function to audit from ``MODULE:FUNCTION`` or ``path/to/file.py:FUNCTION``.
+
+The function must accept ``(params, x, y)`` positionally and return gradients shaped like
+``params``; this module checks only that it can be called that way, the engine checks what
+it returns.
+
+Example:
+    >>> grad_fn = load_grad_fn("my_backprop.py:grads")  # doctest: +SKIP
+    >>> grad_fn = load_grad_fn("mypkg.backprop:grads")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["LoadError", "load_grad_fn"]
+
+_FORM = "expected MODULE:FUNCTION (e.g. mypkg.backprop:grads) or path/to/file.py:FUNCTION"
+# Callables listed when the asked-for name is missing.
+_MAX_LISTED = 12
+
+
+class LoadError(ValueError):
+    """The gradient function could not be loaded or cannot be called as ``fn(params, x, y)``."""
+
+
+def _is_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def _module_name(path: str) -> str:
+    """A module name of its own for every file, so two ``grads.py`` files do not collide."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    safe = "".join(c if c.isalnum() else "_" for c in stem)
+    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
+    return f"_jaxbp_audit_user_{safe}_{digest}"
+
+
+def _from_file(path: str) -> types.ModuleType:
+    if not os.path.exists(path):
+        raise LoadError(
+            f"no such file {path!r} (working directory {os.getcwd()!r}); check the path before "
+            "the colon"
+        )
+    if os.path.isdir(path):
+        raise LoadError(f"{path!r} is a directory; pass the .py file that defines the function")
+    name = _module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot load {path!r} as Python source; pass a .py file")
+    module = importlib.util.module_from_spec(spec)
+    # registered before running, as a normal import does, so dataclasses and pickling work
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        del sys.modules[name]
+        where = f"line {e.lineno}" + (f", column {e.offset}" if e.offset else "")
+        raise LoadError(f"syntax error in {path!r} at {where}: {e.msg}") from None
+    except Exception as e:
+        del sys.modules[name]
+        raise LoadError(
+            f"running {path!r} failed: {type(e).__name__}: {e}; fix the file so that "
+            "importing it succeeds"
+        ) from None
+    return module
+
+
+def _from_module(target: str) -> types.ModuleType:
+    try:
+        return importlib.import_module(target)
+    except SyntaxError as e:
+        raise LoadError(
+            f"syntax error in module {target!r} ({e.filename}, line {e.lineno}): {e.msg}"
+        ) from None
+    except ImportError as e:
+        raise LoadError(
+            f"cannot import module {target!r}: {e}; check the name, that it is installed, or "
+            "pass a file path instead (path/to/file.py:FUNCTION)"
+        ) from None
+    except Exception as e:
+        raise LoadError(f"importing module {target!r} failed: {type(e).__name__}: {e}") from None
+
+
+def _callables(module: types.ModuleType) -> list[str]:
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and callable(value)
+        and not inspect.isclass(value)
+        and not inspect.ismodule(value)
+    )
+
+
+def _check_signature(fn: Callable[..., Any], spec: str) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # some builtins and C callables have no signature to check
+    try:
+        sig.bind(None, None, None)
+    except TypeError as e:
+        raise LoadError(
+            f"{spec} has signature {sig}, which cannot be called as fn(params, x, y) ({e}); "
+            "the gradient function must take the parameters, inputs and targets positionally "
+            "and return gradients shaped like params"
+        ) from None
+
+
+def load_grad_fn(spec: str) -> Callable[..., Any]:
+    """The function named by ``spec``, checked to accept ``(params, x, y)`` positionally.
+
+    Args:
+      spec: ``"MODULE:FUNCTION"`` (an importable module, e.g. ``"mypkg.backprop:grads"``) or
+        ``"path/to/file.py:FUNCTION"`` (a file, loaded under a module name of its own). The
+        function name may be dotted (``"file.py:Model.grads"``).
+
+    Returns:
+      The callable ``grad_fn(params, x, y) -> grads``.
+
+    Raises:
+      LoadError: ``spec`` has no colon; the file is missing or has a syntax error; the module
+        cannot be imported; the name is missing (the message lists the module's callables),
+        not callable, or cannot take three positional arguments.
+    """
+    if not isinstance(spec, str):
+        raise LoadError(f"the gradient spec must be a string, got {type(spec).__name__}; {_FORM}")
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise LoadError(f"{spec!r} is not a gradient function spec; {_FORM}")
+    parts = attr.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise LoadError(f"{attr!r} in {spec!r} is not a function name; {_FORM}")
+    module = _from_file(target) if _is_path(target) else _from_module(target)
+    where = f"{target!r}"
+    obj: Any = module
+    for i, part in enumerate(parts):
+        if not hasattr(obj, part):
+            if i == 0:
+                names = _callables(module)
+                listed = ", ".join(names[:_MAX_LISTED]) + (
+                    " ..." if len(names) > _MAX_LISTED else ""
+                )
+                have = f"callables defined there: {listed}" if names else "it defines no callables"
+                raise LoadError(f"{where} has no attribute {part!r}; {have}")
+            raise LoadError(f"{'.'.join(parts[:i])} in {where} has no attribute {part!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise LoadError(
+            f"{attr} in {where} is a {type(obj).__name__}, not a function; point at a function "
+            "grad_fn(params, x, y) -> grads"
+        )
+    _check_signature(obj, f"{attr} in {where}")
+    return obj

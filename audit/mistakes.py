@@ -1,0 +1,78 @@
+"""Gradients as a common mistake would compute them, for the diagnosis to match against.
+
+Each is the delta rule of :mod:`jaxbp.backprop` with one activation derivative left out:
+forgetting ``dA/dz`` (the note's ``A(1 - A)`` factors) is the classic slip of a hand
+derivation. Only used to name a failure, never as a reference.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp.losses import OutputSpec
+from jaxbp.network import forward_example
+
+__all__ = ["missing_derivative_grads"]
+
+
+def _grads_without(params, x, y, spec: OutputSpec, skip: int):
+    """Delta-rule gradient of the batch-mean loss with ``f'(z_skip)`` replaced by 1."""
+
+    def one(xi, yi):
+        zs, As = forward_example(params, xi, spec)
+        last = len(params) - 1
+        if skip == last:  # output layer: dE/dz_L = dE/dA_L without dA_L/dz_L (mse only)
+            delta = As[-1] - yi
+        else:
+            delta = spec.loss.delta(zs[-1], As[-1], yi, spec.output)
+        deltas = [delta]
+        for l in range(last - 1, -1, -1):
+            dA = params[l + 1]["W"].T @ delta
+            delta = dA if l == skip else dA * spec.hidden.df(zs[l], As[l + 1])
+            deltas.insert(0, delta)
+        return deltas, As
+
+    deltas, As = jax.vmap(one)(x, y)
+    n = x.shape[0]
+    return [
+        {"W": d.T @ a / n, "b": jnp.mean(d, axis=0)} for d, a in zip(deltas, As[:-1], strict=True)
+    ]
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "skip"))
+def _flat_candidates(params, x, y, *, spec, skip):
+    g = jax.vmap(lambda p, xi, yi: _grads_without(p, xi, yi, spec, skip))(params, x, y)
+    n = x.shape[0]
+    return jnp.concatenate([leaf.reshape(n, -1) for leaf in jax.tree.leaves(g)], axis=1)
+
+
+def missing_derivative_grads(spec: OutputSpec, groups, sizes) -> dict[str, jax.Array]:
+    """``{hint: (n_points, P)}``: for each layer, the gradient without its ``f'(z_l)``.
+
+    The output layer is included only for MSE (``bce``/``softmax_ce`` have no separate
+    ``dA/dz`` factor in their delta), hidden layers only for non-identity activations.
+    """
+    out = {}
+    act, out_act, loss = spec.names
+    n_layers = len(sizes) - 1
+    first = 1
+    for skip in range(n_layers):
+        units = range(first, first + sizes[skip + 1])
+        first += sizes[skip + 1]
+        terms = [f"dA{i}/dz{i}" for i in units]
+        terms = ", ".join(terms) if len(terms) <= 3 else f"{terms[0]} ... {terms[-1]}"
+        is_out = skip == n_layers - 1
+        if (is_out and (loss != "mse" or out_act == "identity")) or (
+            not is_out and act == "identity"
+        ):
+            continue
+        which = out_act if is_out else act
+        what = "A(1 - A)" if which == "sigmoid" else f"{which}'(z)"
+        hint = f"missing the activation derivative {terms} = {what} (layer {skip + 1})"
+        out[hint] = jnp.concatenate(
+            [_flat_candidates(g.params, g.x, g.y, spec=spec, skip=skip) for g in groups]
+        )
+    return out

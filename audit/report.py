@@ -1,0 +1,472 @@
+"""Write an audit result to a directory: JSON, Markdown, a self-contained HTML page and PNGs.
+
+The directory is replaced as a whole. Everything is written into a fresh hidden sibling
+directory first and swapped in only when complete, so an interrupted run leaves the previous
+report as it was, and a rerun never mixes new files with stale ones. A directory holding
+anything other than report files is never replaced.
+
+Example:
+    >>> files = write_report(result, "audit-report")  # doctest: +SKIP
+    >>> [os.path.basename(f) for f in files][:3]  # doctest: +SKIP
+    ['report.json', 'report.md', 'report.html']
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit import plots
+from audit.table import (
+    header_line,
+    hint_text,
+    number,
+    result_dict,
+    sci,
+    tolerance_lines,
+    verdict,
+    verdict_line,
+)
+
+__all__ = ["REPORT_FILES", "ReportError", "check_out_dir", "write_report"]
+
+# Every file a report can hold, in the order it is written. A directory holding anything
+# else is not a report and is never replaced.
+REPORT_FILES = (
+    "report.json",
+    "report.md",
+    "report.html",
+    "loss_curves.png",
+    "weight_errors.png",
+    "scatter.png",
+)
+
+# (file, function in audit.plots), looked up at call time
+_PLOTS = (
+    ("loss_curves.png", "loss_curves"),
+    ("weight_errors.png", "weight_errors"),
+    ("scatter.png", "scatter"),
+)
+
+
+class ReportError(ValueError):
+    """The report cannot be written where it was asked for; nothing was changed."""
+
+
+# --------------------------------------------------------------------------------------------
+# Where the report goes
+# --------------------------------------------------------------------------------------------
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Checks that a report can be written to ``out_dir`` without writing anything.
+
+    Run it before a long audit so a bad ``--out`` fails at once.
+
+    Returns:
+      ``out_dir`` as an absolute path.
+
+    Raises:
+      ReportError: ``out_dir`` exists and is not a directory, is a symbolic link, holds files
+        other than a report's, or its parent is not a writable directory.
+    """
+    out = Path(os.path.abspath(os.fspath(out_dir)))
+    shown = os.fspath(out_dir)
+    if out.is_symlink():
+        raise ReportError(
+            f"{shown!r} is a symbolic link; the report directory is replaced as a whole, so "
+            "pass the real directory it points to, or a new path"
+        )
+    if out.exists():
+        if not out.is_dir():
+            raise ReportError(
+                f"{shown!r} exists and is not a directory; pass a directory path for the "
+                "report (it is created if missing)"
+            )
+        try:
+            entries = sorted(os.listdir(out))
+        except OSError as e:
+            raise ReportError(f"cannot read {shown!r}: {e.strerror or e}") from None
+        foreign = [e for e in entries if e not in REPORT_FILES or not (out / e).is_file()]
+        if foreign:
+            listed = ", ".join(foreign[:5]) + (
+                f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            )
+            raise ReportError(
+                f"refusing to replace {shown!r}: it holds {listed}, which a report does not "
+                "write, so it does not look like an earlier report; pass a new or empty "
+                "directory, or remove those files"
+            )
+    parent = _nearest_existing(out.parent)
+    if not parent.is_dir():
+        raise ReportError(
+            f"cannot create {shown!r}: {os.fspath(parent)!r} is a file, not a directory"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ReportError(
+            f"cannot write the report to {shown!r}: directory {os.fspath(parent)!r} is not "
+            "writable; pass a path you can write to"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+# --------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: key order kept, numpy values as Python ones, nan/inf as strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+_WEIGHT_COLS = ("weight", "handwritten", "jax.grad", "finite diff", "abs err", "rel err")
+_FACTOR_COLS = ("factor", "handwritten", "jax.grad", "abs err", "rel err", "verdict", "worst point")
+
+
+def _worst(row: Mapping[str, Any]) -> str:
+    wp = row.get("worst_point") or {}
+    if not wp:
+        return ""
+    label = wp.get("label") or f"{wp.get('source')} #{wp.get('index')}"
+    return str(label)
+
+
+def _weight_cells(w: Mapping[str, Any]) -> list[str]:
+    return [
+        str(w.get("name")),
+        sci(w.get("manual")),
+        sci(w.get("reference")),
+        sci(w.get("finite_diff")),
+        sci(w.get("abs_err")),
+        sci(w.get("rel_err")),
+        verdict(w.get("passed")),
+        _worst(w),
+        hint_text(w),
+    ]
+
+
+def _factor_cells(f: Mapping[str, Any]) -> list[str]:
+    return [
+        str(f.get("name")),
+        sci(f.get("manual")),
+        sci(f.get("reference")),
+        sci(f.get("abs_err")),
+        sci(f.get("rel_err")),
+        verdict(f.get("passed")),
+        _worst(f),
+    ]
+
+
+def _config_rows(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in (data.get("config") or {}).items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        rows.append((str(key), str(value)))
+    return rows
+
+
+def _training_rows(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    t = data.get("training") or {}
+    lm = t.get("loss_manual") or []
+    la = t.get("loss_autodiff") or []
+    return [
+        ("steps", str(t.get("steps"))),
+        ("handwritten gradients", str(t.get("grad"))),
+        ("optimizer", str(t.get("optimizer"))),
+        ("final loss, handwritten", sci(lm[-1] if lm else None)),
+        ("final loss, jax.grad", sci(la[-1] if la else None)),
+        ("max abs loss difference", sci(t.get("max_loss_diff"))),
+        ("max abs parameter difference", sci(t.get("max_param_diff"))),
+    ]
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]
+) -> list[str]:
+    align = ["---:" if r else ":---" for r in right]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
+    alt = plots.describe(data)
+    head = "PASSED" if data.get("passed") else "FAILED"
+    lines = [f"# Gradient audit: {head}", "", f"**{_md_escape(verdict_line(data))}**", ""]
+    lines += [f"`{header_line(data)}`", ""]
+    tol = tolerance_lines(data, width=10_000)
+    lines += [f"Tolerance: {tol[0].removeprefix('tolerance: ')}.", ""]
+    if len(tol) > 1:
+        lines += [f"Rule: {tol[1].strip()}", ""]
+    points = data.get("points") or {}
+    lines += [
+        f"Points: {points.get('total')} in all: {points.get('seed_example', 0)} seed example, "
+        f"{points.get('random', 0)} random, {points.get('trajectory', 0)} on the training "
+        f"trajectory{'; traced under jit' if points.get('traced') else ''}.",
+        "",
+        "## Weights",
+        "",
+    ]
+    header = [*_WEIGHT_COLS, "verdict", "worst point", "hint"]
+    right = [False, True, True, True, True, True, False, False, False]
+    lines += _md_table(header, [_weight_cells(w) for w in data.get("weights") or []], right)
+    factors = data.get("factors") or []
+    if factors:
+        lines += ["", "## Chain-rule factors", ""]
+        right_f = [False, True, True, True, True, False, False]
+        lines += _md_table(_FACTOR_COLS, [_factor_cells(f) for f in factors], right_f)
+    first = data.get("first_failing_factor")
+    lines += ["", f"First failing factor: **{_md_escape(first)}**" if first else "No factor fails."]
+    notes = data.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {_md_escape(str(n))}" for n in notes]
+    if data.get("training"):
+        lines += ["", "## Training", ""]
+        lines += _md_table(("", "value"), _training_rows(data), (False, True))
+    if pngs:
+        lines += ["", "## Figures", ""]
+        for p in pngs:
+            lines += [f"![{_md_escape(alt.get(p, p))}]({p})", ""]
+        lines.pop()
+    lines += ["", "## Configuration", ""]
+    lines += _md_table(("setting", "value"), _config_rows(data), (False, False))
+    total_s = number((data.get("timing") or {}).get("total_s"))
+    if total_s is not None:
+        lines += ["", f"Audit time: {total_s:.2f} s."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+_CSS = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em;
+       padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; }
+.verdict { font-size: 1.15em; font-weight: 600; padding: 0.5em 0.8em; border-radius: 4px; }
+.pass { color: #1b6e2f; } .fail { color: #a4161a; }
+.verdict.pass { background: #e6f4ea; } .verdict.fail { background: #fbe9e9; }
+code { background: #f3f3f3; padding: 0.1em 0.3em; border-radius: 3px; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left;
+         vertical-align: top; }
+th { background: #f6f6f6; }
+td.num { text-align: right; font-family: ui-monospace, monospace; white-space: nowrap; }
+tr.fail td { background: #fdf1f1; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0 1.5em; }
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric: Sequence[bool],
+    row_passed: Sequence[bool] | None = None,
+    verdict_col: int | None = None,
+) -> list[str]:
+    out = ["<table>", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
+    for k, row in enumerate(rows):
+        failed = row_passed is not None and not row_passed[k]
+        cells = []
+        for i, cell in enumerate(row):
+            cls = "num" if numeric[i] else ""
+            if i == verdict_col:
+                cls = "pass" if cell == "PASS" else "fail"
+            cells.append(f'<td class="{cls}">{_e(cell)}</td>' if cls else f"<td>{_e(cell)}</td>")
+        out.append(('<tr class="fail">' if failed else "<tr>") + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return out
+
+
+def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
+    alt = plots.describe(data)
+    state = "pass" if data.get("passed") else "fail"
+    head = "PASSED" if data.get("passed") else "FAILED"
+    points = data.get("points") or {}
+    tol = tolerance_lines(data, width=10_000)
+    weights = data.get("weights") or []
+    factors = data.get("factors") or []
+    body = [
+        f'<h1>Gradient audit: <span class="{state}">{head}</span></h1>',
+        f'<p class="verdict {state}">{_e(verdict_line(data))}</p>',
+        f"<p><code>{_e(header_line(data))}</code></p>",
+        f"<p>Tolerance: {_e(tol[0].removeprefix('tolerance: '))}."
+        + (f"<br>Rule: {_e(tol[1].strip())}" if len(tol) > 1 else "")
+        + "</p>",
+        f"<p>Points: {_e(points.get('total'))} in all: {_e(points.get('seed_example', 0))} seed "
+        f"example, {_e(points.get('random', 0))} random, {_e(points.get('trajectory', 0))} on "
+        f"the training trajectory{'; traced under jit' if points.get('traced') else ''}.</p>",
+        "<h2>Weights</h2>",
+    ]
+    body += _html_table(
+        [*_WEIGHT_COLS, "verdict", "worst point", "hint"],
+        [_weight_cells(w) for w in weights],
+        [False, True, True, True, True, True, False, False, False],
+        [bool(w.get("passed")) for w in weights],
+        verdict_col=6,
+    )
+    if factors:
+        body.append("<h2>Chain-rule factors</h2>")
+        body += _html_table(
+            _FACTOR_COLS,
+            [_factor_cells(f) for f in factors],
+            [False, True, True, True, True, False, False],
+            [bool(f.get("passed")) for f in factors],
+            verdict_col=5,
+        )
+    first = data.get("first_failing_factor")
+    body.append(
+        f'<p>First failing factor: <strong class="fail">{_e(first)}</strong></p>'
+        if first
+        else "<p>No factor fails.</p>"
+    )
+    notes = data.get("notes") or []
+    if notes:
+        body += ["<h2>Notes</h2>", "<ul>", *(f"<li>{_e(n)}</li>" for n in notes), "</ul>"]
+    if data.get("training"):
+        body.append("<h2>Training</h2>")
+        body += _html_table(("", "value"), _training_rows(data), (False, True))
+    if images:
+        body.append("<h2>Figures</h2>")
+        for name, png in images:
+            src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            body.append(f'<img src="{src}" alt="{_e(alt.get(name, name))}" title="{_e(name)}">')
+    body.append("<h2>Configuration</h2>")
+    body += _html_table(("setting", "value"), _config_rows(data), (False, False))
+    total_s = number((data.get("timing") or {}).get("total_s"))
+    if total_s is not None:
+        body.append(f"<p>Audit time: {total_s:.2f} s.</p>")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>Gradient audit: {head}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing and swapping in
+# --------------------------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _swap_in(tmp: Path, out: Path, parent: Path) -> None:
+    """Moves ``tmp`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    trash = Path(tempfile.mkdtemp(dir=parent, prefix=".audit-old-"))
+    try:
+        previous = trash / "previous"
+        os.rename(out, previous)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(previous, out)  # put the old report back
+            raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
+    """Writes ``report.json``, ``report.md``, ``report.html`` and the PNGs into ``out_dir``.
+
+    ``out_dir`` is created, or replaced whole if it holds an earlier report. The loss-curve
+    PNG is written only when the audit trained. ``report.html`` embeds the PNGs and its CSS,
+    so it reads offline on its own.
+
+    Args:
+      result: an ``AuditResult`` or its ``to_dict()`` mapping.
+      out_dir: the report directory.
+
+    Returns:
+      The paths of the written files, ``report.json`` first. ``report.json`` lists their
+      names under ``files``.
+
+    Raises:
+      ReportError: ``out_dir`` cannot hold a report (see :func:`check_out_dir`) or writing
+        failed; the previous content of ``out_dir`` is then unchanged.
+    """
+    out = check_out_dir(out_dir)
+    data = _plain(result_dict(result))
+    plotted = [(n, f) for n, f in _PLOTS if n != "loss_curves.png" or data.get("training")]
+    pngs = [name for name, _ in plotted]
+    names = ["report.json", "report.md", "report.html", *pngs]
+    data["files"] = names
+
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=".audit-tmp-"))
+    except OSError as e:
+        raise ReportError(f"cannot write the report to {os.fspath(out_dir)!r}: {e}") from None
+    try:
+        images = []
+        for name, function in plotted:
+            png = getattr(plots, function)(data)
+            (tmp / name).write_bytes(png)
+            images.append((name, png))
+        (tmp / "report.json").write_text(_json(data), encoding="utf-8")
+        (tmp / "report.md").write_text(_markdown(data, pngs), encoding="utf-8")
+        (tmp / "report.html").write_text(_html(data, images), encoding="utf-8")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a report is not secret
+        _swap_in(tmp, out, parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ReportError(f"cannot write the report to {os.fspath(out_dir)!r}: {e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [os.path.join(os.fspath(out_dir), name) for name in names]

@@ -1,0 +1,362 @@
+"""The audit as plain text: a weight table, a factor table and a one-line verdict.
+
+Every renderer in ``audit`` reads the same dict, ``result.to_dict()`` (the content of
+``report.json``); this module also holds the small helpers that turn its values into numbers
+and strings, so the terminal, Markdown and HTML views print a value the same way.
+
+Example:
+    >>> print(format_table(result))  # doctest: +SKIP
+    weight  handwritten   jax.grad      finite diff   abs err     rel err     verdict  hint
+    w11     -1.2346e-03   -1.2346e-03   -1.2346e-03   1.1642e-10  9.4300e-08  PASS
+    ...
+    PASSED: 9/9 weights, 15/15 factors agree with jax.grad at 70 points
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["format_table", "verdict_line"]
+
+_GREEN = "\x1b[32m"
+_RED = "\x1b[31m"
+_BOLD = "\x1b[1m"
+_RESET = "\x1b[0m"
+
+# Failing names listed in the verdict line before it says "and N more".
+_VERDICT_NAMES = 6
+
+
+def result_dict(result: Any) -> Mapping[str, Any]:
+    """The report dict of an ``AuditResult`` (via ``to_dict()``), or ``result`` if it is one."""
+    to_dict = getattr(result, "to_dict", None)
+    data = to_dict() if callable(to_dict) else result
+    if not isinstance(data, Mapping):
+        raise TypeError(
+            f"expected an AuditResult or its to_dict() mapping, got {type(result).__name__}"
+        )
+    return data
+
+
+def number(value: Any) -> float | None:
+    """A report value as a float: ``None`` stays ``None``; ``"nan"``/``"inf"``/``"-inf"`` parse."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def sci(value: Any) -> str:
+    """Compact scientific notation (``-1.2346e-03``); ``nan``/``inf``/``-inf``; ``-`` for None."""
+    v = number(value)
+    if v is None:
+        return "-"
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.4e}"
+
+
+def verdict(passed: Any) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def severity(row: Mapping[str, Any]) -> float:
+    """A sort key, larger is worse: the relative error, with nan/inf/missing as the worst."""
+    v = number(row.get("rel_err"))
+    if v is None or math.isnan(v):
+        return math.inf
+    return abs(v)
+
+
+def select_rows(
+    rows: Sequence[Mapping[str, Any]], max_rows: int | None
+) -> tuple[list[Mapping[str, Any]], int]:
+    """Rows to show and how many were left out.
+
+    Without a limit (or when everything fits) the rows keep their flatten order. Otherwise
+    failing rows come first, worst first, then the worst passing ones.
+    """
+    if max_rows is None or len(rows) <= max_rows:
+        return list(rows), 0
+    failing = sorted((r for r in rows if not r.get("passed")), key=severity, reverse=True)
+    passing = sorted((r for r in rows if r.get("passed")), key=severity, reverse=True)
+    shown = (failing + passing)[: max(max_rows, 0)]
+    return shown, len(rows) - len(shown)
+
+
+def hint_text(row: Mapping[str, Any]) -> str:
+    """The row's hint, with saturation mentioned when the engine flagged it."""
+    hint = row.get("hint") or ""
+    if row.get("saturated") and "saturat" not in hint.lower():
+        hint = f"saturated unit; {hint}" if hint else "saturated unit"
+    return hint
+
+
+def count_failing(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [str(r.get("name")) for r in rows if not r.get("passed")]
+
+
+def _name_list(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_VERDICT_NAMES])
+    more = len(names) - _VERDICT_NAMES
+    return f"{shown}, and {more} more" if more > 0 else shown
+
+
+def verdict_line(result: Any) -> str:
+    """One line saying whether the handwritten gradients agree with ``jax.grad``.
+
+    Example:
+        ``PASSED: 9/9 weights, 15/15 factors agree with jax.grad at 70 points`` or
+        ``FAILED: 2 of 9 weights (w12, w21) disagree with jax.grad at 70 points; ...``
+    """
+    data = result_dict(result)
+    weights = data.get("weights") or []
+    factors = data.get("factors") or []
+    total = (data.get("points") or {}).get("total")
+    at = f" at {total} points" if total is not None else ""
+    bad_w = count_failing(weights)
+    bad_f = count_failing(factors)
+    n_w, n_f = len(weights), len(factors)
+    if data.get("passed"):
+        parts = [f"{n_w - len(bad_w)}/{n_w} weights"]
+        if factors:
+            parts.append(f"{n_f - len(bad_f)}/{n_f} factors")
+        return f"PASSED: {', '.join(parts)} agree with jax.grad{at}"
+    problems = []
+    if bad_w:
+        problems.append(f"{len(bad_w)} of {n_w} weights ({_name_list(bad_w)})")
+    if bad_f:
+        problems.append(f"{len(bad_f)} of {n_f} factors ({_name_list(bad_f)})")
+    if problems:
+        line = f"FAILED: {' and '.join(problems)} disagree with jax.grad{at}"
+        first = data.get("first_failing_factor")
+        if first:
+            line += f"; first failing factor: {first}"
+        return line
+    return (
+        f"FAILED: all {n_w} weights and {n_f} factors agree with jax.grad{at}, "
+        "but the audit did not pass; see the notes"
+    )
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"{code}{text}{_RESET}" if color else text
+
+
+def _grid(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Sequence[bool],
+    wrap_last: int | None,
+    verdict_col: int | None,
+    color: bool,
+) -> list[str]:
+    """Aligned columns; the last column wraps at ``wrap_last`` characters onto extra lines."""
+    cells = [list(header), *[list(r) for r in rows]]
+    last = len(header) - 1
+    wrapped: list[list[str]] = []
+    for r in cells:
+        text = r[last]
+        if wrap_last and len(text) > wrap_last:
+            lines = textwrap.wrap(text, wrap_last, break_long_words=True) or [""]
+            if len(lines) > 3:  # a hint is a pointer, not an essay: cut after three lines
+                lines = [
+                    *lines[:2],
+                    textwrap.shorten(" ".join(lines[2:]), wrap_last, placeholder=" ..."),
+                ]
+            wrapped.append(lines)
+        else:
+            wrapped.append([text])
+    widths = [
+        max(
+            len(r[i]) if i != last else max(len(s) for s in w)
+            for r, w in zip(cells, wrapped, strict=True)
+        )
+        for i in range(len(header))
+    ]
+    out = []
+    for k, (r, w) in enumerate(zip(cells, wrapped, strict=True)):
+        for j, tail in enumerate(w):
+            parts = []
+            for i in range(last):
+                text = r[i] if j == 0 else ""
+                cell = text.rjust(widths[i]) if right[i] else text.ljust(widths[i])
+                if color and j == 0 and k > 0 and i == verdict_col:
+                    cell = _paint(cell, _GREEN if text == "PASS" else _RED, True)
+                elif color and k == 0:
+                    cell = _paint(cell, _BOLD, True)
+                parts.append(cell)
+            parts.append(_paint(tail, _BOLD, True) if color and k == 0 else tail)
+            out.append("  ".join(parts).rstrip())
+    return out
+
+
+def _left_out(rows: Sequence[Mapping[str, Any]], shown: int, what: str) -> list[str]:
+    left = len(rows) - shown
+    if not left:
+        return []
+    # failing rows are shown first, so only those beyond the limit are hidden
+    hidden_failing = max(len(count_failing(rows)) - shown, 0)
+    which = f"{hidden_failing} of them failing" if hidden_failing else "all passing"
+    return [f"({left} more {what} not shown, {which})"]
+
+
+def _training_lines(training: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    lm = training.get("loss_manual") or []
+    la = training.get("loss_autodiff") or []
+    steps = training.get("steps")
+    lr = config.get("learning_rate")
+    how = f"{training.get('optimizer', 'sgd')}" + (f", lr={lr:g}" if isinstance(lr, float) else "")
+    return [
+        f"training: {steps} steps with grad={training.get('grad')} and with jax.grad ({how})",
+        f"  final loss: handwritten {sci(lm[-1] if lm else None)}, "
+        f"jax.grad {sci(la[-1] if la else None)}",
+        f"  max |loss diff| {sci(training.get('max_loss_diff'))}, "
+        f"max |param diff| {sci(training.get('max_param_diff'))}",
+    ]
+
+
+def _points_line(points: Mapping[str, Any]) -> str:
+    parts = []
+    for key, label in (
+        ("seed_example", "seed example"),
+        ("random", "random"),
+        ("trajectory", "on the training trajectory"),
+    ):
+        if points.get(key):
+            parts.append(f"{points[key]} {label}")
+    traced = "; traced under jit" if points.get("traced") else ""
+    detail = f" ({', '.join(parts)}{traced})" if parts or traced else ""
+    return f"points: {points.get('total')}{detail}"
+
+
+def header_line(data: Mapping[str, Any]) -> str:
+    """The audited configuration in one line."""
+    c = data.get("config") or {}
+    sizes = "-".join(str(s) for s in c.get("sizes") or [])
+    out_act = c.get("output_activation")
+    parts = [
+        f"grad={c.get('grad')}",
+        f"sizes={sizes}",
+        f"activation={c.get('activation')}",
+        *([f"output={out_act}"] if out_act else []),
+        f"loss={c.get('loss')}",
+        f"dtype={c.get('dtype')}",
+        f"data={c.get('data')}",
+        f"seed={c.get('seed')}",
+    ]
+    return "audit: " + " ".join(parts)
+
+
+def tolerance_lines(data: Mapping[str, Any], width: int = 96) -> list[str]:
+    """The tolerances, then the pass/fail rule wrapped to ``width``."""
+    tol = data.get("tolerance") or {}
+    nums = f"rtol={sci(tol.get('rtol'))}, atol={sci(tol.get('atol'))}"
+    if tol.get("floor") is not None:
+        nums += f", floor={sci(tol.get('floor'))}"
+    rule = tol.get("rule")
+    wrapped = textwrap.wrap(str(rule), width, initial_indent="  ", subsequent_indent="  ")
+    return [f"tolerance: {nums}", *(wrapped if rule else [])]
+
+
+def format_table(
+    result: Any, *, color: bool = False, max_rows: int | None = None, hint_width: int = 48
+) -> str:
+    """Renders an audit result for a terminal.
+
+    Args:
+      result: an ``AuditResult`` or its ``to_dict()`` mapping.
+      color: paint PASS green, FAIL red and headers bold with ANSI codes.
+      max_rows: at most this many weight rows (and factor rows): failing ones first, then the
+        worst passing ones; a line says how many were left out. None shows every row in
+        flatten order.
+      hint_width: the hint column wraps at this many characters (three lines at most).
+
+    Returns:
+      The tables, the first failing factor, notes, the training summary and the verdict
+      line, joined with newlines (no trailing newline).
+    """
+    data = result_dict(result)
+    lines = [header_line(data), _points_line(data.get("points") or {}), *tolerance_lines(data), ""]
+
+    all_weights = data.get("weights") or []
+    weights, _ = select_rows(all_weights, max_rows)
+    rows = [
+        [
+            str(w.get("name")),
+            sci(w.get("manual")),
+            sci(w.get("reference")),
+            sci(w.get("finite_diff")),
+            sci(w.get("abs_err")),
+            sci(w.get("rel_err")),
+            verdict(w.get("passed")),
+            hint_text(w),
+        ]
+        for w in weights
+    ]
+    header = ["weight", "handwritten", "jax.grad", "finite diff", "abs err", "rel err"]
+    lines += _grid(
+        [*header, "verdict", "hint"],
+        rows,
+        right=[False, True, True, True, True, True, False, False],
+        wrap_last=hint_width,
+        verdict_col=6,
+        color=color,
+    )
+    lines += _left_out(all_weights, len(weights), "weights")
+
+    all_factors = data.get("factors") or []
+    factors, _ = select_rows(all_factors, max_rows)
+    if factors:
+        frows = [
+            [
+                str(f.get("name")),
+                sci(f.get("manual")),
+                sci(f.get("reference")),
+                sci(f.get("abs_err")),
+                sci(f.get("rel_err")),
+                verdict(f.get("passed")),
+            ]
+            for f in factors
+        ]
+        lines.append("")
+        lines += _grid(
+            ["factor", "handwritten", "jax.grad", "abs err", "rel err", "verdict"],
+            frows,
+            right=[False, True, True, True, True, False],
+            wrap_last=None,
+            verdict_col=5,
+            color=color,
+        )
+        lines += _left_out(all_factors, len(factors), "factors")
+
+    first = data.get("first_failing_factor")
+    if first:
+        lines += ["", f"first failing factor: {first}"]
+    notes = data.get("notes") or []
+    if notes:
+        lines += ["", "notes:"]
+        for note in notes:
+            lines += textwrap.wrap(str(note), 96, initial_indent="  - ", subsequent_indent="    ")
+    training = data.get("training")
+    if training:
+        lines += ["", *_training_lines(training, data.get("config") or {})]
+    total_s = number((data.get("timing") or {}).get("total_s"))
+    if total_s is not None and math.isfinite(total_s):
+        lines += ["", f"time: {total_s:.2f} s"]
+    line = verdict_line(data)
+    lines += ["", _paint(line, _GREEN if data.get("passed") else _RED, color)]
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Each example runs in quick mode, in its own process, and prints or saves what it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxbp
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NUMBER = r"[-+]?\d+\.\d+(?:e[-+]?\d+)?"
+
+
+def run_example(name: str, *args: str, code: str | None = None) -> str:
+    """Run ``examples/<name>`` (or ``python -c code``) with JAXBP_QUICK=1; return stdout."""
+    env = dict(os.environ, JAXBP_QUICK="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, str(EXAMPLES / name)]
+    proc = subprocess.run(
+        [*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_seed_example_matches_jax_and_lowers_E():
+    out = run_example("seed_example.py")
+
+    # the forward pass, recomputed here from the numbers the docstring states
+    def sigma(z):
+        return 1 / (1 + math.exp(-z))
+
+    x1, x2, yt = 0.05, 0.10, 0.01
+    A1 = sigma(x1 * 0.15 + x2 * 0.20 + 0.35)
+    A2 = sigma(x1 * 0.25 + x2 * 0.30 + 0.35)
+    A3 = sigma(A1 * 0.40 + A2 * 0.45 + 0.60)
+    E = 0.5 * (A3 - yt) ** 2
+    printed = dict(re.findall(rf"^  (A3|E)\s+= ({NUMBER})$", out, re.M))
+    assert float(printed["A3"]) == pytest.approx(A3, abs=1e-12)
+    assert float(printed["E"]) == pytest.approx(E, abs=1e-12)
+
+    pairs = re.findall(rf"^ .*?(\S+)\s+handwritten\s+({NUMBER})\s+jax\s+({NUMBER})", out, re.M)
+    names = [name for name, _, _ in pairs]
+    assert len(pairs) == 15 + 9, out  # every chain factor, then every dE/dw and dE/db
+    assert names[:3] == ["dE/dA3", "dA3/dz3", "dz3/dw31"]
+    assert set(names[15:]) == {f"dE/d{p}" for p in ("w11 w12 w21 w22 w31 w32 b1 b2 b3".split())}
+    for name, mine, theirs in pairs:
+        assert float(mine) == pytest.approx(float(theirs), abs=1e-12), name
+
+    fell = re.search(rf"E fell from ({NUMBER}) to ({NUMBER})", out)
+    assert fell, out
+    before, after = map(float, fell.groups())
+    assert before == pytest.approx(E, abs=1e-12)
+    assert after < before
+
+
+def test_xor_jit_learns_xor_and_saves_png(tmp_path):
+    png = tmp_path / "xor.png"
+    out = run_example("xor_jit.py", str(png))
+    assert "seed 4/4, autodiff 4/4" in out, out
+    diff = re.search(rf"largest difference between the curves: ({NUMBER})", out)
+    assert diff and float(diff.group(1)) < 1e-5, out
+    rows = re.findall(rf"^\s+(\d+)\s+({NUMBER})\s+({NUMBER})$", out, re.M)
+    assert rows and int(rows[0][0]) == 0
+    assert float(rows[-1][1]) < 0.1 * float(rows[0][1])  # the loss fell tenfold at least
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_digits_accuracy_and_gradient_audit():
+    pytest.importorskip("sklearn")
+    out = run_example("digits.py")
+    checkpoints = re.findall(r"^\s+\d+\s+\d+\.\d+\s+layer.*\s(ok|MISMATCH)$", out, re.M)
+    assert len(checkpoints) >= 2 and set(checkpoints) == {"ok"}, out
+    accuracy = re.search(rf"held-out accuracy: ({NUMBER})", out)
+    assert accuracy and float(accuracy.group(1)) > 0.8, out
+
+
+def test_digits_without_sklearn_says_how_to_install():
+    # sys.modules[name] = None makes "import name" raise ImportError, as if not installed
+    code = (
+        "import runpy, sys; sys.modules['sklearn'] = None; "
+        f"runpy.run_path({str(EXAMPLES / 'digits.py')!r}, run_name='__main__')"
+    )
+    env = dict(os.environ, JAXBP_QUICK="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert 'pip install -e ".[examples]"' in proc.stderr
+
+
+def test_optax_pipeline_loss_falls():
+    out = run_example("optax_pipeline.py")
+    assert "same structure: True" in out, out
+    fell = re.search(rf"loss fell from ({NUMBER}) to ({NUMBER})", out)
+    assert fell, out
+    before, after = map(float, fell.groups())
+    assert after < 0.5 * before
+    accuracy = re.search(rf"test ({NUMBER})", out)
+    assert accuracy and float(accuracy.group(1)) > 0.9, out
+
+
+def load_example_module(name: str):
+    """Import ``examples/<name>.py`` as a module without putting examples/ on sys.path."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_my_gradients_correct_one_matches_jax_buggy_one_swaps_w12_w21():
+    my_gradients = load_example_module("my_gradients")
+    params, _, _ = jaxbp.seed_example(dtype=jnp.float64)
+    x = jax.random.uniform(jax.random.key(0), (5, 2), jnp.float64)
+    y = jax.random.uniform(jax.random.key(1), (5, 1), jnp.float64)
+    ref = jaxbp.to_named(jaxbp.autodiff_grads(params, x, y))
+    good = jaxbp.to_named(my_gradients.correct_grads(params, x, y))
+    bad = jaxbp.to_named(my_gradients.buggy_grads(params, x, y))
+    for name in ref:
+        assert good[name] == pytest.approx(ref[name], rel=1e-12, abs=1e-15), name
+    wrong = [n for n in ref if bad[n] != pytest.approx(ref[n], rel=1e-9, abs=1e-15)]
+    assert wrong == ["w12", "w21"]
+    assert (bad["w12"], bad["w21"]) == pytest.approx((ref["w21"], ref["w12"]), rel=1e-12)

@@ -59,7 +59,7 @@ def diagnose(
     labels: Sequence[str],
     floor: float,
     rtol: float,
-    candidates: dict[str, np.ndarray] | None = None,
+    candidates: dict[str, tuple[np.ndarray, Sequence[str]]] | None = None,
 ) -> dict[int, str]:
     """A hint for each failing element.
 
@@ -71,7 +71,8 @@ def diagnose(
       batch: ``(n,)`` batch size of each point; labels: ``n`` point descriptions.
       floor: the tolerance floor (fraction of a tensor's scale).
       rtol: how close a hypothesis must match (relative).
-      candidates: ``{hint: (n, P)}`` gradients under a named mistake, to match against.
+      candidates: ``{mistake: ((n, P) gradients, P hints)}``: gradients as a named mistake
+        would give them, with the hint each weight gets when it matches.
 
     Returns:
       ``{flat index: hint}`` for the failing elements that match a pattern.
@@ -119,11 +120,11 @@ def diagnose(
                 f"matches jax.grad of {names[swap]}: swapped indices ({names[i]} <-> {names[swap]})"
             )
             continue
-        for text, cand in (candidates or {}).items():
+        for cand, texts in (candidates or {}).values():
             if np.all(_close(m, cand[:, i], rtol, sig_floor[:, i])) and not np.all(
                 _close(r, cand[:, i], rtol, sig_floor[:, i])
             ):
-                hints[i] = text
+                hints[i] = texts[i]
                 break
         else:
             if sig.any():

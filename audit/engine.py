@@ -153,7 +153,10 @@ def _compare_groups(
         t0 = time.perf_counter()
         cap = min(n_points, 512)
         batch = np.concatenate([np.full(g.size, g.x.shape[1]) for g in groups])[:cap]
-        cands = {k: np.asarray(v)[:cap] for k, v in (candidates() if candidates else {}).items()}
+        cands = {
+            k: (np.asarray(v, np.float64)[:cap], texts)
+            for k, (v, texts) in (candidates() if candidates else {}).items()
+        }
         hints = diagnose(
             fail_idx,
             np.asarray(ev.manual, dtype=np.float64)[:cap],

@@ -8,6 +8,7 @@ derivation. Only used to name a failure, never as a reference.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -49,21 +50,30 @@ def _flat_candidates(params, x, y, *, spec, skip):
     return jnp.concatenate([leaf.reshape(n, -1) for leaf in jax.tree.leaves(g)], axis=1)
 
 
-def missing_derivative_grads(spec: OutputSpec, groups, sizes) -> dict[str, jax.Array]:
-    """``{hint: (n_points, P)}``: for each layer, the gradient without its ``f'(z_l)``.
+def missing_derivative_grads(
+    spec: OutputSpec, groups, sizes
+) -> dict[str, tuple[jax.Array, list[str]]]:
+    """For each layer, the gradient without its ``f'(z_l)``, and a hint for every weight.
 
-    The output layer is included only for MSE (``bce``/``softmax_ce`` have no separate
-    ``dA/dz`` factor in their delta), hidden layers only for non-identity activations.
+    Returns:
+      ``{layer: ((n_points, P) gradients, P hints)}``. A weight into layer ``l`` is told the
+      derivative of its own unit (``dA1/dz1``); a weight below it, those of layer ``l``.
+      The output layer is included only for MSE (``bce``/``softmax_ce`` have no separate
+      ``dA/dz`` factor in their delta), hidden layers only for non-identity activations.
     """
     out = {}
     act, out_act, loss = spec.names
     n_layers = len(sizes) - 1
+    units = []  # unit numbers of each layer, numbered from 1 as in the note
     first = 1
+    for n in sizes[1:]:
+        units.append(list(range(first, first + n)))
+        first += n
+    layer_of = []  # (layer, unit) of every weight in flatten order
+    for l, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layer_of += [(l, units[l][i]) for i in range(n_out) for _ in range(n_in)]
+        layer_of += [(l, units[l][i]) for i in range(n_out)]
     for skip in range(n_layers):
-        units = range(first, first + sizes[skip + 1])
-        first += sizes[skip + 1]
-        terms = [f"dA{i}/dz{i}" for i in units]
-        terms = ", ".join(terms) if len(terms) <= 3 else f"{terms[0]} ... {terms[-1]}"
         is_out = skip == n_layers - 1
         if (is_out and (loss != "mse" or out_act == "identity")) or (
             not is_out and act == "identity"
@@ -71,8 +81,15 @@ def missing_derivative_grads(spec: OutputSpec, groups, sizes) -> dict[str, jax.A
             continue
         which = out_act if is_out else act
         what = "A(1 - A)" if which == "sigmoid" else f"{which}'(z)"
-        hint = f"missing the activation derivative {terms} = {what} (layer {skip + 1})"
-        out[hint] = jnp.concatenate(
+        terms = [f"dA{i}/dz{i}" for i in units[skip]]
+        layer_terms = ", ".join(terms) if len(terms) <= 3 else f"{terms[0]} ... {terms[-1]}"
+        texts = [
+            f"missing the activation derivative "
+            f"{f'dA{u}/dz{u}' if l == skip else layer_terms} = {what} (layer {skip + 1})"
+            for l, u in layer_of
+        ]
+        grads = jnp.concatenate(
             [_flat_candidates(g.params, g.x, g.y, spec=spec, skip=skip) for g in groups]
         )
+        out[f"layer {skip + 1}"] = (grads, texts)
     return out

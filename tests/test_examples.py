@@ -80,8 +80,8 @@ def test_xor_jit_learns_xor_and_saves_png(tmp_path):
 def test_digits_accuracy_and_gradient_audit():
     pytest.importorskip("sklearn")
     out = run_example("digits.py")
-    checkpoints = re.findall(r"^\s+\d+\s+\d+\.\d+\s+layer.*\s(ok|MISMATCH)$", out, re.M)
-    assert len(checkpoints) >= 2 and set(checkpoints) == {"ok"}, out
+    checkpoints = re.findall(r"^\s+\d+\s+\d+\.\d+\s+layer.*\s(pass|FAIL)$", out, re.M)
+    assert len(checkpoints) >= 2 and set(checkpoints) == {"pass"}, out
     accuracy = re.search(rf"held-out accuracy: ({NUMBER})", out)
     assert accuracy and float(accuracy.group(1)) > 0.8, out
 

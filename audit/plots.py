@@ -111,6 +111,11 @@ def loss_curves(result: Any) -> bytes:
         if np.isfinite(yy).any():
             top.plot(steps, yy, label=label, **style)
             drawn = True
+    checkpoints = [c for c in training.get("checkpoints") or [] if isinstance(c, int)]
+    for i, c in enumerate(checkpoints):
+        # the trajectory points the audit compared gradients at
+        label = "audited checkpoints" if i == 0 else None
+        top.axvline(c, color="gray", lw=0.8, ls=":", label=label)
     if drawn:
         top.set_yscale("log")
         top.legend(loc="upper right")
@@ -127,9 +132,12 @@ def loss_curves(result: Any) -> bytes:
         label = "|handwritten - jax.grad|"
         if zeros:
             label += f" (exactly 0 at {zeros} of {n} steps, not drawn)"
-        marker = "." if len(dd) <= 200 else None  # isolated nonzero steps stay visible
-        bottom.plot(steps, dd, color=_FAIL, lw=1.0, marker=marker, ms=4, label=label)
+        # differences are often a few float ulps apart, and a line would zigzag between them
+        style = {"ls": "none", "marker": ".", "ms": 4} if len(dd) <= 1000 else {"lw": 0.8}
+        bottom.plot(steps, dd, color=_FAIL, label=label, **style)
         bottom.set_yscale("log")
+        lo, hi = np.nanmin(dd), np.nanmax(dd)
+        bottom.set_ylim(lo / 3, hi * 30)  # head room for the legend
         bottom.legend(loc="upper left", fontsize="small")
     else:
         msg = "identical at every step: |difference| = 0" if zeros == n else "no finite difference"

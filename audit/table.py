@@ -187,19 +187,27 @@ def _grid(
         )
         for i in range(len(header))
     ]
+
+    def code(k: int, i: int, text: str) -> str | None:
+        if not color or not text:
+            return None
+        if k == 0:
+            return _BOLD
+        if i == verdict_col:
+            return _GREEN if text == "PASS" else _RED
+        return None
+
     out = []
     for k, (r, w) in enumerate(zip(cells, wrapped, strict=True)):
         for j, tail in enumerate(w):
             parts = []
-            for i in range(last):
-                text = r[i] if j == 0 else ""
-                cell = text.rjust(widths[i]) if right[i] else text.ljust(widths[i])
-                if color and j == 0 and k > 0 and i == verdict_col:
-                    cell = _paint(cell, _GREEN if text == "PASS" else _RED, True)
-                elif color and k == 0:
-                    cell = _paint(cell, _BOLD, True)
-                parts.append(cell)
-            parts.append(_paint(tail, _BOLD, True) if color and k == 0 else tail)
+            for i in range(last + 1):
+                text = tail if i == last else (r[i] if j == 0 else "")
+                pad = " " * (widths[i] - len(text))
+                c = code(k, i, text)
+                painted = _paint(text, c, True) if c else text
+                # codes wrap the text only, so trailing padding can be stripped
+                parts.append(pad + painted if right[i] else painted + pad)
             out.append("  ".join(parts).rstrip())
     return out
 

@@ -1,0 +1,466 @@
+"""Tests for audit.report, audit.table and audit.plots, on hand-built report dicts."""
+
+import copy
+import json
+import math
+import os
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audit import plots
+from audit.report import REPORT_FILES, ReportError, check_out_dir, write_report
+from audit.result import AuditResult
+from audit.table import format_table, sci, verdict_line
+
+PNG = b"\x89PNG\r\n\x1a\n"
+NAMES = ["w11", "w12", "w21", "w22", "b1", "b2", "w31", "w32", "b3"]
+KEYS = [
+    "passed", "config", "tolerance", "points", "weights", "factors", "first_failing_factor",
+    "notes", "training", "files", "timing",
+]  # fmt: skip
+SWAP_HINT = (
+    "matches jax.grad of w21: swapped indices (w12 <-> w21); the note's dz1/dw12 = x2, so "
+    "check which input multiplies which weight in the forward pass"
+)
+
+
+def make_result(*, failing=(), training=True, steps=50, names=NAMES):
+    """A report dict shaped like ``AuditResult.to_dict()``; ``failing`` weights are 50% off."""
+    weights = []
+    for i, name in enumerate(names):
+        ref = (-1) ** i * 1.2345678e-3 * (i + 1)
+        bad = name in failing
+        man = ref * 1.5 if bad else ref * (1 + 1e-7)
+        weights.append(
+            {
+                "name": name, "manual": man, "reference": ref, "finite_diff": ref * (1 + 1e-5),
+                "abs_err": abs(man - ref), "rel_err": abs(man - ref) / abs(ref),
+                "passed": not bad, "hint": SWAP_HINT if bad else None, "saturated": False,
+                "worst_point": {"index": 3, "source": "random", "label": "random draw 3"},
+            }
+        )  # fmt: skip
+    factors = [
+        {
+            "name": n, "manual": 0.1, "reference": 0.1, "abs_err": 0.0, "rel_err": 0.0,
+            "passed": True,
+            "worst_point": {"index": 0, "source": "seed_example", "label": "seed worked example"},
+        }
+        for n in ("dE/dA3", "dA3/dz3", "delta_2 (dE/dz_2)")
+    ]  # fmt: skip
+    if failing:
+        factors[2].update(passed=False, manual=0.2, abs_err=0.1, rel_err=0.5)
+    tr = None
+    if training:
+        lm = [0.25 * 0.99**t for t in range(steps)]
+        la = [v * (1 + (1e-7 if t % 3 else 0.0)) for t, v in enumerate(lm)]
+        tr = {
+            "steps": steps, "grad": "seed", "optimizer": "gradient descent",
+            "learning_rate": 2.0, "checkpoints": [0, steps // 2, steps], "loss_manual": lm,
+            "loss_autodiff": la, "max_loss_diff": 2.5e-8, "max_param_diff": 1e-7,
+        }  # fmt: skip
+    return {
+        "passed": not failing,
+        "config": {
+            "grad": "seed", "sizes": [2, 2, 1], "activation": "sigmoid", "loss": "mse",
+            "output_activation": "sigmoid", "points": 64, "seed": 0, "dtype": "float32",
+            "steps": steps if training else 0, "learning_rate": 2.0, "data": "xor",
+            "rtol": 1e-3, "atol": 0.0, "fd": True, "jax_version": "0.10.2", "backend": "cpu",
+            "devices": ["TFRT_CPU_0"], "reference_dtype": "float64",
+        },
+        "tolerance": {
+            "rtol": 1e-3, "atol": 0.0, "floor": 1e-2,
+            "rule": "passed = both finite and rel_err <= rtol or abs_err <= atol",
+        },
+        "points": {"total": 70, "seed_example": 1, "random": 64, "trajectory": 5, "traced": True},
+        "weights": weights,
+        "factors": factors,
+        "first_failing_factor": "delta_2 (dE/dz_2)" if failing else None,
+        "notes": ["float32 gradients compared with float64 references"],
+        "training": tr,
+        "files": [],
+        "timing": {"total_s": 1.25},
+    }  # fmt: skip
+
+
+def with_nonfinite(result):
+    """w11 nan, w12 inf with a missing rel_err, w21 an exact 0 error: all failing but w21."""
+    result = copy.deepcopy(result)
+    w = result["weights"]
+    w[0].update(manual="nan", abs_err="nan", rel_err="nan", passed=False, hint="NaN in w11")
+    w[1].update(manual="inf", abs_err="inf", rel_err=None, finite_diff=None, passed=False)
+    w[2].update(manual=w[2]["reference"], abs_err=0.0, rel_err=0.0)
+    result["passed"] = False
+    return result
+
+
+@pytest.fixture
+def fast_plots(monkeypatch):
+    """Stand-in figures for tests about files and directories, not about pictures."""
+    for name in ("loss_curves", "weight_errors", "scatter"):
+        monkeypatch.setattr(plots, name, lambda result, name=name: PNG + name.encode())
+
+
+def listing(path):
+    return sorted(os.listdir(path))
+
+
+def leftovers(parent):
+    return [n for n in os.listdir(parent) if n.startswith(".audit-")]
+
+
+# --------------------------------------------------------------------------------------------
+# write_report
+# --------------------------------------------------------------------------------------------
+
+
+def test_report_files_complete(tmp_path):
+    out = tmp_path / "report"
+    files = write_report(make_result(), out)
+    names = [os.path.basename(f) for f in files]
+    assert names == list(REPORT_FILES)
+    assert listing(out) == sorted(REPORT_FILES)
+    assert files == [os.path.join(str(out), n) for n in names]
+    for name in names:
+        assert (out / name).stat().st_size > 0
+        if name.endswith(".png"):
+            assert (out / name).read_bytes().startswith(PNG)
+    assert leftovers(tmp_path) == []
+
+
+def test_report_json_schema_order_and_files(fast_plots, tmp_path):
+    write_report(make_result(failing=("w12",)), tmp_path / "r")
+    text = (tmp_path / "r" / "report.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in report.json"))
+    assert list(data) == KEYS
+    assert data["files"] == list(REPORT_FILES)
+    assert [w["name"] for w in data["weights"]] == NAMES
+    assert data["passed"] is False
+    assert text.startswith('{\n  "passed": false,')  # indent 2, schema order
+
+
+def test_report_json_turns_nonfinite_floats_into_strings(fast_plots, tmp_path):
+    result = make_result()
+    result["weights"][0]["manual"] = math.nan
+    result["weights"][1]["rel_err"] = -math.inf
+    result["training"]["loss_manual"][-1] = math.inf
+    write_report(result, tmp_path / "r")
+    text = (tmp_path / "r" / "report.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in report.json"))
+    assert data["weights"][0]["manual"] == "nan"
+    assert data["weights"][1]["rel_err"] == "-inf"
+    assert data["training"]["loss_manual"][-1] == "inf"
+
+
+def test_report_accepts_audit_result_and_does_not_mutate_it(fast_plots, tmp_path):
+    result = AuditResult(**make_result())
+    write_report(result, tmp_path / "r")
+    assert result.files == []
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["files"] == list(REPORT_FILES)
+
+
+def test_html_is_self_contained(tmp_path):
+    write_report(with_nonfinite(make_result(failing=("w22",))), tmp_path / "r")
+    page = (tmp_path / "r" / "report.html").read_text()
+    for banned in ("http://", "https://", 'src="//', 'href="//', "<link", "<script"):
+        assert banned not in page
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "<style>" in page
+    for name in NAMES:
+        assert f"<td>{name}</td>" in page
+    assert "FAIL" in page and "nan" in page and "inf" in page
+    assert "swapped indices (w12 &lt;-&gt; w21)" in page  # escaped, not raw HTML
+
+
+def test_markdown_tables_and_links(fast_plots, tmp_path):
+    write_report(make_result(failing=("w12",)), tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md.startswith("# Gradient audit: FAILED")
+    for png in ("loss_curves.png", "weight_errors.png", "scatter.png"):
+        assert f"]({png})" in md
+    row = next(line for line in md.splitlines() if line.startswith("| w12 |"))
+    assert "FAIL" in row and "swapped indices" in row
+    assert "| delta_2 (dE/dz_2) |" in md
+
+
+def test_report_without_training_has_no_loss_curve(fast_plots, tmp_path):
+    files = write_report(make_result(training=False), tmp_path / "r")
+    assert "loss_curves.png" not in listing(tmp_path / "r")
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["files"] == [os.path.basename(f) for f in files]
+    assert "loss_curves.png" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_rerun_replaces_the_whole_directory(fast_plots, tmp_path):
+    out = tmp_path / "r"
+    write_report(make_result(), out)
+    assert "loss_curves.png" in listing(out)
+    write_report(make_result(training=False), out)
+    assert listing(out) == sorted(set(REPORT_FILES) - {"loss_curves.png"})
+    assert leftovers(tmp_path) == []
+
+
+def test_report_dir_permissions_follow_umask(fast_plots, tmp_path):
+    write_report(make_result(), tmp_path / "r")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_crash_while_plotting_keeps_previous_report(fast_plots, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    write_report(make_result(), out)
+    before = {n: (out / n).read_bytes() for n in listing(out)}
+
+    def broken(result):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(plots, "scatter", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        write_report(make_result(failing=("w11",)), out)
+    assert {n: (out / n).read_bytes() for n in listing(out)} == before
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_swap_puts_previous_report_back(fast_plots, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    write_report(make_result(), out)
+    before = {n: (out / n).read_bytes() for n in listing(out)}
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if os.path.basename(str(src)).startswith(".audit-tmp-"):
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(ReportError, match="No space left on device"):
+        write_report(make_result(failing=("w11",)), out)
+    monkeypatch.undo()
+    assert {n: (out / n).read_bytes() for n in listing(out)} == before
+    assert leftovers(tmp_path) == []
+
+
+def test_out_path_that_is_a_file(fast_plots, tmp_path):
+    target = tmp_path / "report"
+    target.write_text("not a directory")
+    with pytest.raises(ReportError, match="exists and is not a directory"):
+        write_report(make_result(), target)
+    assert target.read_text() == "not a directory"
+    with pytest.raises(ReportError, match="is a file, not a directory"):
+        write_report(make_result(), target / "sub")
+    assert leftovers(tmp_path) == []
+
+
+def test_unwritable_parent_is_refused_before_writing(fast_plots, tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(ReportError, match="is not writable"):
+        write_report(make_result(), tmp_path / "r")
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_parent_is_refused(tmp_path):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        with pytest.raises(ReportError, match="is not writable"):
+            check_out_dir(parent / "r")
+    finally:
+        parent.chmod(0o700)
+
+
+def test_directory_with_other_files_is_never_replaced(fast_plots, tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    (out / "report.json").write_text("{}")
+    with pytest.raises(ReportError, match=r"refusing to replace .*notes\.txt"):
+        write_report(make_result(), out)
+    assert listing(out) == ["notes.txt", "report.json"]
+    (out / "notes.txt").unlink()
+    (out / "sub").mkdir()
+    with pytest.raises(ReportError, match="sub"):
+        write_report(make_result(), out)
+
+
+def test_empty_existing_directory_and_missing_parents_are_fine(fast_plots, tmp_path):
+    (tmp_path / "empty").mkdir()
+    write_report(make_result(), tmp_path / "empty")
+    write_report(make_result(), tmp_path / "a" / "b" / "c")
+    assert "report.html" in listing(tmp_path / "a" / "b" / "c")
+
+
+def test_symlinked_out_dir_is_refused(fast_plots, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ReportError, match="symbolic link"):
+        write_report(make_result(), tmp_path / "link")
+
+
+def test_report_error_is_a_value_error():
+    assert issubclass(ReportError, ValueError)
+
+
+# --------------------------------------------------------------------------------------------
+# format_table and verdict_line
+# --------------------------------------------------------------------------------------------
+
+
+def weight_rows(text):
+    return [line for line in text.splitlines() if re.match(r"(w\d|b\d)", line)]
+
+
+def test_table_lists_every_weight_and_passes():
+    text = format_table(make_result())
+    for name in NAMES:
+        assert re.search(rf"^{name}\s", text, re.M)
+    assert "FAIL" not in text
+    assert (
+        text.splitlines()[-1] == "PASSED: 9/9 weights, 3/3 factors agree with jax.grad at 70 points"
+    )
+    assert "final loss: handwritten" in text and "max |param diff| 1.0000e-07" in text
+
+
+def test_table_columns_are_aligned():
+    text = format_table(with_nonfinite(make_result(failing=("w32",))))
+    header = next(line for line in text.splitlines() if line.startswith("weight"))
+    col = header.index("verdict")
+    rows = weight_rows(text)
+    assert len(rows) == 9
+    assert all(row[col : col + 4] in ("PASS", "FAIL") for row in rows)
+    hint = header.index("hint")
+    hinted = [row for row in rows if len(row) > hint]
+    assert [row[:3] for row in hinted] == ["w11", "w32"]
+    assert all(row[hint - 2 : hint] == "  " and row[hint] != " " for row in hinted)
+
+
+def test_table_failing_rows_show_fail_and_hint():
+    text = format_table(make_result(failing=("w12", "w21")))
+    for name in ("w12", "w21"):
+        row = next(r for r in weight_rows(text) if r.startswith(name))
+        assert "FAIL" in row and "matches jax.grad of w21" in row
+    assert "first failing factor: delta_2 (dE/dz_2)" in text
+    assert text.splitlines()[-1].startswith("FAILED: 2 of 9 weights (w12, w21) ")
+
+
+def test_long_hints_wrap_under_the_hint_column():
+    text = format_table(make_result(failing=("w12",)), hint_width=30)
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("weight"))
+    start = header.index("hint")
+    i = next(k for k, line in enumerate(lines) if line.startswith("w12"))
+    continuation = lines[i + 1]
+    assert continuation[:start].strip() == "" and continuation[start:].strip()
+    assert all(len(line) - start <= 30 for line in lines[i : i + 3])
+    assert lines[i + 3].startswith("w21")  # at most three lines per hint
+
+
+def test_nonfinite_and_missing_values_are_shown():
+    text = format_table(with_nonfinite(make_result()))
+    w11 = next(r for r in weight_rows(text) if r.startswith("w11"))
+    w12 = next(r for r in weight_rows(text) if r.startswith("w12"))
+    assert w11.split()[1] == "nan" and "NaN in w11" in w11
+    assert w12.split()[1] == "inf" and w12.split()[3] == "-"
+    assert "FAILED: 2 of 9 weights (w11, w12)" in text
+
+
+def test_max_rows_shows_failures_first_and_counts_the_rest():
+    names = [f"w{i}_{j}" for i in range(10, 20) for j in range(1, 11)]
+    result = make_result(failing=("w13_4", "w17_2"), names=names)
+    text = format_table(result, max_rows=5)
+    rows = [line for line in text.splitlines() if line.startswith("w1")]
+    assert len(rows) == 5
+    assert {rows[0].split()[0], rows[1].split()[0]} == {"w13_4", "w17_2"}
+    assert "(95 more weights not shown, all passing)" in text
+    assert "(99 more weights not shown, 1 of them failing)" in format_table(result, max_rows=1)
+
+
+def test_color_only_when_asked():
+    result = make_result(failing=("w12",))
+    assert "\x1b[" not in format_table(result)
+    colored = format_table(result, color=True)
+    assert "\x1b[31mFAIL" in colored and "\x1b[32mPASS" in colored
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", colored)
+    assert plain == format_table(result)
+
+
+def test_verdict_when_only_factors_fail_or_nothing_is_listed():
+    result = make_result()
+    result["passed"] = False
+    result["factors"][0]["passed"] = False
+    assert verdict_line(result) == (
+        "FAILED: 1 of 3 factors (dE/dA3) disagree with jax.grad at 70 points"
+    )
+    result["factors"][0]["passed"] = True
+    assert verdict_line(result).startswith("FAILED: all 9 weights and 3 factors agree")
+
+
+def test_verdict_names_at_most_six_failures():
+    result = make_result(failing=tuple(NAMES))
+    assert "(w11, w12, w21, w22, b1, b2, and 3 more)" in verdict_line(result)
+
+
+@given(st.floats(min_value=-1e300, max_value=1e300))
+def test_sci_round_trips_to_five_digits(v):
+    text = sci(v)
+    assert re.fullmatch(r"-?\d\.\d{4}e[+-]\d{2,3}", text)
+    assert float(text) == pytest.approx(v, rel=1e-4, abs=0)
+
+
+def test_sci_special_values():
+    assert [sci(v) for v in (None, "nan", "inf", "-inf", math.nan, -math.inf, "junk")] == [
+        "-", "nan", "inf", "-inf", "nan", "-inf", "-",
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+# --------------------------------------------------------------------------------------------
+
+PLOTS = (plots.loss_curves, plots.weight_errors, plots.scatter)
+
+
+def test_plots_are_png_and_deterministic():
+    result = make_result(failing=("w12",))
+    for plot in PLOTS:
+        first = plot(result)
+        assert first.startswith(PNG)
+        assert plot(copy.deepcopy(result)) == first
+        assert len(first) < 200_000
+    assert plots.weight_errors(make_result()) != plots.weight_errors(result)
+
+
+def test_plots_handle_nan_inf_none_and_zero():
+    result = with_nonfinite(make_result())
+    result["training"]["loss_manual"][3] = "nan"
+    for plot in PLOTS:
+        assert plot(result).startswith(PNG)
+
+
+def test_loss_curves_identical_histories_and_no_training():
+    result = make_result()
+    result["training"]["loss_autodiff"] = list(result["training"]["loss_manual"])
+    assert plots.loss_curves(result).startswith(PNG)
+    with pytest.raises(ValueError, match="no training"):
+        plots.loss_curves(make_result(training=False))
+
+
+def test_long_histories_and_big_networks_plot_quickly():
+    names = [f"w{i}_{j}" for i in range(10, 40) for j in range(1, 11)]
+    result = make_result(failing=("w12_3",), names=names, steps=20_000)
+    for plot in PLOTS:
+        assert plot(result).startswith(PNG)
+
+
+def test_plots_leave_no_pyplot_figures():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    for plot in PLOTS:
+        plot(make_result())
+    assert plt.get_fignums() == before

@@ -155,8 +155,10 @@ def load_grad_fn(spec: str) -> Callable[..., Any]:
             raise LoadError(f"{'.'.join(parts[:i])} in {where} has no attribute {part!r}")
         obj = getattr(obj, part)
     if not callable(obj):
+        kind = type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise LoadError(
-            f"{attr} in {where} is a {type(obj).__name__}, not a function; point at a function "
+            f"{attr} in {where} is not callable: it is {article} {kind}; point at a function "
             "grad_fn(params, x, y) -> grads"
         )
     _check_signature(obj, f"{attr} in {where}")

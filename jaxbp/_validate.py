@@ -49,10 +49,14 @@ def _is_concrete(a: Any) -> bool:
 
 def check_params(params: Any) -> None:
     """``params`` is a non-empty list of ``{"W": (n_out, n_in), "b": (n_out,)}`` that chain."""
-    if not isinstance(params, (list, tuple)) or len(params) == 0:
+    # a list only: every gradient function builds its result as a list, so a tuple of layers
+    # would come back as a different pytree and break the optimizer update in fit
+    if not isinstance(params, list) or len(params) == 0:
+        got = "an empty list" if isinstance(params, list) else type(params).__name__
         raise TypeError(
-            f"params is {type(params).__name__}, expected a non-empty list of layers "
+            f"params is {got}, expected a non-empty list of layers "
             '{"W": (n_out, n_in), "b": (n_out,)}; build one with jaxbp.init(sizes, key=...)'
+            + (" or convert with list(params)" if isinstance(params, tuple) else "")
         )
     for i, layer in enumerate(params):
         if not isinstance(layer, dict) or set(layer) != {"W", "b"}:

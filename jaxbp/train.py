@@ -160,7 +160,11 @@ def fit(
         raise ValueError(f"steps={steps!r}, expected an int >= 1")
     n = x.shape[0]
     if batch_size is not None:
-        if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+        if (
+            not isinstance(batch_size, int)
+            or isinstance(batch_size, bool)
+            or not 1 <= batch_size <= n
+        ):
             raise ValueError(f"batch_size={batch_size!r}, expected an int in [1, {n}] or None")
         if key is None:
             raise ValueError("batch_size is set but key is None; pass key=jax.random.key(seed)")
@@ -168,7 +172,7 @@ def fit(
             batch_size = None
     if chunk_size is None:
         chunk_size = steps
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r}, expected an int >= 1 or None")
     if optimizer is None:
         optimizer = _GD

@@ -1,0 +1,325 @@
+"""``jaxbp-audit``: audit handwritten MLP gradients against jax.grad from the command line.
+
+Exit status: 0 when every weight and factor agrees, 1 when something disagrees, 2 for a
+usage or input error (one line on stderr, no traceback).
+
+Example:
+    $ jaxbp-audit                                  # the note's 2-2-1 formulas on XOR
+    $ jaxbp-audit --grad closed_form --sizes 2,8,1 --activation tanh --data moons
+    $ jaxbp-audit --grad my_backprop.py:grads --no-report
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+__all__ = ["build_parser", "main"]
+
+PROG = "jaxbp-audit"
+TRUTH_TABLES = ("xor", "and", "or")
+GENERATED = ("moons", "circles")
+GENERATED_POINTS = 200
+
+_EPILOG = """\
+--grad takes seed (the note's formulas, 2-2-1 sigmoid with mse only), closed_form (the delta
+rule for any sizes), MODULE:FUNCTION or path/to/file.py:FUNCTION for your own
+grad_fn(params, x, y) -> grads shaped like params.
+
+--data takes xor, and, or (the four rows of the truth table), moons, circles (200 points drawn
+with --seed) or a CSV file whose last n_out columns are the targets (n_out: last of --sizes).
+
+exit status: 0 all gradients agree with jax.grad, 1 some disagree, 2 usage or input error.
+
+examples:
+  jaxbp-audit
+  jaxbp-audit --grad closed_form --sizes 2,8,1 --activation tanh --data moons
+  jaxbp-audit --grad my_backprop.py:grads --steps 0 --no-report
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error format the rest of the CLI uses."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of layer widths; expected at least two positive integers "
+            "separated by commas, input width first, e.g. 2,2,1"
+        )
+    return sizes
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; expected at least {minimum}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _float(*, positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            need = "a finite number > 0" if positive else "a finite number >= 0"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {need}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jaxbp-audit`` argument parser."""
+    p = _Parser(
+        prog=PROG,
+        description="Check handwritten MLP gradients against jax.grad, weight by weight, at\n"
+        "random points and along a training run, and write a report.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    net = p.add_argument_group("network")
+    net.add_argument(
+        "--sizes", type=_sizes, default=(2, 2, 1), metavar="N0,N1,...",
+        help="layer widths, input first (default 2,2,1)",
+    )  # fmt: skip
+    net.add_argument(
+        "--activation", choices=("sigmoid", "tanh", "relu", "identity"), default="sigmoid",
+        help="hidden activation (default sigmoid)",
+    )  # fmt: skip
+    net.add_argument(
+        "--loss", choices=("mse", "bce", "softmax_ce"), default="mse",
+        help="loss (default mse: E = 1/2 (A - y)^2)",
+    )  # fmt: skip
+    net.add_argument(
+        "--output-activation", choices=("sigmoid", "tanh", "relu", "identity", "softmax"),
+        default=None,
+        help="output activation (default: the hidden one for mse, sigmoid for bce, softmax "
+        "for softmax_ce)",
+    )  # fmt: skip
+    net.add_argument(
+        "--grad", default="seed", metavar="SPEC",
+        help="gradients to audit: seed, closed_form, MODULE:FUNCTION or path.py:FUNCTION "
+        "(default seed)",
+    )  # fmt: skip
+
+    run = p.add_argument_group("audit")
+    run.add_argument(
+        "--points", type=_int_at_least(1), default=64, metavar="N",
+        help="random (params, x, y) draws to audit at (default 64)",
+    )  # fmt: skip
+    run.add_argument("--seed", type=int, default=0, help="seeds every random draw (default 0)")
+    run.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32",
+        help="dtype of the audited params and data; references run in float64 (default float32)",
+    )  # fmt: skip
+    run.add_argument(
+        "--steps", type=_int_at_least(0), default=5000, metavar="N",
+        help="gradient-descent steps to train and audit along; 0 for none (default 5000)",
+    )  # fmt: skip
+    run.add_argument(
+        "--lr", type=_float(positive=True), default=2.0, metavar="ETA",
+        help="learning rate (default 2.0)",
+    )  # fmt: skip
+    run.add_argument(
+        "--data", default="xor", metavar="NAME|PATH.csv",
+        help="xor, and, or, moons, circles or a CSV file (default xor)",
+    )  # fmt: skip
+    run.add_argument(
+        "--rtol", type=_float(positive=False), default=None,
+        help="relative tolerance (default: by dtype)",
+    )  # fmt: skip
+    run.add_argument(
+        "--atol", type=_float(positive=False), default=None,
+        help="absolute tolerance (default: by dtype)",
+    )  # fmt: skip
+    run.add_argument(
+        "--no-fd", dest="fd", action="store_false",
+        help="skip the finite-difference column",
+    )  # fmt: skip
+
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--out", default="audit-report", metavar="DIR",
+        help="report directory, replaced as a whole (default audit-report)",
+    )  # fmt: skip
+    out.add_argument(
+        "--no-report", dest="report", action="store_false",
+        help="print the table only, write no files",
+    )  # fmt: skip
+    out.add_argument(
+        "--quiet", action="store_true", help="print only the final verdict line"
+    )  # fmt: skip
+    out.add_argument(
+        "--max-rows", type=_int_at_least(1), default=None, metavar="N",
+        help="show at most N weight rows: failing ones first, then the worst passing ones",
+    )  # fmt: skip
+    return p
+
+
+def _check_seed(args: argparse.Namespace) -> None:
+    if args.grad != "seed":
+        return
+    wrong = []
+    if tuple(args.sizes) != (2, 2, 1):
+        wrong.append(f"--sizes {','.join(map(str, args.sizes))}")
+    if args.activation != "sigmoid":
+        wrong.append(f"--activation {args.activation}")
+    if args.loss != "mse":
+        wrong.append(f"--loss {args.loss}")
+    if args.output_activation not in (None, "sigmoid"):
+        wrong.append(f"--output-activation {args.output_activation}")
+    if wrong:
+        raise ValueError(
+            f"--grad seed is the note's 2-2-1 sigmoid network with mse, but got "
+            f"{', '.join(wrong)}; use --grad closed_form for other networks"
+        )
+
+
+def _load_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    import jax
+
+    import jaxbp
+
+    name = args.data
+    n_out = args.sizes[-1]
+    if name in TRUTH_TABLES:
+        return jaxbp.truth_table(name, dtype=args.dtype)
+    if name in GENERATED:
+        # the engine draws from key(seed) itself; the data gets a stream of its own
+        key = jax.random.fold_in(jax.random.key(args.seed), 0xDA7A)
+        make = jaxbp.two_moons if name == "moons" else jaxbp.circles
+        return make(GENERATED_POINTS, key=key, dtype=args.dtype)
+    if not name.lower().endswith(".csv") and not os.path.exists(name):
+        raise ValueError(
+            f"--data {name!r} is neither a known data set nor an existing file; expected one of "
+            f"{', '.join(TRUTH_TABLES + GENERATED)} or the path of a .csv file"
+        )
+    return jaxbp.load_csv(name, n_targets=n_out, dtype=args.dtype)
+
+
+def _check_widths(args: argparse.Namespace, x: Any, y: Any) -> None:
+    sizes = ",".join(map(str, args.sizes))
+    if x.shape[1] != args.sizes[0]:
+        raise ValueError(
+            f"--sizes {sizes} but {args.data} has {x.shape[1]} inputs; the first size must be "
+            f"{x.shape[1]}"
+        )
+    if y.shape[1] != args.sizes[-1]:
+        raise ValueError(
+            f"--sizes {sizes} but {args.data} has {y.shape[1]} target column(s); the last size "
+            f"must be {y.shape[1]}"
+        )
+
+
+def _engine() -> Callable[..., Any]:
+    import audit
+
+    return audit.audit_network
+
+
+def _use_color(stream: Any) -> bool:
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _run(args: argparse.Namespace) -> int:
+    import jax
+
+    import jaxbp
+    from audit.loader import load_grad_fn
+    from audit.report import check_out_dir, write_report
+    from audit.table import format_table, result_dict, verdict_line
+
+    # references and finite differences run in float64; the audited values keep --dtype
+    jax.config.update("jax_enable_x64", True)
+    jaxbp.resolve_output(args.activation, args.loss, args.output_activation)
+    if args.report:
+        check_out_dir(args.out)  # before the long run, so a bad --out costs nothing
+    grad: Any = args.grad if args.grad in ("seed", "closed_form") else load_grad_fn(args.grad)
+    x, y = _load_data(args)
+    _check_widths(args, x, y)  # first: a width that cannot fit the data is the root problem
+    _check_seed(args)
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+    result = _engine()(
+        grad,
+        sizes=args.sizes,
+        activation=args.activation,
+        loss=args.loss,
+        output_activation=args.output_activation,
+        data=(x, y),
+        data_name=args.data,
+        points=args.points,
+        seed=args.seed,
+        dtype=args.dtype,
+        steps=args.steps,
+        learning_rate=args.lr,
+        rtol=args.rtol,
+        atol=args.atol,
+        fd=args.fd,
+        progress=progress,
+    )
+    if not args.quiet:
+        print(format_table(result, color=_use_color(sys.stdout), max_rows=args.max_rows))
+    if args.report:
+        files = write_report(result, args.out)
+        if not args.quiet:
+            others = ", ".join(os.path.basename(f) for f in files if not f.endswith(".html"))
+            print(f"report: {os.path.join(args.out, 'report.html')} (also {others})")
+    if args.quiet:
+        print(verdict_line(result))
+    return 0 if result_dict(result).get("passed") else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``jaxbp-audit`` with ``argv`` (default ``sys.argv[1:]``) and returns the exit status."""
+    from audit.loader import LoadError
+    from audit.report import ReportError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or argparse's own usage error (already printed)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return _run(args)
+    except (LoadError, ReportError, ValueError, TypeError, OSError) as e:
+        # FileNotFoundError is an OSError; every one of these is about the input, not a bug
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

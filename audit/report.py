@@ -31,6 +31,7 @@ from audit.table import (
     header_line,
     hint_text,
     number,
+    points_line,
     result_dict,
     sci,
     tolerance_lines,
@@ -216,6 +217,10 @@ def _training_rows(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def _md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
@@ -238,11 +243,8 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
     lines += [f"Tolerance: {tol[0].removeprefix('tolerance: ')}.", ""]
     if len(tol) > 1:
         lines += [f"Rule: {tol[1].strip()}", ""]
-    points = data.get("points") or {}
     lines += [
-        f"Points: {points.get('total')} in all: {points.get('seed_example', 0)} seed example, "
-        f"{points.get('random', 0)} random, {points.get('trajectory', 0)} on the training "
-        f"trajectory{'; traced under jit' if points.get('traced') else ''}.",
+        _sentence(points_line(data.get("points") or {})),
         "",
         "## Weights",
         "",
@@ -327,7 +329,6 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
     alt = plots.describe(data)
     state = "pass" if data.get("passed") else "fail"
     head = "PASSED" if data.get("passed") else "FAILED"
-    points = data.get("points") or {}
     tol = tolerance_lines(data, width=10_000)
     weights = data.get("weights") or []
     factors = data.get("factors") or []
@@ -338,9 +339,7 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
         f"<p>Tolerance: {_e(tol[0].removeprefix('tolerance: '))}."
         + (f"<br>Rule: {_e(tol[1].strip())}" if len(tol) > 1 else "")
         + "</p>",
-        f"<p>Points: {_e(points.get('total'))} in all: {_e(points.get('seed_example', 0))} seed "
-        f"example, {_e(points.get('random', 0))} random, {_e(points.get('trajectory', 0))} on "
-        f"the training trajectory{'; traced under jit' if points.get('traced') else ''}.</p>",
+        f"<p>{_e(_sentence(points_line(data.get('points') or {})))}</p>",
         "<h2>Weights</h2>",
     ]
     body += _html_table(

@@ -237,7 +237,8 @@ def _training_lines(training: Mapping[str, Any], config: Mapping[str, Any]) -> l
     ]
 
 
-def _points_line(points: Mapping[str, Any]) -> str:
+def points_line(points: Mapping[str, Any]) -> str:
+    """How many points were audited, of each source."""
     parts = []
     for key, label in (
         ("seed_example", "seed example"),
@@ -298,7 +299,7 @@ def format_table(
       line, joined with newlines (no trailing newline).
     """
     data = result_dict(result)
-    lines = [header_line(data), _points_line(data.get("points") or {}), *tolerance_lines(data), ""]
+    lines = [header_line(data), points_line(data.get("points") or {}), *tolerance_lines(data), ""]
 
     all_weights = data.get("weights") or []
     weights, _ = select_rows(all_weights, max_rows)

@@ -179,6 +179,7 @@ def test_markdown_tables_and_links(fast_plots, tmp_path):
     write_report(make_result(failing=("w12",)), tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert md.startswith("# Gradient audit: FAILED")
+    assert "\nPoints: 70 (1 seed example, 64 random, 5 on the training trajectory; " in md
     for png in ("loss_curves.png", "weight_errors.png", "scatter.png"):
         assert f"]({png})" in md
     row = next(line for line in md.splitlines() if line.startswith("| w12 |"))

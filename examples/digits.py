@@ -70,9 +70,13 @@ def audit_layers(params: jaxbp.Params, x: jax.Array, y: jax.Array) -> tuple[bool
       ``(passed, {"layer 1 W": rel_err, ...})``: the audit's verdict over every weight, and
       each leaf's largest relative error (in flatten order, the order of ``result.weights``).
     """
-    result = audit.check_gradients(
-        GRAD_FN, loss_fn, params, x, y, fd=False, names=jaxbp.param_names(SIZES)
-    )
+    # GPUs multiply float32 matrices in TF32 by default (10 mantissa bits): ~1e-3 relative
+    # noise in both gradients, as large as the audit's float32 tolerance. Audit at full
+    # precision; training keeps the fast default.
+    with jax.default_matmul_precision("highest"):
+        result = audit.check_gradients(
+            GRAD_FN, loss_fn, params, x, y, fd=False, names=jaxbp.param_names(SIZES)
+        )
     worst, start = {}, 0
     for l, layer in enumerate(params, start=1):
         for leaf in ("W", "b"):  # jax.tree flattens each layer's dict in sorted key order

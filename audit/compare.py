@@ -4,8 +4,13 @@ The rule, for every element at every point::
 
     abs_err = |m - r|
     rel_err = abs_err / max(|m|, |r|, floor * scale, tiny)
-    passed  = m and r finite  and  (rel_err <= rtol  or  abs_err <= atol
-                                    or abs_err <= noise * |r_same - r|)
+    allowed = max(rtol * max(|m|, |r|, floor * scale, tiny), atol, noise * roundoff)
+    score   = abs_err / allowed          (inf when either side is NaN/Inf)
+    passed  = score <= 1
+
+which is ``rel_err <= rtol or abs_err <= atol or abs_err <= noise * roundoff`` in one number.
+A weight's worst point is the one with the largest ``score``: where it came closest to
+failing, or failed by most.
 
 ``scale`` is the largest ``|r|`` of the same tensor (leaf) at the same point, so an element
 that is tiny next to its neighbours is judged against the tensor's size rather than its own:
@@ -14,11 +19,13 @@ still fails as long as it is above ``floor`` of its tensor. NaN or Inf on either
 fails (its errors are reported as ``inf``). ``atol`` defaults to 0: the floor already covers
 exact and near-zero gradients.
 
-``r_same`` is the reference computed again in the handwritten gradient's own dtype. Where the
-value itself cannot be computed to ``rtol`` in that dtype (a difference of two nearly equal
-numbers, such as ``A3 - yt`` when a float32 sigmoid saturates), ``|r_same - r|`` measures the
-roundoff that even ``jax.grad`` makes there, and a handwritten value within ``noise`` times
-that is not called wrong. In float64 (``r_same = r``) this clause never passes anything.
+``roundoff`` is what ``jax.grad`` itself gets wrong in the handwritten gradient's own dtype:
+the largest ``|r_same - r|`` over three evaluations of the reference in that dtype (at the
+point, and at two copies with every input nudged by one unit in the last place). Where a
+value cannot be computed to ``rtol`` in that dtype at all (a difference of two nearly equal
+numbers, such as ``1 - p`` when a float32 softmax saturates), a handwritten value within
+``noise`` times that is not called wrong. When the audited dtype is the reference dtype
+(float64 audits), ``roundoff`` is 0 and this clause passes nothing.
 
 Defaults by the dtype of the handwritten gradients (the reference runs in float64 whenever
 64-bit mode is on):
@@ -87,13 +94,15 @@ class Comparison(NamedTuple):
 
     abs_err: jax.Array
     rel_err: jax.Array
+    allowed: jax.Array  # the largest abs_err that passes there
+    score: jax.Array  # abs_err / allowed: <= 1 passes, inf for NaN/Inf
     passed: jax.Array
 
 
 def compare(
     manual: jax.Array,
     reference: jax.Array,
-    reference_same: jax.Array | None,
+    roundoff: jax.Array | None,
     segments: np.ndarray,
     n_segments: int,
     tol: Tolerance,
@@ -102,8 +111,8 @@ def compare(
 
     Args:
       manual, reference: ``(n_points, P)`` float; compared in the wider of the two dtypes.
-      reference_same: ``(n_points, P)`` the reference in ``manual``'s dtype, or None when
-        the reference already is in that dtype.
+      roundoff: ``(n_points, P)`` the reference's own error in ``manual``'s dtype (see the
+        module docstring), or None when the reference already is in that dtype.
       segments: ``(P,)`` int, the tensor (leaf) each element belongs to.
       n_segments: number of tensors.
       tol: the thresholds.
@@ -121,35 +130,35 @@ def compare(
     denom = jnp.maximum(jnp.maximum(jnp.abs(m), jnp.abs(r)), jnp.maximum(floor, tiny))
     abs_err = jnp.where(finite, jnp.abs(m - r), jnp.inf)
     rel_err = jnp.where(finite, abs_err / denom, jnp.inf)
-    ok = (rel_err <= tol.rtol) | (abs_err <= tol.atol)
-    if reference_same is not None:
-        noise = jnp.abs(reference_same.astype(dt) - r)
-        ok = ok | (abs_err <= tol.noise * jnp.where(jnp.isfinite(noise), noise, 0))
-    passed = finite & ok
-    return Comparison(abs_err, rel_err, passed)
+    allowed = jnp.maximum(tol.rtol * denom, tol.atol)
+    if roundoff is not None:
+        noise = roundoff.astype(dt)
+        allowed = jnp.maximum(allowed, tol.noise * jnp.where(jnp.isfinite(noise), noise, 0))
+    score = jnp.where(finite, abs_err / allowed, jnp.inf)  # allowed >= rtol * tiny > 0
+    passed = finite & (score <= 1)
+    return Comparison(abs_err, rel_err, allowed, score, passed)
 
 
 class Worst(NamedTuple):
     """Per element, over all points: the worst case and where it happened. All ``(P,)``."""
 
-    index: jax.Array  # point with the largest rel_err (failures first)
+    index: jax.Array  # point with the largest score
     manual: jax.Array
     reference: jax.Array
     abs_err: jax.Array
     rel_err: jax.Array
+    allowed: jax.Array
+    score: jax.Array
     n_failed: jax.Array  # points at which the element failed
 
 
 def worst_over_points(manual: jax.Array, reference: jax.Array, cmp: Comparison) -> Worst:
     """Reduce a :class:`Comparison` over the points axis, keeping each element's worst case.
 
-    A failed point outranks any passing one (so an ``atol`` pass with a large rel_err is not
-    picked over a real failure); among equals the larger rel_err wins, ties the first point.
+    The worst point has the largest ``score`` (NaN/Inf count as infinite); ties go to the
+    first point.
     """
-    key = jnp.where(cmp.passed, 0.0, 1.0) + jnp.where(
-        jnp.isfinite(cmp.rel_err), cmp.rel_err / (1 + cmp.rel_err), 1.0
-    )  # failures in (1, 2], passes in [0, 1): one order for both
-    idx = jnp.argmax(key, axis=0)
+    idx = jnp.argmax(cmp.score, axis=0)
 
     def at(a):
         return jnp.take_along_axis(a, idx[None, :], axis=0)[0]
@@ -160,5 +169,7 @@ def worst_over_points(manual: jax.Array, reference: jax.Array, cmp: Comparison) 
         at(reference),
         at(cmp.abs_err),
         at(cmp.rel_err),
+        at(cmp.allowed),
+        at(cmp.score),
         jnp.sum(~cmp.passed, axis=0),
     )

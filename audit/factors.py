@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from audit.compare import Tolerance, compare, worst_over_points
+from audit.gradients import roundoff
 from audit.points import PointGroup
+from audit.result import number
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec
 from jaxbp.reference import _deltas, seed_factors_autodiff
@@ -54,7 +56,7 @@ def _entries(names, segments, manual, reference, same, groups, tol):
     """One entry per factor: its worst (point, example) over all rows."""
     cmp = compare(manual, reference, same, segments, len(names), tol)
     w = worst_over_points(manual, reference, cmp)
-    rel = np.asarray(w.rel_err)
+    score = np.nan_to_num(np.asarray(w.score, np.float64), nan=np.inf)
     failed = np.asarray(w.n_failed) > 0
     # rows are (point, example) pairs in group order
     row_point, row_label = [], []
@@ -68,17 +70,17 @@ def _entries(names, segments, manual, reference, same, groups, tol):
     out = []
     for f, name in enumerate(names):
         cols = np.flatnonzero(segments == f)
-        # the factor's worst element: failures first, then the largest rel_err
-        order = np.lexsort((-np.nan_to_num(rel[cols], nan=np.inf), ~failed[cols]))
-        c = int(cols[order[0]])
+        c = int(cols[np.argmax(score[cols])])  # the factor's worst element
         row = int(np.asarray(w.index)[c])
         out.append(
             dict(
                 name=name,
-                manual=float(w.manual[c]),
-                reference=float(w.reference[c]),
-                abs_err=float(w.abs_err[c]),
-                rel_err=float(w.rel_err[c]),
+                manual=number(w.manual[c]),
+                reference=number(w.reference[c]),
+                abs_err=number(w.abs_err[c]),
+                rel_err=number(w.rel_err[c]),
+                allowed_err=number(w.allowed[c]),
+                score=number(w.score[c]),
                 passed=not bool(failed[cols].any()),
                 worst_point=dict(index=row_point[row], label=row_label[row]),
             )
@@ -109,7 +111,9 @@ def seed_factor_audit(
     for g in groups:
         manual.append(_seed_rows(factors_fn, names, g.params, g.x, g.y))
         reference.append(_seed_rows(seed_factors_autodiff, names, *_cast(g, ref_dtype)))
-        same.append(_seed_rows(seed_factors_autodiff, names, g.params, g.x, g.y))
+        if g.x.dtype != jnp.dtype(ref_dtype):
+            rows = functools.partial(_seed_rows, seed_factors_autodiff, names)
+            same.append(roundoff(rows, g.params, g.x, g.y, reference[-1]))
     segments = np.arange(len(names))
     return _entries(
         list(names), segments, *_joined(manual, reference, same, groups, ref_dtype), groups, tol
@@ -122,7 +126,7 @@ def _first(g: PointGroup):
 
 def _joined(manual, reference, same, groups, ref_dtype):
     m, r = jnp.concatenate(manual), jnp.concatenate(reference)
-    s = None if groups[0].x.dtype == jnp.dtype(ref_dtype) else jnp.concatenate(same)
+    s = jnp.concatenate(same) if same else None
     return m, r, s
 
 
@@ -139,7 +143,9 @@ def delta_factors(
     for g in groups:
         manual.append(_delta_rows(g.params, g.x, g.y, spec=spec, manual=True))
         reference.append(_delta_rows(*_cast(g, ref_dtype), spec=spec, manual=False))
-        same.append(_delta_rows(g.params, g.x, g.y, spec=spec, manual=False))
+        if g.x.dtype != jnp.dtype(ref_dtype):
+            rows = functools.partial(_delta_rows, spec=spec, manual=False)
+            same.append(roundoff(rows, g.params, g.x, g.y, reference[-1]))
     segments = np.repeat(np.arange(n_layers), widths)
     names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(n_layers)]
     entries = _entries(

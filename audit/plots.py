@@ -162,7 +162,10 @@ def _tick_positions(names: list[str], failing: list[bool]) -> list[int]:
 
 
 def weight_errors(result: Any) -> bytes:
-    """Relative error of every weight as bars on a log axis, with the ``rtol`` line.
+    """Every weight's error over its allowed error (the audit's score) on a log axis.
+
+    A bar above the line at 1 fails. Results without scores fall back to the relative
+    error against the ``rtol`` line.
 
     Failing weights are red. A relative error of exactly 0 is a short light stub marked
     "0"; a nan/inf/missing one is a hatched bar to the top of the axis.
@@ -174,9 +177,9 @@ def weight_errors(result: Any) -> bytes:
     weights = data.get("weights") or []
     names = [str(w.get("name")) for w in weights]
     failing = [not w.get("passed") for w in weights]
-    rel = _floats([w.get("rel_err") for w in weights])
-    rel = np.abs(rel)
-    rtol = number((data.get("tolerance") or {}).get("rtol"))
+    scored = bool(weights) and all("score" in w for w in weights)
+    rel = np.abs(_floats([w.get("score" if scored else "rel_err") for w in weights]))
+    rtol = 1.0 if scored else number((data.get("tolerance") or {}).get("rtol"))
     n = len(weights)
 
     finite_pos = rel[np.isfinite(rel) & (rel > 0)]
@@ -208,7 +211,8 @@ def weight_errors(result: Any) -> bytes:
     ax.set_yscale("log")
     ax.set_ylim(floor, hi)
     if rtol and rtol > 0:
-        ax.axhline(rtol, color="black", ls="--", lw=1.0, label=f"rtol = {rtol:.1e}")
+        line = "fails above 1" if scored else f"rtol = {rtol:.1e}"
+        ax.axhline(rtol, color="black", ls="--", lw=1.0, label=line)
     # legend entries for what is present only
     for present, color, label, hatch in (
         (any(not f for f in failing), _PASS, "pass", None),
@@ -226,9 +230,10 @@ def weight_errors(result: Any) -> bytes:
         if failing[i]:
             label.set_color(_FAIL)
     ax.set_xlim(-0.75, max(n, 1) - 0.25)
-    ax.set_ylabel("relative error (worst point)")
+    ax.set_ylabel("error / allowed error" if scored else "relative error (worst point)")
     bad = sum(failing)
-    ax.set_title(f"per-weight relative error vs jax.grad: {n - bad}/{n} pass")
+    what = "error over allowed error" if scored else "relative error"
+    ax.set_title(f"per-weight {what} vs jax.grad (worst point): {n - bad}/{n} pass")
     return _png(fig)
 
 
@@ -300,7 +305,7 @@ def describe(result: Any) -> dict[str, str]:
             f"max difference {sci(training.get('max_loss_diff'))}"
         ),
         "weight_errors.png": (
-            f"relative error per weight against rtol {sci(rtol)}; "
+            f"error over allowed error per weight (rtol {sci(rtol)}); "
             + (f"failing: {', '.join(bad[:10])}" if bad else "all pass")
         ),
         "scatter.png": "handwritten against jax.grad value at each weight's worst point",

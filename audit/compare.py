@@ -134,7 +134,8 @@ def compare(
     if roundoff is not None:
         noise = roundoff.astype(dt)
         allowed = jnp.maximum(allowed, tol.noise * jnp.where(jnp.isfinite(noise), noise, 0))
-    score = jnp.where(finite, abs_err / allowed, jnp.inf)  # allowed >= rtol * tiny > 0
+    allowed = jnp.maximum(allowed, tiny)  # rtol * tiny is subnormal: flushed to 0 on CPU
+    score = jnp.where(finite, jnp.where(abs_err == 0, 0.0, abs_err / allowed), jnp.inf)
     passed = finite & (score <= 1)
     return Comparison(abs_err, rel_err, allowed, score, passed)
 

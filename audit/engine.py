@@ -45,9 +45,10 @@ FD_AGREE = 1e-4
 
 def _rule(tol: Tolerance) -> str:
     return (
-        "passed = both finite and (rel_err <= rtol or abs_err <= atol or abs_err <= noise * "
-        "|jax.grad in the audited dtype - jax.grad in the reference dtype|), with rel_err = "
-        "|m - r| / max(|m|, |r|, floor * max|r| of the same tensor at the same point)"
+        "an element passes when both values are finite and abs_err <= allowed, with allowed = "
+        "max(rtol * max(|m|, |r|, floor * max|r| of the same tensor at the same point), atol, "
+        "noise * roundoff of jax.grad in the audited dtype); score = abs_err / allowed, and each "
+        "weight is shown at its worst point (largest score)"
     )
 
 

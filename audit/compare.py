@@ -153,16 +153,17 @@ class Worst(NamedTuple):
     n_failed: jax.Array  # points at which the element failed
 
 
-def worst_over_points(manual: jax.Array, reference: jax.Array, cmp: Comparison) -> Worst:
+def worst_over_points(manual, reference, cmp: Comparison) -> Worst:
     """Reduce a :class:`Comparison` over the points axis, keeping each element's worst case.
 
-    The worst point has the largest ``score`` (NaN/Inf count as infinite); ties go to the
-    first point.
+    Runs in NumPy on the host (the arrays are already there for the report). The worst point
+    has the largest ``score`` (NaN/Inf count as infinite); ties go to the first point.
     """
-    idx = jnp.argmax(cmp.score, axis=0)
+    score = np.nan_to_num(np.asarray(cmp.score, np.float64), nan=np.inf)
+    idx = np.argmax(score, axis=0)
 
     def at(a):
-        return jnp.take_along_axis(a, idx[None, :], axis=0)[0]
+        return np.take_along_axis(np.asarray(a), idx[None, :], axis=0)[0]
 
     return Worst(
         idx,
@@ -172,5 +173,10 @@ def worst_over_points(manual: jax.Array, reference: jax.Array, cmp: Comparison) 
         at(cmp.rel_err),
         at(cmp.allowed),
         at(cmp.score),
-        jnp.sum(~cmp.passed, axis=0),
+        np.sum(~np.asarray(cmp.passed), axis=0),
     )
+
+
+def concat(parts: list[Comparison]) -> Comparison:
+    """Join the comparisons of several point groups along the points axis (on the host)."""
+    return Comparison(*(np.concatenate([np.asarray(p[f]) for p in parts]) for f in range(5)))

@@ -28,7 +28,13 @@ from audit.diagnose import diagnose
 from audit.factors import delta_factors, seed_factor_audit
 from audit.gradients import evaluate, finite_differences, is_traceable, layout_of
 from audit.mistakes import missing_derivative_grads
-from audit.points import PointGroup, random_points, stack_points
+from audit.points import (
+    PointGroup,
+    merge_same_shapes,
+    random_batch,
+    random_points,
+    stack_points,
+)
 from audit.result import AuditResult, number
 from jaxbp._validate import check_dtype, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
@@ -117,7 +123,7 @@ def _compare_groups(
     worst = jax.tree.map(np.asarray, ev.worst)
     timing["compare_s"] = time.perf_counter() - t0
     labels = [lab for g in groups for lab in g.labels]
-    point_source = [g.source for g in groups for _ in range(g.size)]
+    point_source = [src for g in groups for src in g.sources]
     failed = worst.n_failed > 0
 
     fd_values = np.full(len(names), np.nan)
@@ -203,6 +209,12 @@ def _compare_groups(
             )
         )  # fmt: skip
     return weights, notes, traced
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _stacked_loss(params, x, y, *, spec):
+    """Batch loss at each of a stack of parameter sets, on the same data."""
+    return jax.vmap(lambda p: _batch_loss(p, x, y, spec))(params)
 
 
 def _environment() -> dict:
@@ -441,7 +453,11 @@ def audit_network(
     if sizes == (2, 2, 1):
         p, ex, ey = jaxbp.seed_example(dtype=dt)
         groups.append(stack_points("seed_example", [(p, ex, ey)], ["seed worked example"]))
-    groups.append(random_points(sizes, points, key=k_points, loss=loss_name, dtype=dt))
+    groups.append(
+        random_points(
+            sizes, points, key=k_points, loss=loss_name, dtype=dt, batch=random_batch(x.shape[0])
+        )
+    )
 
     # the trajectory needs a traceable grad_fn only for the handwritten run; check it first
     traced = is_traceable(grad_fn, groups[0])
@@ -456,7 +472,8 @@ def audit_network(
         bounds, ckpts = [0], [params0]
     timing["training_s"] = time.perf_counter() - t0
     pre_notes = []
-    finite = [bool(jnp.isfinite(_loss_fn(spec)(p, x, y))) for p in ckpts]
+    trajectory = stack_points("trajectory", [(p, x, y) for p in ckpts], [])
+    finite = np.isfinite(np.asarray(_stacked_loss(trajectory.params, x, y, spec=spec))).tolist()
     if not all(finite):
         first = finite.index(False)
         pre_notes.append(
@@ -469,6 +486,7 @@ def audit_network(
     groups.append(
         stack_points("trajectory", [(p, x, y) for p in ckpts], [f"step {b}" for b in bounds])
     )
+    groups = merge_same_shapes(groups)
 
     names = jaxbp.param_names(sizes)
     weights, notes, _ = _compare_groups(
@@ -521,7 +539,7 @@ def audit_network(
         tolerance=_tolerance_dict(tol),
         points=dict(
             total=sum(g.size for g in groups),
-            seed_example=sum(g.size for g in groups if g.source == "seed_example"),
+            seed_example=sum(src == "seed_example" for g in groups for src in g.sources),
             random=points,
             trajectory=len(ckpts),
             traced=traced,

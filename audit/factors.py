@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.compare import Tolerance, compare, worst_over_points
-from audit.gradients import roundoff
+from audit.compare import Tolerance, concat, worst_over_points
+from audit.gradients import compare_rows
 from audit.points import PointGroup
 from audit.result import number
 from jaxbp.backprop import _backprop
@@ -27,39 +27,54 @@ from jaxbp.reference import _deltas, seed_factors_autodiff
 __all__ = ["delta_factors", "seed_factor_audit"]
 
 
-def _per_example(fn):
-    """``fn(params, x_i, y_i) -> {name: scalar}`` over points and their examples."""
-    return jax.vmap(jax.vmap(fn, in_axes=(None, 0, 0)))
+def _seed_rows(fn, names):
+    """``(params, x, y)`` over points -> ``(points * examples, F)`` factor values."""
+
+    def rows(params, x, y):
+        vals = jax.vmap(jax.vmap(fn, in_axes=(None, 0, 0)))(params, x, y)  # {name: (n, B)}
+        return jnp.stack([vals[k].reshape(-1) for k in names], axis=1)
+
+    return rows
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "names"))
-def _seed_rows(fn, names, params, x, y):
-    vals = _per_example(fn)(params, x, y)  # {name: (n, B)}
-    return jnp.stack([vals[k].reshape(-1) for k in names], axis=1)  # (n * B, F)
+def _delta_rows(spec: OutputSpec, manual: bool):
+    """``(params, x, y)`` over points -> ``(points * examples, sum n_l)`` deltas."""
+
+    def rows(params, x, y):
+        def one(p, xi, yi):
+            d = _backprop(p, xi, yi, spec).deltas if manual else _deltas(p, xi, yi, spec)
+            return jnp.concatenate(d, axis=1)  # (B, sum n_l)
+
+        out = jax.vmap(one)(params, x, y)
+        return out.reshape(-1, out.shape[-1])
+
+    return rows
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "manual"))
-def _delta_rows(params, x, y, *, spec: OutputSpec, manual: bool):
-    def one(p, xi, yi):
-        d = _backprop(p, xi, yi, spec).deltas if manual else _deltas(p, xi, yi, spec)
-        return jnp.concatenate(d, axis=1)  # (B, sum n_l)
-
-    rows = jax.vmap(one)(params, x, y)
-    return rows.reshape(-1, rows.shape[-1])
+@functools.partial(jax.jit, static_argnames=("factors_fn", "names", "ref_dtype", "tol"))
+def _seed_group(params, x, y, *, factors_fn, names, ref_dtype, tol):
+    return compare_rows(
+        _seed_rows(factors_fn, names), _seed_rows(seed_factors_autodiff, names), None,
+        params, x, y, ref_dtype=ref_dtype, segments=np.arange(len(names)), tol=tol,
+    )  # fmt: skip
 
 
-def _cast(g: PointGroup, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype), g.params), g.x.astype(dtype), g.y.astype(dtype)
+@functools.partial(jax.jit, static_argnames=("spec", "widths", "ref_dtype", "tol"))
+def _delta_group(params, x, y, *, spec, widths, ref_dtype, tol):
+    return compare_rows(
+        _delta_rows(spec, True), _delta_rows(spec, False), None, params, x, y,
+        ref_dtype=ref_dtype, segments=np.repeat(np.arange(len(widths)), widths), tol=tol,
+    )  # fmt: skip
 
 
-def _entries(names, segments, manual, reference, same, groups, tol):
-    """One entry per factor: its worst (point, example) over all rows."""
-    cmp = compare(manual, reference, same, segments, len(names), tol)
-    w = worst_over_points(manual, reference, cmp)
+def _entries(names, segments, results, groups) -> list[dict]:
+    """One entry per factor: its worst (point, example) over all rows of all groups."""
+    manual = np.concatenate([np.asarray(m) for m, _, _ in results])
+    reference = np.concatenate([np.asarray(r) for _, r, _ in results])
+    w = worst_over_points(manual, reference, concat([c for _, _, c in results]))
     score = np.nan_to_num(np.asarray(w.score, np.float64), nan=np.inf)
     failed = np.asarray(w.n_failed) > 0
-    # rows are (point, example) pairs in group order
-    row_point, row_label = [], []
+    row_point, row_label = [], []  # rows are (point, example) pairs in group order
     start = 0
     for g in groups:
         b = g.x.shape[1]
@@ -71,7 +86,7 @@ def _entries(names, segments, manual, reference, same, groups, tol):
     for f, name in enumerate(names):
         cols = np.flatnonzero(segments == f)
         c = int(cols[np.argmax(score[cols])])  # the factor's worst element
-        row = int(np.asarray(w.index)[c])
+        row = int(w.index[c])
         out.append(
             dict(
                 name=name,
@@ -97,37 +112,29 @@ def seed_factor_audit(
     the note's chain order.
     """
     g0 = groups[0]
-    sample = jax.eval_shape(
-        factors_fn, jax.tree.map(lambda a: a[0], g0.params), g0.x[0, 0], g0.y[0, 0]
-    )
-    ref_names = list(seed_factors_autodiff(*_first(g0)))  # a dict in the note's chain order
+    first = jax.tree.map(lambda a: a[0], g0.params), g0.x[0, 0], g0.y[0, 0]
+    sample = jax.eval_shape(factors_fn, *first)
+    ref_names = list(jax.eval_shape(seed_factors_autodiff, *first).keys())
+    ref_names = [k for k in _NOTE_ORDER if k in ref_names]
     names = tuple(k for k in ref_names if k in sample)
     if not names:
         raise ValueError(
             f"factors_fn returned keys {sorted(sample)}; expected some of the note's factor "
             f"names {ref_names}"
         )
-    manual, reference, same = [], [], []
-    for g in groups:
-        manual.append(_seed_rows(factors_fn, names, g.params, g.x, g.y))
-        reference.append(_seed_rows(seed_factors_autodiff, names, *_cast(g, ref_dtype)))
-        if g.x.dtype != jnp.dtype(ref_dtype):
-            rows = functools.partial(_seed_rows, seed_factors_autodiff, names)
-            same.append(roundoff(rows, g.params, g.x, g.y, reference[-1]))
-    segments = np.arange(len(names))
-    return _entries(
-        list(names), segments, *_joined(manual, reference, same, groups, ref_dtype), groups, tol
-    )
+    dt = jnp.dtype(ref_dtype).name
+    results = [
+        _seed_group(g.params, g.x, g.y, factors_fn=factors_fn, names=names, ref_dtype=dt, tol=tol)
+        for g in groups
+    ]
+    return _entries(list(names), np.arange(len(names)), results, groups)
 
 
-def _first(g: PointGroup):
-    return jax.tree.map(lambda a: a[0], g.params), g.x[0, 0], g.y[0, 0]
-
-
-def _joined(manual, reference, same, groups, ref_dtype):
-    m, r = jnp.concatenate(manual), jnp.concatenate(reference)
-    s = jnp.concatenate(same) if same else None
-    return m, r, s
+# the note's chain order, from the loss backwards
+_NOTE_ORDER = (
+    "dE/dA3", "dA3/dz3", "dz3/dw31", "dz3/dw32", "dz3/db3", "dz3/dA1", "dz3/dA2",
+    "dA1/dz1", "dA2/dz2", "dz1/dw11", "dz1/dw12", "dz1/db1", "dz2/dw21", "dz2/dw22", "dz2/db2",
+)  # fmt: skip
 
 
 def delta_factors(
@@ -137,18 +144,12 @@ def delta_factors(
 
     Entries are named ``delta_l (dE/dz_l)`` and listed from the output layer backwards.
     """
-    widths = [leaf.shape[1] for leaf in jax.tree.leaves(groups[0].params)[1::2]]
-    n_layers = len(widths)
-    manual, reference, same = [], [], []
-    for g in groups:
-        manual.append(_delta_rows(g.params, g.x, g.y, spec=spec, manual=True))
-        reference.append(_delta_rows(*_cast(g, ref_dtype), spec=spec, manual=False))
-        if g.x.dtype != jnp.dtype(ref_dtype):
-            rows = functools.partial(_delta_rows, spec=spec, manual=False)
-            same.append(roundoff(rows, g.params, g.x, g.y, reference[-1]))
-    segments = np.repeat(np.arange(n_layers), widths)
-    names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(n_layers)]
-    entries = _entries(
-        names, segments, *_joined(manual, reference, same, groups, ref_dtype), groups, tol
-    )
-    return entries[::-1]
+    widths = tuple(int(leaf.shape[1]) for leaf in jax.tree.leaves(groups[0].params)[1::2])
+    dt = jnp.dtype(ref_dtype).name
+    results = [
+        _delta_group(g.params, g.x, g.y, spec=spec, widths=widths, ref_dtype=dt, tol=tol)
+        for g in groups
+    ]
+    names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
+    segments = np.repeat(np.arange(len(widths)), widths)
+    return _entries(names, segments, results, groups)[::-1]

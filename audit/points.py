@@ -6,32 +6,47 @@ along a leading axis so a whole group is evaluated by one ``vmap``.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxbp
 from jaxbp.params import Params
 
-__all__ = ["RANDOM_BATCH", "PointGroup", "random_points", "stack_points"]
+__all__ = [
+    "RANDOM_BATCH",
+    "PointGroup",
+    "merge_same_shapes",
+    "random_batch",
+    "random_points",
+    "stack_points",
+]
 
 # Batch size of the random draws: different from 1 (the worked example) and 2, so a gradient
 # summed instead of averaged over the batch shows as a ratio that cannot be read as a x2.
 RANDOM_BATCH = 3
 
 
+def random_batch(n_data: int) -> int:
+    """Batch size of the random draws: the data's own when it is small (3 to 64 rows), so
+    draws and training checkpoints share one shape and compile once; else ``RANDOM_BATCH``."""
+    return n_data if 3 <= n_data <= 64 else RANDOM_BATCH
+
+
 class PointGroup(NamedTuple):
-    """Points of one source with equal shapes.
+    """Points with equal shapes, evaluated together.
 
     Attributes:
-      source: ``"seed_example"``, ``"initial"``, ``"random"`` or ``"trajectory"``.
+      sources: per point, ``"seed_example"``, ``"random"`` or ``"trajectory"``.
       params: the params pytree with a leading ``(n,)`` axis on every leaf.
       x: ``(n, batch, n_0)``; y: ``(n, batch, n_L)``.
       labels: ``n`` short descriptions (``"random draw 3"``, ``"step 2000"``).
     """
 
-    source: str
+    sources: tuple[str, ...]
     params: Params
     x: jax.Array
     y: jax.Array
@@ -45,11 +60,33 @@ class PointGroup(NamedTuple):
 def stack_points(
     source: str, points: list[tuple[Params, jax.Array, jax.Array]], labels
 ) -> PointGroup:
-    """Stack same-shaped ``(params, x, y)`` points into one :class:`PointGroup`."""
-    params = jax.tree.map(lambda *a: jnp.stack(a), *[p for p, _, _ in points])
-    x = jnp.stack([x for _, x, _ in points])
-    y = jnp.stack([y for _, _, y in points])
-    return PointGroup(source, params, x, y, tuple(labels))
+    """Stack same-shaped ``(params, x, y)`` points into one :class:`PointGroup`.
+
+    Stacking happens in NumPy on the host: no compilation for a handful of small arrays.
+    """
+    params = jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *[p for p, _, _ in points])
+    x = jnp.asarray(np.stack([x for _, x, _ in points]))
+    y = jnp.asarray(np.stack([y for _, _, y in points]))
+    return PointGroup((source,) * len(points), params, x, y, tuple(labels))
+
+
+def merge_same_shapes(groups: list[PointGroup]) -> list[PointGroup]:
+    """Join groups whose points have the same shapes, so each shape compiles once."""
+    out: list[PointGroup] = []
+    for g in groups:
+        for k, h in enumerate(out):
+            if h.x.shape[1:] == g.x.shape[1:] and h.y.shape[1:] == g.y.shape[1:]:
+                out[k] = PointGroup(
+                    h.sources + g.sources,
+                    jax.tree.map(lambda a, b: jnp.concatenate([a, b]), h.params, g.params),
+                    jnp.concatenate([h.x, g.x]),
+                    jnp.concatenate([h.y, g.y]),
+                    h.labels + g.labels,
+                )
+                break
+        else:
+            out.append(g)
+    return out
 
 
 def _random_targets(key: jax.Array, shape: tuple[int, int], loss: str, dtype) -> jax.Array:
@@ -64,15 +101,19 @@ def random_points(
 ) -> PointGroup:
     """``n`` random draws of parameters (standard normal), inputs (standard normal) and targets.
 
-    Each draw uses its own key from ``jax.random.split(key, n)``, so draw ``i`` is the same
-    whatever ``n`` is.
+    Draw ``i`` uses ``jax.random.fold_in(key, i)``, so it is the same whatever ``n`` is.
     """
+    params, x, y = _draw_all(key, sizes=tuple(sizes), n=n, loss=loss, dtype=jnp.dtype(dtype).name,
+                             batch=batch)  # fmt: skip
+    return PointGroup(("random",) * n, params, x, y, tuple(f"random draw {i}" for i in range(n)))
 
+
+@functools.partial(jax.jit, static_argnames=("sizes", "n", "loss", "dtype", "batch"))
+def _draw_all(key, *, sizes, n, loss, dtype, batch):
     def draw(k):
         kp, kx, ky = jax.random.split(k, 3)
         params = jaxbp.init(sizes, key=kp, dtype=dtype, scale="normal")
         x = jax.random.normal(kx, (batch, sizes[0]), dtype)
         return params, x, _random_targets(ky, (batch, sizes[-1]), loss, dtype)
 
-    params, x, y = jax.vmap(draw)(jax.random.split(key, n))
-    return PointGroup("random", params, x, y, tuple(f"random draw {i}" for i in range(n)))
+    return jax.vmap(lambda i: draw(jax.random.fold_in(key, i)))(jnp.arange(n))

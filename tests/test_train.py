@@ -1,0 +1,209 @@
+"""Tests for jaxbp.train: the compiled loop against hand-written updates and against itself."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxbp
+from jaxbp.train import _run_chunk
+
+XOR_X = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+XOR_Y = [[0.0], [1.0], [1.0], [0.0]]
+
+
+def xor(dtype=jnp.float64):
+    return jnp.asarray(XOR_X, dtype), jnp.asarray(XOR_Y, dtype)
+
+
+def regression_data(n=12, n_in=3, n_out=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.normal(size=(n, n_in))), jnp.asarray(rng.uniform(size=(n, n_out)))
+
+
+def assert_params_close(a, b, rtol, atol=0.0):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for (path, u), v in zip(
+        jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
+    ):
+        np.testing.assert_allclose(u, v, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+def test_xor_is_learned_by_the_seed_network():
+    # the documented run: init((2, 2, 1), key=jax.random.key(0), scale="normal"), 5000 steps of
+    # the seed's formulas at learning rate 2.0; it reaches a loss of about 3.1e-4 (float32)
+    x, y = xor(jnp.float32)
+    p0 = jaxbp.init((2, 2, 1), key=jax.random.key(0), scale="normal")
+    result = jaxbp.fit(p0, x, y, steps=5000, grad="seed", learning_rate=2.0)
+    assert isinstance(result, jaxbp.FitResult)
+    assert result.losses.shape == (5000,)
+    assert result.losses.dtype == jnp.float32
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(result.params))
+    assert float(result.losses[-1]) < 5e-4
+    assert float(result.losses[-1]) < float(result.losses[0]) / 100
+    pred = np.asarray(jaxbp.forward(result.params, x))[:, 0]
+    np.testing.assert_array_equal(pred > 0.5, [False, True, True, False])
+    np.testing.assert_array_equal(np.round(pred), [0.0, 1.0, 1.0, 0.0])
+
+
+def test_seed_closed_form_and_autodiff_follow_the_same_trajectory():
+    x, y = xor()
+    p0 = jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype=jnp.float64, scale="normal")
+    runs = {g: jaxbp.fit(p0, x, y, steps=300, grad=g, learning_rate=2.0) for g in jaxbp.GRADS}
+    ref = runs["autodiff"]
+    for g in ("seed", "closed_form"):
+        np.testing.assert_allclose(runs[g].losses, ref.losses, rtol=1e-11, err_msg=g)
+        assert_params_close(runs[g].params, ref.params, rtol=1e-11, atol=1e-13)
+    assert float(ref.losses[-1]) < float(ref.losses[0])
+
+
+def test_closed_form_and_autodiff_same_trajectory_deeper_net():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 3, 2), key=jax.random.key(1), dtype=jnp.float64)
+    kw = dict(steps=200, learning_rate=0.5, activation="tanh", loss="softmax_ce")
+    a = jaxbp.fit(p0, x, y, grad="closed_form", **kw)
+    b = jaxbp.fit(p0, x, y, grad="autodiff", **kw)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-11)
+    assert_params_close(a.params, b.params, rtol=1e-10, atol=1e-13)
+
+
+STATIC = ("activation", "loss", "output_activation")
+batch_loss = jax.jit(jaxbp.batch_loss, static_argnames=STATIC)
+closed_form_grads = jax.jit(jaxbp.closed_form_grads, static_argnames=STATIC)
+
+
+def hand_gd(params, x, y, lr, steps, **kw):
+    """The note's update, written out: p <- p - lr * dE/dp."""
+    losses = []
+    for _ in range(steps):
+        losses.append(float(batch_loss(params, x, y, **kw)))
+        g = closed_form_grads(params, x, y, **kw)
+        params = jax.tree.map(lambda p, g: p - lr * g, params, g)
+    return params, np.array(losses)
+
+
+def test_default_optimizer_is_plain_gradient_descent():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(2), dtype=jnp.float64)
+    result = jaxbp.fit(p0, x, y, steps=4, learning_rate=0.3)
+    params, losses = hand_gd(p0, x, y, 0.3, 4)
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-14)
+    assert_params_close(result.params, params, rtol=1e-14)
+
+
+def test_new_learning_rate_reuses_the_compiled_loop():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(2), dtype=jnp.float64)
+    jaxbp.fit(p0, x, y, steps=4, learning_rate=0.1)
+    cache_size = getattr(_run_chunk, "_cache_size", None)
+    before = cache_size() if cache_size is not None else None
+    result = jaxbp.fit(p0, x, y, steps=4, learning_rate=0.7)
+    if cache_size is not None:
+        assert cache_size() == before, "a new learning_rate compiled the loop again"
+    # and the new rate is the one used
+    params, losses = hand_gd(p0, x, y, 0.7, 4)
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-14)
+    assert_params_close(result.params, params, rtol=1e-14)
+
+
+def test_gradient_descent_helper_matches_the_default():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(2), dtype=jnp.float64)
+    a = jaxbp.fit(p0, x, y, steps=4, optimizer=jaxbp.gradient_descent(0.3))
+    b = jaxbp.fit(p0, x, y, steps=4, learning_rate=0.3)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-14)
+    assert_params_close(a.params, b.params, rtol=1e-14)
+
+
+def test_optax_adam_runs_and_matches_a_hand_loop():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(3), dtype=jnp.float64)
+    opt = optax.adam(0.05)
+    result = jaxbp.fit(p0, x, y, steps=5, optimizer=opt)
+    params, state = p0, opt.init(p0)
+    for _ in range(5):
+        updates, state = opt.update(closed_form_grads(params, x, y), state, params)
+        params = optax.apply_updates(params, updates)
+    assert_params_close(result.params, params, rtol=1e-12, atol=1e-15)
+    long = jaxbp.fit(p0, x, y, steps=100, optimizer=opt)
+    assert float(long.losses[-1]) < float(long.losses[0])
+
+
+def test_user_grad_fn():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(4), dtype=jnp.float64)
+
+    def my_loss(params, x, y):  # written here, not jaxbp's
+        a = jax.nn.sigmoid(x @ params[0]["W"].T + params[0]["b"][None, :])
+        a = jax.nn.sigmoid(a @ params[1]["W"].T + params[1]["b"][None, :])
+        return jnp.mean(0.5 * jnp.sum((a - y) ** 2, axis=1))
+
+    def my_grad(params, x, y):
+        return jax.grad(my_loss)(params, x, y)
+
+    mine = jaxbp.fit(p0, x, y, steps=20, grad=my_grad, learning_rate=0.5)
+    closed = jaxbp.fit(p0, x, y, steps=20, grad="closed_form", learning_rate=0.5)
+    np.testing.assert_allclose(mine.losses, closed.losses, rtol=1e-12)
+    assert_params_close(mine.params, closed.params, rtol=1e-12, atol=1e-15)
+
+
+def test_chunks_give_the_same_losses_and_report_progress():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(5), dtype=jnp.float64)
+    whole = jaxbp.fit(p0, x, y, steps=10, learning_rate=0.5)
+    calls = []
+    chunked = jaxbp.fit(
+        p0, x, y, steps=10, learning_rate=0.5, chunk_size=4, on_chunk=lambda *a: calls.append(a)
+    )
+    np.testing.assert_array_equal(chunked.losses, whole.losses)
+    assert_params_close(chunked.params, whole.params, rtol=0.0)
+    assert [c[:2] for c in calls] == [(4, 10), (8, 10), (10, 10)]
+    assert [c[2] for c in calls] == [float(chunked.losses[i]) for i in (3, 7, 9)]
+    assert all(isinstance(c[2], float) for c in calls)
+
+
+def test_minibatches_are_deterministic_per_key_and_chunk_independent():
+    x, y = regression_data(n=12)
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(6), dtype=jnp.float64)
+    kw = dict(steps=8, learning_rate=0.5, batch_size=4)
+    a = jaxbp.fit(p0, x, y, key=jax.random.key(1), **kw)
+    b = jaxbp.fit(p0, x, y, key=jax.random.key(1), **kw)
+    c = jaxbp.fit(p0, x, y, key=jax.random.key(2), **kw)
+    d = jaxbp.fit(p0, x, y, key=jax.random.key(1), chunk_size=4, **kw)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert_params_close(a.params, b.params, rtol=0.0)
+    assert not np.array_equal(a.losses, c.losses)
+    np.testing.assert_array_equal(a.losses, d.losses)
+    full = jaxbp.fit(p0, x, y, steps=8, learning_rate=0.5)
+    assert not np.array_equal(a.losses, full.losses)  # each step saw 4 of the 12 examples
+
+
+def test_minibatch_epoch_covers_every_example_once():
+    # at learning rate 0 the params never move, so with batch_size 1 each epoch's losses
+    # are the six single-example losses in some order
+    x, y = regression_data(n=6)
+    p0 = jaxbp.init((3, 2, 2), key=jax.random.key(7), dtype=jnp.float64)
+    result = jaxbp.fit(p0, x, y, steps=12, learning_rate=0.0, batch_size=1, key=jax.random.key(3))
+    singles = sorted(float(batch_loss(p0, x[i : i + 1], y[i : i + 1])) for i in range(6))
+    for epoch in range(2):
+        got = sorted(np.asarray(result.losses[6 * epoch : 6 * epoch + 6]).tolist())
+        np.testing.assert_allclose(got, singles, rtol=1e-14)
+    assert not np.array_equal(result.losses[:6], result.losses[6:])  # reshuffled
+
+
+def test_batch_size_equal_to_n_is_the_full_batch():
+    x, y = regression_data(n=8)
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(8), dtype=jnp.float64)
+    a = jaxbp.fit(p0, x, y, steps=5, batch_size=8, key=jax.random.key(0))
+    b = jaxbp.fit(p0, x, y, steps=5)
+    np.testing.assert_array_equal(a.losses, b.losses)
+
+
+@pytest.mark.parametrize("grad", ["closed_form", "autodiff"])
+def test_fit_returns_params_of_the_same_structure(grad):
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 2), key=jax.random.key(9), dtype=jnp.float64)
+    result = jaxbp.fit(p0, x, y, steps=2, grad=grad, activation="identity", loss="bce")
+    assert jax.tree.structure(result.params) == jax.tree.structure(p0)
+    assert [(p["W"].shape, p["b"].shape) for p in result.params] == [((2, 3), (2,))]

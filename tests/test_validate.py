@@ -1,0 +1,395 @@
+"""Bad input at the public API: each error pinned by its message.
+
+Wrong values and shapes raise ValueError; wrong types (an int array, a tuple of layers, a
+list for ``x``) raise TypeError. Each message says what arrived and what was expected.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxbp
+
+P = jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype=jnp.float64)
+X = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2)))
+Y = jnp.asarray(np.random.default_rng(1).uniform(size=(4, 1)))
+
+
+def with_layer(params, i, **leaves):
+    return [dict(p, **leaves) if j == i else p for j, p in enumerate(params)]
+
+
+# every public function that takes (params, x, y)
+DATA_FNS = {
+    "batch_loss": jaxbp.batch_loss,
+    "closed_form_grads": jaxbp.closed_form_grads,
+    "seed_grads": jaxbp.seed_grads,
+    "autodiff_grads": jaxbp.autodiff_grads,
+    "autodiff_deltas": jaxbp.autodiff_deltas,
+    "closed_form()": jaxbp.closed_form(),
+    "fit": lambda p, x, y: jaxbp.fit(p, x, y, steps=1),
+}
+data_fns = pytest.mark.parametrize("fn", DATA_FNS.values(), ids=DATA_FNS.keys())
+
+
+# --------------------------------------------------------------------------------------------
+# x and y
+# --------------------------------------------------------------------------------------------
+
+
+@data_fns
+def test_y_of_rank_one_is_refused_not_broadcast(fn):
+    with pytest.raises(ValueError, match=re.escape("y has shape (4,), expected (4, 1)")):
+        fn(P, X, Y[:, 0])
+
+
+@data_fns
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [
+        (jnp.zeros((4, 2)), "y has shape (4, 2), expected (4, 1)"),
+        (jnp.zeros((3, 1)), "y has shape (3, 1), expected (4, 1)"),
+        (jnp.zeros((4, 1, 1)), "y has shape (4, 1, 1), expected (4, 1)"),
+    ],
+)
+def test_y_of_wrong_shape(fn, y, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fn(P, X, y)
+
+
+@data_fns
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (jnp.zeros((4,)), "x has shape (4,), expected (batch, 2)"),
+        (jnp.zeros((4, 3)), "x has shape (4, 3), expected (batch, 2)"),
+        (jnp.zeros((4, 2, 1)), "x has shape (4, 2, 1), expected (batch, 2)"),
+    ],
+)
+def test_x_of_wrong_rank_or_width(fn, x, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fn(P, x, Y)
+
+
+@data_fns
+def test_empty_batch(fn):
+    with pytest.raises(ValueError, match=r"x has an empty batch \(shape \(0, \.\.\.\)\)"):
+        fn(P, jnp.zeros((0, 2)), jnp.zeros((0, 1)))
+
+
+@data_fns
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
+def test_integer_or_boolean_x(fn, dtype):
+    name = jnp.dtype(dtype).name
+    with pytest.raises(TypeError, match=f"x has dtype {name}, expected a floating dtype"):
+        fn(P, X.astype(dtype), Y)
+
+
+def test_integer_y():
+    with pytest.raises(TypeError, match="y has dtype int32, expected a floating dtype"):
+        jaxbp.batch_loss(P, X, Y.astype(jnp.int32))
+
+
+def test_x_that_is_not_an_array():
+    with pytest.raises(TypeError, match="x is list, expected a float array; wrap it with jnp"):
+        jaxbp.batch_loss(P, X.tolist(), Y)
+
+
+def test_x_of_another_dtype_than_params():
+    with pytest.raises(TypeError, match="x has dtype float32 but params are float64"):
+        jaxbp.closed_form_grads(P, X.astype(jnp.float32), Y)
+    with pytest.raises(TypeError, match="y has dtype float32 but x has float64"):
+        jaxbp.closed_form_grads(P, X, Y.astype(jnp.float32))
+
+
+@data_fns
+@pytest.mark.parametrize(
+    ("which", "value", "message"),
+    [
+        ("x", jnp.nan, r"x contains 1 NaN/Inf value\(s\), first at index \(2, 1\)"),
+        ("x", jnp.inf, r"x contains 1 NaN/Inf value\(s\), first at index \(2, 1\)"),
+        ("y", -jnp.inf, r"y contains 1 NaN/Inf value\(s\), first at index \(2, 0\)"),
+        ("y", jnp.nan, r"y contains 1 NaN/Inf value\(s\), first at index \(2, 0\)"),
+    ],
+)
+def test_nan_or_inf_in_data(fn, which, value, message):
+    x = X.at[2, 1].set(value) if which == "x" else X
+    y = Y.at[2, 0].set(value) if which == "y" else Y
+    with pytest.raises(ValueError, match=message):
+        fn(P, x, y)
+
+
+def test_nan_count_and_forward():
+    x = X.at[0, 0].set(jnp.nan).at[3, 1].set(jnp.nan)
+    with pytest.raises(
+        ValueError, match=r"x contains 2 NaN/Inf value\(s\), first at index \(0, 0\)"
+    ):
+        jaxbp.forward(P, x)
+
+
+# --------------------------------------------------------------------------------------------
+# params
+# --------------------------------------------------------------------------------------------
+
+
+@data_fns
+def test_params_that_do_not_chain(fn):
+    params = with_layer(P, 1, W=jnp.zeros((1, 3)))
+    message = re.escape(
+        'params[1]["W"] has shape (1, 3) but layer 0 has 2 outputs: expected (1, 2)'
+    )
+    with pytest.raises(ValueError, match=message):
+        fn(params, X, Y)
+
+
+@data_fns
+def test_bias_of_shape_n_by_1(fn):
+    params = with_layer(P, 0, b=jnp.zeros((2, 1)))
+    message = re.escape('params[0]["b"] has shape (2, 1), expected (2,)')
+    with pytest.raises(ValueError, match=message) as e:
+        fn(params, X, Y)
+    assert "a bias is a vector, not (n, 1)" in str(e.value)
+
+
+def test_weight_of_wrong_rank():
+    params = with_layer(P, 0, W=jnp.zeros((2, 2, 1)))
+    with pytest.raises(ValueError, match=re.escape('params[0]["W"] has shape (2, 2, 1)')):
+        jaxbp.batch_loss(params, X, Y)
+
+
+@data_fns
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
+def test_integer_or_boolean_params(fn, dtype):
+    params = with_layer(P, 1, W=P[1]["W"].astype(dtype))
+    name = jnp.dtype(dtype).name
+    message = re.escape(f'params[1]["W"] has dtype {name}, expected a floating dtype')
+    with pytest.raises(TypeError, match=message):
+        fn(params, X, Y)
+
+
+def test_params_of_mixed_dtypes():
+    params = with_layer(P, 1, b=P[1]["b"].astype(jnp.float32))
+    with pytest.raises(TypeError, match=r"params mix dtypes \['float32', 'float64'\]"):
+        jaxbp.batch_loss(params, X, Y)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ([], "params is an empty list, expected a non-empty list of layers"),
+        (tuple(P), r"params is tuple, expected a non-empty list .* convert with list\(params\)"),
+        (P[0], "params is dict, expected a non-empty list of layers"),
+    ],
+)
+@data_fns
+def test_params_that_are_not_a_list_of_layers(fn, params, message):
+    with pytest.raises(TypeError, match=message):
+        fn(params, X, Y)
+
+
+def test_layer_with_other_keys():
+    params = [P[0], {"w": P[1]["W"], "b": P[1]["b"]}]
+    with pytest.raises(TypeError, match=r"params\[1\] has keys \['b', 'w'\], expected exactly"):
+        jaxbp.batch_loss(params, X, Y)
+
+
+# --------------------------------------------------------------------------------------------
+# names of activations, losses and gradients
+# --------------------------------------------------------------------------------------------
+
+NAMED_FNS = {
+    "forward": lambda **kw: jaxbp.forward(P, X, **kw),
+    "batch_loss": lambda **kw: jaxbp.batch_loss(P, X, Y, **kw),
+    "closed_form_grads": lambda **kw: jaxbp.closed_form_grads(P, X, Y, **kw),
+    "autodiff_grads": lambda **kw: jaxbp.autodiff_grads(P, X, Y, **kw),
+    "closed_form": jaxbp.closed_form,
+    "autodiff": jaxbp.autodiff,
+    "fit": lambda **kw: jaxbp.fit(P, X, Y, steps=1, **kw),
+}
+named_fns = pytest.mark.parametrize("fn", NAMED_FNS.values(), ids=NAMED_FNS.keys())
+
+
+@named_fns
+def test_unknown_activation_lists_the_valid_ones(fn):
+    message = "activation='softplus' is not known; expected one of sigmoid, tanh, relu, identity"
+    with pytest.raises(ValueError, match=message):
+        fn(activation="softplus")
+
+
+@named_fns
+def test_unknown_loss_lists_the_valid_ones(fn):
+    with pytest.raises(ValueError, match="loss='hinge' is not known; expected one of mse, bce, "):
+        fn(loss="hinge")
+
+
+@named_fns
+def test_bce_needs_a_sigmoid_output(fn):
+    message = "loss='bce' needs output_activation='sigmoid', got 'tanh'"
+    with pytest.raises(ValueError, match=message):
+        fn(loss="bce", output_activation="tanh")
+
+
+@named_fns
+def test_softmax_ce_needs_a_softmax_output(fn):
+    with pytest.raises(ValueError, match="loss='softmax_ce' needs output_activation='softmax'"):
+        fn(loss="softmax_ce", output_activation="sigmoid")
+
+
+@named_fns
+def test_unknown_output_activation_for_mse(fn):
+    message = "output_activation='softmax' is not known for loss='mse'; expected one of sigmoid"
+    with pytest.raises(ValueError, match=message):
+        fn(output_activation="softmax")
+
+
+def test_unknown_grad_name():
+    message = "grad='magic' is not known; expected one of seed, closed_form, autodiff or a callable"
+    with pytest.raises(ValueError, match=message):
+        jaxbp.fit(P, X, Y, steps=1, grad="magic")
+
+
+def test_grad_that_is_neither_name_nor_callable():
+    with pytest.raises(TypeError, match="grad is int, expected one of"):
+        jaxbp.fit(P, X, Y, steps=1, grad=3)
+
+
+# --------------------------------------------------------------------------------------------
+# the seed's formulas only fit the seed's network
+# --------------------------------------------------------------------------------------------
+
+P231 = jaxbp.init((2, 3, 1), key=jax.random.key(0), dtype=jnp.float64)
+SEED_ONLY = r"the seed formulas are for the 2-2-1 network only .* got layer shapes \[\(\(3, 2\)"
+
+
+def test_seed_grads_on_another_network():
+    with pytest.raises(ValueError, match=SEED_ONLY) as e:
+        jaxbp.seed_grads(P231, X, Y)
+    assert "use jaxbp.closed_form_grads for other sizes" in str(e.value)
+
+
+def test_fit_seed_on_another_network():
+    with pytest.raises(ValueError, match=SEED_ONLY):
+        jaxbp.fit(P231, X, Y, steps=1, grad="seed")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(activation="tanh"), dict(loss="bce"), dict(output_activation="identity")],
+)
+def test_fit_seed_with_other_activation_or_loss(kw):
+    with pytest.raises(ValueError, match="grad='seed' is the note's sigmoid network with MSE") as e:
+        jaxbp.fit(P, X, Y, steps=1, grad="seed", **kw)
+    assert "use grad='closed_form' for other choices" in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------
+# fit's own arguments
+# --------------------------------------------------------------------------------------------
+
+
+def test_grad_fn_returning_the_wrong_pytree_names_the_leaf():
+    def short_bias(params, x, y):
+        g = jaxbp.closed_form_grads(params, x, y)
+        return [g[0], {"W": g[1]["W"], "b": g[1]["b"][:, None]}]
+
+    message = re.escape("short_bias returned gradients that do not match params: [1]['b'] has")
+    with pytest.raises(ValueError, match=message) as e:
+        jaxbp.fit(P, X, Y, steps=1, grad=short_bias)
+    assert "[1]['b'] has shape (1, 1), expected (1,)" in str(e.value)
+
+
+def test_grad_fn_with_missing_and_extra_leaves():
+    def renamed(params, x, y):
+        g = jaxbp.closed_form_grads(params, x, y)
+        return [g[0], {"W": g[1]["W"], "bias": g[1]["b"]}]
+
+    message = re.escape("""missing leaves ["[1]['b']"]; extra leaves ["[1]['bias']"]""")
+    with pytest.raises(ValueError, match=message):
+        jaxbp.fit(P, X, Y, steps=1, grad=renamed)
+
+
+def test_grad_fn_returning_integers():
+    def ints(params, x, y):
+        return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int32), params)
+
+    with pytest.raises(ValueError, match=r"\[0\]\['W'\] has dtype int32, expected a floating"):
+        jaxbp.fit(P, X, Y, steps=1, grad=ints)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.0, True, None])
+def test_steps_must_be_a_positive_int(steps):
+    with pytest.raises(ValueError, match=re.escape(f"steps={steps!r}, expected an int >= 1")):
+        jaxbp.fit(P, X, Y, steps=steps)
+
+
+@pytest.mark.parametrize("batch_size", [0, 5, -1, 2.0, True])
+def test_batch_size_out_of_range(batch_size):
+    message = re.escape(f"batch_size={batch_size!r}, expected an int in [1, 4] or None")
+    with pytest.raises(ValueError, match=message):
+        jaxbp.fit(P, X, Y, steps=1, batch_size=batch_size, key=jax.random.key(0))
+
+
+def test_batch_size_without_key():
+    message = "batch_size is set but key is None; pass key=jax.random.key"
+    with pytest.raises(ValueError, match=message):
+        jaxbp.fit(P, X, Y, steps=1, batch_size=2)
+
+
+@pytest.mark.parametrize("chunk_size", [0, 1.5, True])
+def test_chunk_size_must_be_a_positive_int(chunk_size):
+    message = re.escape(f"chunk_size={chunk_size!r}, expected an int >= 1 or None")
+    with pytest.raises(ValueError, match=message):
+        jaxbp.fit(P, X, Y, steps=2, chunk_size=chunk_size)
+
+
+# --------------------------------------------------------------------------------------------
+# building params
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes", [(2,), (2, 0, 1), (2, -1), (2, 2.5)])
+def test_init_bad_sizes(sizes):
+    message = re.escape(f"sizes={sizes!r}: expected at least two positive ints")
+    with pytest.raises(ValueError, match=message):
+        jaxbp.init(sizes, key=jax.random.key(0))
+
+
+def test_init_sizes_not_a_sequence_of_numbers():
+    with pytest.raises(TypeError, match=r"sizes=\('a', 2\) must be a sequence of ints"):
+        jaxbp.init(("a", 2), key=jax.random.key(0))
+
+
+def test_init_unknown_scale():
+    with pytest.raises(ValueError, match="scale='he' is not known; expected one of 'glorot'"):
+        jaxbp.init((2, 2, 1), key=jax.random.key(0), scale="he")
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
+def test_init_integer_dtype(dtype):
+    with pytest.raises(TypeError, match=r"dtype is \w+, expected a floating dtype"):
+        jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype=dtype)
+
+
+def test_init_not_a_dtype():
+    with pytest.raises(TypeError, match="dtype='single precision' is not a dtype"):
+        jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype="single precision")
+
+
+X64_OFF = "dtype is float64 but 64-bit mode is off; call jax.config.update"
+
+
+@pytest.mark.skipif(not hasattr(jax, "enable_x64"), reason="needs the jax.enable_x64 context")
+def test_float64_when_x64_is_off():
+    with jax.enable_x64(False):
+        with pytest.raises(ValueError, match=X64_OFF):
+            jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype=jnp.float64)
+        with pytest.raises(ValueError, match=X64_OFF):
+            jaxbp.seed_params(w11=1, w12=1, w21=1, w22=1, w31=1, w32=1, dtype=jnp.float64)
+        named = dict.fromkeys(jaxbp.param_names((2, 1)), 0.0)
+        with pytest.raises(ValueError, match=X64_OFF):
+            jaxbp.from_named(named, (2, 1), dtype=np.float64)
+        # and float32 still works there
+        assert jaxbp.init((2, 1), key=jax.random.key(0))[0]["W"].dtype == jnp.float32

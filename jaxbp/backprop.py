@@ -66,12 +66,29 @@ def deltas_example(
     return E, deltas, As
 
 
+_FAST_PATH_WORK = 1 << 16  # multiply-adds of d^T a above which the transpose pays off
+
+
+def _sum_over_batch(d: jax.Array, a: jax.Array) -> jax.Array:
+    """``sum_b d[b]^T a[b]``, i.e. ``d^T a`` for ``d: (batch, n_l)``, ``a: (batch, n_{l-1})``.
+
+    XLA's CPU backend runs a matmul whose operands are both contracted over their leading
+    axis on a slower generic path. Transposing ``d`` first, behind a barrier so that XLA
+    cannot fold the transpose back into the matmul, hands it to the fast row-major kernel:
+    a 64-256-256-10 training step at batch 512 takes about 15% less time
+    (``python -m benchmarks --only mlp``). The sums are the same, up to float rounding.
+    """
+    if d.size * a.shape[-1] < _FAST_PATH_WORK:
+        return d.T @ a  # too small to gain: the extra transpose would cost more
+    return jax.lax.optimization_barrier(d.T) @ a
+
+
 def _backprop(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> Backprop:
     E, deltas, As = jax.vmap(deltas_example, in_axes=(None, 0, 0, None))(params, x, y, spec)
     n = x.shape[0]
     grads = [
         # mean over the batch of delta_l A_{l-1}^T, as one contraction over the batch axis
-        {"W": d.T @ a / n, "b": jnp.mean(d, axis=0)}
+        {"W": _sum_over_batch(d, a) / n, "b": jnp.mean(d, axis=0)}
         for d, a in zip(deltas, As[:-1], strict=True)
     ]
     return Backprop(jnp.mean(E), grads, deltas)

@@ -1,0 +1,371 @@
+"""The audit engine: correct gradients pass, each deliberate mistake fails with its hint."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import audit
+import jaxbp
+from jaxbp.seed import seed_factors
+
+SEED_NAMES = ["w11", "w12", "w21", "w22", "b1", "b2", "w31", "w32", "b3"]
+QUICK = dict(points=16, steps=300)
+
+
+# --- handwritten 2-2-1 gradients built from the note's factors, one mistake at a time ------
+
+
+def _assemble(c):
+    """Every dE/dw from the chain factors, as the note multiplies them."""
+    out = c["dE/dA3"] * c["dA3/dz3"]
+    h1 = out * c["dz3/dA1"] * c["dA1/dz1"]
+    h2 = out * c["dz3/dA2"] * c["dA2/dz2"]
+    return dict(
+        w11=h1 * c["dz1/dw11"], w12=h1 * c["dz1/dw12"], b1=h1,
+        w21=h2 * c["dz2/dw21"], w22=h2 * c["dz2/dw22"], b2=h2,
+        w31=out * c["dz3/dw31"], w32=out * c["dz3/dw32"], b3=out,
+    )  # fmt: skip
+
+
+def _tree(g):
+    return [
+        {
+            "W": jnp.stack([jnp.stack([g["w11"], g["w12"]]), jnp.stack([g["w21"], g["w22"]])]),
+            "b": jnp.stack([g["b1"], g["b2"]]),
+        },
+        {"W": jnp.stack([g["w31"], g["w32"]])[None], "b": jnp.stack([g["b3"]])},
+    ]
+
+
+def _batched(mistake, name):
+    def one(params, x, yt):
+        c = dict(seed_factors(params, x, yt))
+        return _tree(mistake(c, x))
+
+    def grad_fn(params, x, y):
+        per = jax.vmap(one, in_axes=(None, 0, 0))(params, x, y)
+        return jax.tree.map(lambda g: jnp.mean(g, axis=0), per)
+
+    grad_fn.__name__ = name
+    return grad_fn
+
+
+def _factor_mistake(key, value):
+    def mistake(c, x):
+        c[key] = value(c)
+        return _assemble(c)
+
+    return mistake
+
+
+def _weight_mistake(edit):
+    def mistake(c, x):
+        g = _assemble(c)
+        edit(g, x)
+        return g
+
+    return mistake
+
+
+def _swap(g, x):
+    g["w12"], g["w21"] = g["w21"], g["w12"]
+
+
+def _negate_w31(g, x):
+    g["w31"] = -g["w31"]
+
+
+def _drop_w22(g, x):
+    g["w22"] = 0 * g["w22"]
+
+
+def _nan_b2(g, x):
+    g["b2"] = g["b2"] + jnp.where(x[0] > 0.5, jnp.nan, 0.0)
+
+
+BROKEN = {
+    # name: (mistake, broken weights, words the hint must contain)
+    "dropped_half": (_factor_mistake("dE/dA3", lambda c: 2 * c["dE/dA3"]), SEED_NAMES, "x2"),
+    "sign_w31": (_weight_mistake(_negate_w31), ["w31"], "sign error"),
+    "swapped_w12_w21": (_weight_mistake(_swap), ["w12", "w21"], "swapped indices"),
+    "missing_dA1dz1": (
+        _factor_mistake("dA1/dz1", lambda c: jnp.ones_like(c["dA1/dz1"])),
+        ["w11", "w12", "b1"],
+        "missing the activation derivative dA1/dz1",
+    ),
+    "missing_dA3dz3": (
+        _factor_mistake("dA3/dz3", lambda c: jnp.ones_like(c["dA3/dz3"])),
+        SEED_NAMES,
+        "missing the activation derivative dA3/dz3",
+    ),
+    "missing_term_w22": (_weight_mistake(_drop_w22), ["w22"], "a missing term"),
+    "nan_b2": (_weight_mistake(_nan_b2), ["b2"], "NaN/Inf in the handwritten gradient"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_each_mistake_fails_names_exactly_the_broken_weights_and_hints(case):
+    mistake, broken, words = BROKEN[case]
+    result = audit.audit_network(_batched(mistake, case), **QUICK)
+    assert not result.passed
+    assert result.failed_weights == broken
+    for name in broken:
+        assert words in result.weight(name)["hint"], result.weight(name)["hint"]
+    for w in result.weights:
+        if w["name"] not in broken:
+            assert w["passed"] and w["hint"] is None
+
+
+def test_swap_hint_names_the_partner():
+    result = audit.audit_network(_batched(_weight_mistake(_swap), "swapped"), **QUICK)
+    assert "w12 <-> w21" in result.weight("w12")["hint"]
+    assert "w21 <-> w12" in result.weight("w21")["hint"]
+
+
+def test_summed_over_the_batch_is_named():
+    def summed(params, x, y):
+        return jax.tree.map(lambda g: g * x.shape[0], jaxbp.seed_grads(params, x, y))
+
+    result = audit.audit_network(summed, **QUICK)
+    assert result.failed_weights == SEED_NAMES
+    assert all("summed over the batch" in w["hint"] for w in result.weights)
+
+
+def test_averaged_twice_is_named():
+    def twice(params, x, y):
+        return jax.tree.map(lambda g: g / x.shape[0], jaxbp.seed_grads(params, x, y))
+
+    result = audit.audit_network(twice, **QUICK)
+    # the seed's worked example has a batch of one, where the mistake cannot show
+    assert result.failed_weights == SEED_NAMES
+    assert all("averaged over the batch twice" in w["hint"] for w in result.weights)
+
+
+def test_transposed_weight_matrix_is_named():
+    cf = jaxbp.closed_form(activation="tanh")
+
+    def transposed(params, x, y):
+        g = cf(params, x, y)
+        return [g[0], {"W": g[1]["W"].T, "b": g[1]["b"]}, g[2]]
+
+    x = jax.random.normal(jax.random.key(1), (8, 2))
+    y = jax.random.uniform(jax.random.key(2), (8, 1))
+    result = audit.audit_network(
+        transposed, sizes=(2, 3, 3, 1), activation="tanh", data=(x, y), **QUICK
+    )
+    assert not result.passed
+    failed = set(result.failed_weights)
+    off_diagonal = {f"w{i}{j}" for i in (4, 5, 6) for j in (1, 2, 3) if i - 3 != j}
+    assert failed == {n for n in off_diagonal if n in failed} and len(failed) >= 4
+    assert all("transposed W" in result.weight(n)["hint"] for n in failed)
+
+
+# --- correct gradients never raise a false alarm ---------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_seed_formulas_pass_with_every_factor(dtype):
+    result = audit.audit_network("seed", dtype=dtype, points=200, steps=2000)
+    assert result.passed, [w for w in result.weights if not w["passed"]]
+    assert [f["name"] for f in result.factors][:3] == ["dE/dA3", "dA3/dz3", "dz3/dw31"]
+    assert len(result.factors) == 15 and all(f["passed"] for f in result.factors)
+    assert result.first_failing_factor is None
+    assert result.points == dict(total=207, seed_example=1, random=200, trajectory=6, traced=True)
+    fd = np.array([w["finite_diff"] for w in result.weights])
+    ref = np.array([w["reference"] for w in result.weights])
+    np.testing.assert_allclose(fd, ref, rtol=1e-5, atol=1e-9)  # third opinion agrees
+    t = result.training
+    assert t["max_loss_diff"] < (1e-5 if dtype == "float32" else 1e-12)
+    assert t["loss_autodiff"][-1] < t["loss_autodiff"][0]
+
+
+ACTS = ["sigmoid", "tanh", "relu", "identity"]
+LOSSES = ["mse", "bce", "softmax_ce"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("activation", ACTS)
+def test_closed_form_passes_for_every_activation_loss_and_dtype(activation, loss, dtype):
+    sizes = (3, 4, 2)
+    x = jax.random.normal(jax.random.key(7), (6, 3))
+    if loss == "softmax_ce":
+        y = jax.nn.one_hot(jax.random.randint(jax.random.key(8), (6,), 0, 2), 2)
+    else:
+        y = jax.random.uniform(jax.random.key(8), (6, 2))
+    result = audit.audit_network(
+        "closed_form", sizes=sizes, activation=activation, loss=loss, dtype=dtype,
+        data=(x, y), points=100, steps=0, fd=False,
+    )  # fmt: skip
+    assert result.passed, [w for w in result.weights if not w["passed"]][:3]
+    assert [f["name"] for f in result.factors] == ["delta_2 (dE/dz_2)", "delta_1 (dE/dz_1)"]
+
+
+def test_a_broken_layer_delta_is_the_first_failing_factor(monkeypatch):
+    import audit.factors as factors
+    from jaxbp.backprop import Backprop
+
+    real = factors._backprop
+
+    def broken(params, x, y, spec):
+        out = real(params, x, y, spec)
+        deltas = list(out.deltas)
+        deltas[1] = 2 * deltas[1]  # layer 2 of 3 is wrong; layer 1 inherits nothing here
+        return Backprop(out.loss, out.grads, deltas)
+
+    monkeypatch.setattr(factors, "_backprop", broken)
+    x = jax.random.normal(jax.random.key(1), (5, 2))
+    y = jax.random.uniform(jax.random.key(2), (5, 1))
+    result = audit.audit_network(
+        "closed_form", sizes=(2, 3, 3, 1), activation="tanh", data=(x, y), points=8, steps=0
+    )
+    assert result.first_failing_factor == "delta_2 (dE/dz_2)"
+    passed = {f["name"]: f["passed"] for f in result.factors}
+    assert passed == {
+        "delta_3 (dE/dz_3)": True,
+        "delta_2 (dE/dz_2)": False,
+        "delta_1 (dE/dz_1)": True,
+    }
+
+
+def test_a_users_wrong_chain_factor_is_named_first():
+    def factors_fn(params, x, yt):
+        c = dict(seed_factors(params, x, yt))
+        c["dA1/dz1"] = c["dA1/dz1"] * 1.5
+        return c
+
+    result = audit.audit_network("seed", factors_fn=None, **QUICK)
+    assert result.first_failing_factor is None
+
+    def grad_fn(params, x, y):
+        return jaxbp.seed_grads(params, x, y)
+
+    grad_fn.factors = factors_fn
+    result = audit.audit_network(grad_fn, **QUICK)
+    assert result.failed_weights == []
+    assert result.first_failing_factor == "dA1/dz1"
+    assert [f["name"] for f in result.factors if not f["passed"]] == ["dA1/dz1"]
+
+
+# --- the report content ------------------------------------------------------------------
+
+
+def test_json_has_the_documented_keys_and_is_deterministic():
+    a = audit.audit_network("seed", **QUICK).to_dict()
+    b = audit.audit_network("seed", **QUICK).to_dict()
+    for key in ("passed", "config", "tolerance", "weights", "factors", "training", "files"):
+        assert key in a
+    for key in ("rtol", "atol"):
+        assert key in a["tolerance"]
+    for key in ("jax_version", "backend", "devices", "grad", "sizes", "dtype", "points", "seed"):
+        assert key in a["config"]
+    assert [w["name"] for w in a["weights"]] == SEED_NAMES
+    for w in a["weights"]:
+        assert set(w) >= {"name", "manual", "reference", "finite_diff", "abs_err", "rel_err",
+                          "passed", "hint", "worst_point"}  # fmt: skip
+    for f in a["factors"]:
+        assert set(f) >= {"name", "abs_err", "rel_err", "passed"}
+    assert set(a["training"]) >= {"steps", "loss_manual", "loss_autodiff", "max_loss_diff",
+                                  "max_param_diff"}  # fmt: skip
+    a.pop("timing"), b.pop("timing")
+    assert json.dumps(a, allow_nan=False) == json.dumps(b, allow_nan=False)
+
+
+def test_nan_gradients_give_json_safe_values():
+    mistake, _, _ = BROKEN["nan_b2"]
+    d = audit.audit_network(_batched(mistake, "nan"), **QUICK).to_dict()
+    json.dumps(d, allow_nan=False)
+    b2 = next(w for w in d["weights"] if w["name"] == "b2")
+    assert b2["manual"] == "nan" and b2["rel_err"] == "inf" and not b2["passed"]
+
+
+# --- functions JAX cannot trace, any pytree, bad input --------------------------------
+
+
+def test_a_numpy_function_is_audited_point_by_point():
+    def numpy_grads(params, x, y):
+        g = jaxbp.seed_grads(params, x, y)
+        return [{k: np.asarray(v) for k, v in layer.items()} for layer in g]
+
+    result = audit.audit_network(numpy_grads, points=4, steps=100)
+    assert result.passed
+    assert result.points["traced"] is False
+    assert any("cannot be traced" in n for n in result.notes)
+    assert result.training is None
+
+
+def test_check_gradients_on_any_pytree():
+    def loss_fn(p, x, y):
+        return jnp.mean((x @ p["w"] + p["c"] - y) ** 2)
+
+    def grad_fn(p, x, y):
+        r = x @ p["w"] + p["c"] - y
+        return {"w": 2 * x.T @ r / r.size, "c": 2 * jnp.mean(r)}
+
+    def wrong(p, x, y):
+        g = grad_fn(p, x, y)
+        return {"w": g["w"].at[1].multiply(-1), "c": g["c"]}
+
+    x = jax.random.normal(jax.random.key(0), (10, 3))
+    y = jax.random.normal(jax.random.key(1), (10,))
+    params = {"w": jnp.array([0.5, -1.0, 2.0]), "c": jnp.array(0.3)}
+    ok = audit.check_gradients(grad_fn, loss_fn, params, x, y, points=50, key=jax.random.key(2))
+    assert ok.passed and ok.points["total"] == 51
+    assert [w["name"] for w in ok.weights] == ["['c']", "['w'][0]", "['w'][1]", "['w'][2]"]
+    bad = audit.check_gradients(wrong, loss_fn, params, x, y, points=50, key=jax.random.key(2))
+    assert bad.failed_weights == ["['w'][1]"]
+    assert "sign error" in bad.weight("['w'][1]")["hint"]
+
+
+def test_gradients_of_the_wrong_structure_name_the_leaf():
+    def missing_bias(params, x, y):
+        g = jaxbp.seed_grads(params, x, y)
+        return [g[0], {"W": g[1]["W"]}]
+
+    with pytest.raises(ValueError, match=r"missing leaves \[\"\[1\]\['b'\]\"\]"):
+        audit.audit_network(missing_bias, **QUICK)
+
+    def misshaped(params, x, y):
+        g = jaxbp.seed_grads(params, x, y)
+        return [g[0], {"W": g[1]["W"].T, "b": g[1]["b"]}]
+
+    with pytest.raises(ValueError, match=r"\[1\]\['W'\] has shape \(2, 1\), expected \(1, 2\)"):
+        audit.audit_network(misshaped, **QUICK)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(points=0), r"points=0, expected an int >= 1"),
+        (dict(sizes=(3, 2, 1), grad="closed_form"), r"sizes 3,2,1 but the data has 2 inputs"),
+        (dict(sizes=(2, 3, 1)), r"grad='seed' is the note's 2-2-1 sigmoid network"),
+        (dict(grad="autograd"), r"grad='autograd' is not known; expected one of seed, closed_form"),
+        (dict(rtol=-1.0), r"rtol=-1.0, expected a finite number >= 0"),
+        (dict(activation="softplus"), r"activation='softplus' is not known"),
+        (dict(learning_rate=0.0), r"learning_rate=0.0, expected a finite number > 0"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(kwargs, message):
+    grad = kwargs.pop("grad", "seed")
+    with pytest.raises(ValueError, match=message):
+        audit.audit_network(grad, **kwargs)
+
+
+def test_nan_in_the_data_is_refused():
+    x, y = jaxbp.truth_table("xor")
+    with pytest.raises(ValueError, match="data inputs contain NaN or Inf"):
+        audit.audit_network("seed", data=(x.at[0, 0].set(jnp.nan), y))
+
+
+def test_a_diverging_training_run_is_noted_not_failed():
+    x = jax.random.normal(jax.random.key(0), (8, 2)) * 10
+    y = jax.random.normal(jax.random.key(1), (8, 1)) * 10
+    result = audit.audit_network(
+        "closed_form", sizes=(2, 4, 1), activation="identity", data=(x, y), points=8,
+        steps=50, learning_rate=5.0, fd=False,
+    )  # fmt: skip
+    assert result.passed
+    assert any("diverged" in n for n in result.notes)

@@ -232,8 +232,8 @@ def weight_errors(result: Any) -> bytes:
     ax.set_xlim(-0.75, max(n, 1) - 0.25)
     ax.set_ylabel("error / allowed error" if scored else "relative error (worst point)")
     bad = sum(failing)
-    what = "error over allowed error" if scored else "relative error"
-    ax.set_title(f"per-weight {what} vs jax.grad (worst point): {n - bad}/{n} pass")
+    what = "error / allowed error" if scored else "relative error"
+    ax.set_title(f"{what} vs jax.grad, worst point: {n - bad}/{n} pass")
     return _png(fig)
 
 

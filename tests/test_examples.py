@@ -132,3 +132,20 @@ def test_my_gradients_correct_one_matches_jax_buggy_one_swaps_w12_w21():
     wrong = [n for n in ref if bad[n] != pytest.approx(ref[n], rel=1e-9, abs=1e-15)]
     assert wrong == ["w12", "w21"]
     assert (bad["w12"], bad["w21"]) == pytest.approx((ref["w21"], ref["w12"]), rel=1e-12)
+
+
+def test_audit_my_gradient_names_the_swapped_weights(tmp_path):
+    audit = pytest.importorskip("audit")
+    api = ("audit_network", "format_table", "write_report")
+    missing = [name for name in api if not hasattr(audit, name)]
+    if missing:
+        pytest.skip(f"audit does not export {missing} yet")
+    out = run_example("audit_my_gradient.py", str(tmp_path))
+    assert "correct_grads: PASSED" in out, out
+    failed = re.search(r"^buggy_grads: FAILED at (.*)$", out, re.M)
+    assert failed, out
+    named = re.findall(r"(?:^|; )(\w+) \(", failed.group(1))
+    assert named == ["w12", "w21"], out
+    assert "swapped" in failed.group(1), out
+    for name in ("correct_grads", "buggy_grads"):
+        assert (tmp_path / name / "report.json").is_file()

@@ -369,6 +369,22 @@ def _train(grad_name, grad_fn, traced, params0, x, y, *, spec, steps, lr, checkp
     return bounds, ckpt_auto, training
 
 
+def _full_precision(fn):
+    """Run ``fn`` with float32 matrix products at full precision.
+
+    GPUs and TPUs multiply float32 matrices in reduced precision by default (TF32, bf16
+    passes); their 1e-3 relative errors would read as wrong gradients.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_full_precision
 def audit_network(
     grad: str | Callable = "seed",
     *,
@@ -570,6 +586,7 @@ def _tree_names(params) -> list[str]:
     return names
 
 
+@_full_precision
 def check_gradients(
     grad_fn: Callable,
     loss_fn: Callable,

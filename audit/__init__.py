@@ -2,18 +2,25 @@
 
 ``audit_network`` audits a jaxbp MLP (the seed's formulas, the general closed form or your own
 ``grad_fn``); ``check_gradients`` audits any ``grad_fn`` on any pytree against ``jax.grad`` of
-any scalar loss. Both return an :class:`AuditResult` holding what ``report.json`` holds.
+any scalar loss. Both return an :class:`AuditResult` holding what ``report.json`` holds;
+``format_table`` renders it for a terminal and ``write_report`` writes the report folder.
 """
 
 from audit.compare import DEFAULT_TOLERANCES, Tolerance, default_tolerance
 from audit.engine import audit_network, check_gradients
+from audit.report import ReportError, write_report
 from audit.result import AuditResult
+from audit.table import format_table, verdict_line
 
 __all__ = [
     "DEFAULT_TOLERANCES",
     "AuditResult",
+    "ReportError",
     "Tolerance",
     "audit_network",
     "check_gradients",
     "default_tolerance",
+    "format_table",
+    "verdict_line",
+    "write_report",
 ]

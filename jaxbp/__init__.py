@@ -12,6 +12,7 @@ from jaxbp.network import batch_loss, forward
 from jaxbp.params import Params, from_named, init, param_names, seed_params, sizes_of, to_named
 from jaxbp.reference import autodiff, autodiff_deltas, autodiff_grads, seed_factors_autodiff
 from jaxbp.seed import seed_example, seed_factors, seed_forward, seed_grads, seed_grads_example
+from jaxbp.sharding import data_mesh, replicate, shard_batch, shard_local_batch
 from jaxbp.train import GRADS, FitResult, fit, gradient_descent
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "circles",
     "closed_form",
     "closed_form_grads",
+    "data_mesh",
     "fit",
     "forward",
     "from_named",
@@ -39,6 +41,7 @@ __all__ = [
     "load_csv",
     "one_hot",
     "param_names",
+    "replicate",
     "resolve_output",
     "seed_example",
     "seed_factors",
@@ -47,6 +50,8 @@ __all__ = [
     "seed_grads",
     "seed_grads_example",
     "seed_params",
+    "shard_batch",
+    "shard_local_batch",
     "sizes_of",
     "to_named",
     "truth_table",

@@ -91,6 +91,11 @@ def check_params(params: Any) -> None:
 
 
 def _check_finite(a: Any, what: str) -> None:
+    if _is_concrete(a) and isinstance(a, jax.Array) and not a.is_fully_addressable:
+        # rows on other hosts (jax.distributed): reduce on the devices, not on this host
+        if not bool(jnp.all(jnp.isfinite(a))):
+            raise ValueError(f"{what} contains NaN/Inf values; expected finite numbers")
+        return
     if _is_concrete(a):
         arr = np.asarray(a)
         bad = ~np.isfinite(arr)

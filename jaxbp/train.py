@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxbp._validate import check_data, check_grads_like
 from jaxbp.backprop import _backprop
@@ -21,6 +23,7 @@ from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import _batch_loss
 from jaxbp.params import Params
 from jaxbp.seed import check_seed_network, seed_grads_example
+from jaxbp.sharding import DATA, check_divisible, data_size, replicate, shard_batch
 
 __all__ = ["GRADS", "FitResult", "fit", "gradient_descent"]
 
@@ -66,22 +69,33 @@ def _value_and_grad(
     return _batch_loss(params, x, y, spec), grads
 
 
-def _minibatch(x, y, key, t, batch_size):
-    """Examples for step ``t``: a reshuffle every epoch, then consecutive slices of it."""
+def _minibatch(x, y, key, t, batch_size, sharding):
+    """Examples for step ``t``: a reshuffle every epoch, then consecutive slices of it.
+
+    With a ``sharding`` (a mesh's ``"data"`` split) the minibatch is split the same way, so
+    each device works on its share of the rows, as with the full batch.
+    """
     if batch_size is None:
         return x, y
     n = x.shape[0]
     per_epoch = n // batch_size
     perm = jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n)
     idx = jax.lax.dynamic_slice(perm, ((t % per_epoch) * batch_size,), (batch_size,))
-    return x[idx], y[idx]
+    xb, yb = x[idx], y[idx]
+    if sharding is not None:
+        xb, yb = jax.lax.with_sharding_constraint((xb, yb), sharding)
+    return xb, yb
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "grad", "optimizer", "length", "batch_size"))
-def _run_chunk(params, opt_state, x, y, key, start, *, spec, grad, optimizer, length, batch_size):
+@functools.partial(
+    jax.jit, static_argnames=("spec", "grad", "optimizer", "length", "batch_size", "sharding")
+)
+def _run_chunk(
+    params, opt_state, x, y, key, start, *, spec, grad, optimizer, length, batch_size, sharding
+):
     def step(carry, t):
         params, opt_state = carry
-        xb, yb = _minibatch(x, y, key, t, batch_size)
+        xb, yb = _minibatch(x, y, key, t, batch_size, sharding)
         loss, grads = _value_and_grad(params, xb, yb, spec, grad)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
@@ -107,6 +121,7 @@ def fit(
     key: jax.Array | None = None,
     chunk_size: int | None = None,
     on_chunk: Callable[[int, int, float], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Train under ``jit``: ``steps`` updates, compiled as a ``lax.scan``.
 
@@ -126,6 +141,11 @@ def fit(
       key: PRNG key, required with ``batch_size``.
       chunk_size: steps per compiled call (default: all); ``on_chunk`` is called after each.
       on_chunk: ``on_chunk(steps_done, steps, last_loss)``, e.g. to print progress.
+      mesh: data parallelism over the devices of a ``jax.sharding.Mesh`` with a ``"data"``
+        axis (:func:`jaxbp.data_mesh`): ``x`` and ``y`` are split along it by rows, params
+        and optimizer state replicated, and every minibatch is split the same way. ``n`` and
+        ``batch_size`` must be multiples of the number of devices. None (default): one
+        device. Results equal one device's up to the order of floating-point sums.
 
     Returns:
       :class:`FitResult` with the final ``params``, ``losses: (steps,)`` and ``opt_state``.
@@ -170,6 +190,13 @@ def fit(
             raise ValueError("batch_size is set but key is None; pass key=jax.random.key(seed)")
         if batch_size == n:
             batch_size = None
+    sharding = None
+    if mesh is not None:
+        devices = data_size(mesh)
+        check_divisible(n, devices, "batch")
+        if batch_size is not None:
+            check_divisible(batch_size, devices, "batch_size")
+        sharding = NamedSharding(mesh, P(DATA))
     if chunk_size is None:
         chunk_size = steps
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
@@ -184,6 +211,9 @@ def fit(
         opt_state = optimizer.init(params)
     if key is None:
         key = jax.random.key(0)  # unused: full batch draws nothing
+    if mesh is not None:
+        x, y = shard_batch(mesh, x, y)
+        params, opt_state, key = replicate(mesh, (params, opt_state, key))
 
     losses = []
     done = 0
@@ -191,7 +221,7 @@ def fit(
         length = min(chunk_size, steps - done)
         params, opt_state, chunk = _run_chunk(
             params, opt_state, x, y, key, jnp.asarray(done), spec=spec, grad=grad,
-            optimizer=optimizer, length=length, batch_size=batch_size,
+            optimizer=optimizer, length=length, batch_size=batch_size, sharding=sharding,
         )  # fmt: skip
         losses.append(chunk)
         done += length

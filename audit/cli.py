@@ -39,6 +39,7 @@ examples:
   jaxbp-audit
   jaxbp-audit --grad closed_form --sizes 2,8,1 --activation tanh --data moons
   jaxbp-audit --grad my_backprop.py:grads --steps 0 --no-report
+  jaxbp-audit --grad closed_form --sizes 2,64,64,1 --points 4096 --devices 8
 """
 
 
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-fd", dest="fd", action="store_false",
         help="skip the finite-difference column",
     )  # fmt: skip
+    run.add_argument(
+        "--devices", type=_int_at_least(1), default=1, metavar="N",
+        help="split the audit points over the first N devices JAX sees (default 1)",
+    )  # fmt: skip
 
     out = p.add_argument_group("output")
     out.add_argument(
@@ -265,6 +270,8 @@ def _run(args: argparse.Namespace) -> int:
     jaxbp.resolve_output(args.activation, args.loss, args.output_activation)
     if args.report:
         check_out_dir(args.out)  # before the long run, so a bad --out costs nothing
+    # one device keeps the engine's default; more than JAX sees is a one-line error
+    sharded = {"mesh": jaxbp.data_mesh(args.devices)} if args.devices > 1 else {}
     grad: Any = args.grad if args.grad in ("seed", "closed_form") else load_grad_fn(args.grad)
     x, y = _load_data(args)
     _check_widths(args, x, y)  # first: a width that cannot fit the data is the root problem
@@ -291,6 +298,7 @@ def _run(args: argparse.Namespace) -> int:
         atol=args.atol,
         fd=args.fd,
         progress=progress,
+        **sharded,
     )
     if not args.quiet:
         print(format_table(result, color=_use_color(sys.stdout), max_rows=args.max_rows))

@@ -39,6 +39,7 @@ from audit.result import AuditResult, number
 from jaxbp._validate import check_dtype, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import _batch_loss, forward_example
+from jaxbp.sharding import data_size
 
 __all__ = ["audit_network", "check_gradients"]
 
@@ -105,6 +106,7 @@ def _compare_groups(
     saturation: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
     progress,
     timing: dict,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[list[dict], list[str], bool]:
     """The per-weight part shared by both entry points: weights, notes, traced."""
     notes: list[str] = []
@@ -119,7 +121,7 @@ def _compare_groups(
     n_points = sum(g.size for g in groups)
     _say(progress, f"comparing {len(names)} weights at {n_points} points")
     ev = evaluate(grad_fn, ref_grad_fn, groups, traced=traced, ref_dtype=ref_dtype, tol=tol,
-                  layout=layout)  # fmt: skip
+                  layout=layout, mesh=mesh)  # fmt: skip
     worst = jax.tree.map(np.asarray, ev.worst)
     timing["compare_s"] = time.perf_counter() - t0
     labels = [lab for g in groups for lab in g.labels]
@@ -217,11 +219,14 @@ def _stacked_loss(params, x, y, *, spec):
     return jax.vmap(lambda p: _batch_loss(p, x, y, spec))(params)
 
 
-def _environment() -> dict:
+def _environment(mesh: jax.sharding.Mesh | None) -> dict:
+    """JAX's version and backend, and the devices the audit ran on."""
+    used = [jax.devices()[0]] if mesh is None else list(mesh.devices.flat)
     return dict(
         jax_version=jax.__version__,
         backend=jax.default_backend(),
-        devices=[str(d) for d in jax.devices()],
+        devices=[str(d) for d in used],
+        mesh={"data": len(used)},
     )
 
 
@@ -229,14 +234,11 @@ def _tolerance_dict(tol: Tolerance) -> dict:
     return dict(rtol=tol.rtol, atol=tol.atol, floor=tol.floor, noise=tol.noise, rule=_rule(tol))
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _unit_slopes(params, x, *, spec: OutputSpec) -> jax.Array:
-    """``(n_points, units)``: per point, the largest ``f'(z) / max f'`` over its batch.
-
-    Units whose activation has no bounded slope (relu, identity) get 1. One compiled call
-    per point shape, instead of one small compilation per operation and shape.
-    """
+def _saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, ...]):
+    """For each weight, whether its target unit is saturated at a given point."""
     act, out_act, _ = spec.names
+    if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
+        return None
     peak = {"sigmoid": 0.25, "tanh": 1.0}
 
     def fprime(params, x):
@@ -251,18 +253,11 @@ def _unit_slopes(params, x, *, spec: OutputSpec) -> jax.Array:
                 out.append(jnp.ones_like(z))
         return jnp.concatenate(out)
 
-    return jnp.max(jax.vmap(jax.vmap(fprime, (None, 0)))(params, x), axis=1)
-
-
-def _saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, ...]):
-    """For each weight, whether its target unit is saturated at a given point."""
-    act, out_act, _ = spec.names
-    if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
-        return None
     # per point, per unit: saturated for every example of the point's batch
-    sat = np.concatenate(
-        [np.asarray(_unit_slopes(g.params, g.x, spec=spec)) < SATURATION for g in groups]
-    )
+    sat = np.concatenate([
+        np.asarray(jnp.max(jax.vmap(jax.vmap(fprime, (None, 0)))(g.params, g.x), axis=1))
+        < SATURATION for g in groups
+    ])  # fmt: skip
     unit_of = []
     first = 0
     for n_in, n_out in itertools.pairwise(sizes):
@@ -360,13 +355,11 @@ def _train(grad_name, grad_fn, traced, params0, x, y, *, spec, steps, lr, checkp
     if not np.all(np.isfinite(la)):
         _say(progress, "training with jax.grad diverged")
     lm = np.concatenate([np.asarray(v, np.float64) for v in loss_manual])
-    # on the host: in JAX each leaf shape would cost a compilation of its own
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in JAX
-        param_diff = max(
-            float(max(np.max(np.abs(np.asarray(p) - np.asarray(q))) for p, q in
-                      zip(jax.tree.leaves(pa), jax.tree.leaves(pm), strict=True)))
-            for pa, pm in zip(ckpt_auto, ckpt_manual, strict=True)
-        )  # fmt: skip
+    param_diff = max(
+        float(max(jnp.max(jnp.abs(p - q)) for p, q in
+                  zip(jax.tree.leaves(pa), jax.tree.leaves(pm), strict=True)))
+        for pa, pm in zip(ckpt_auto, ckpt_manual, strict=True)
+    )  # fmt: skip
     training = dict(
         steps=steps,
         grad=grad_name,
@@ -418,6 +411,7 @@ def audit_network(
     fd_max: int = 512,
     factors_fn: Callable | None = None,
     progress: Callable[[str], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> AuditResult:
     """Audit handwritten gradients of an MLP against ``jax.grad``.
 
@@ -447,6 +441,10 @@ def audit_network(
         for one example, audited against the note's factors (also read from
         ``grad.factors``).
       progress: called with short status lines.
+      mesh: split the points over the ``"data"`` devices of a mesh
+        (:func:`jaxbp.data_mesh`) for the gradient and factor comparisons; any point count
+        works (the last point is repeated to fill the devices, and the copies are dropped).
+        None (default): one device. The report's ``config["devices"]`` lists those used.
 
     Returns:
       An :class:`AuditResult`.
@@ -465,6 +463,8 @@ def audit_network(
     steps = _positive_int(steps, "steps", 0)
     checkpoints = _positive_int(checkpoints, "checkpoints")
     fd_max = _positive_int(fd_max, "fd_max")
+    if mesh is not None:
+        data_size(mesh)
     if not np.isfinite(learning_rate) or learning_rate <= 0:
         raise ValueError(f"learning_rate={learning_rate!r}, expected a finite number > 0")
     grad_fn, grad_name, factor_kind = _resolve_grad(grad, sizes, spec, factors_fn)
@@ -522,6 +522,7 @@ def audit_network(
         ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
         candidates=lambda: missing_derivative_grads(spec, groups, sizes),
         saturation=_saturation_fn(spec, groups, sizes), progress=progress, timing=timing,
+        mesh=mesh,
     )  # fmt: skip
     notes = pre_notes + notes
     if not traced:
@@ -532,10 +533,10 @@ def audit_network(
     if factor_kind == "seed" or (callable(factor_kind) and sizes == (2, 2, 1)):
         _say(progress, "auditing the note's chain factors")
         fn = jaxbp.seed_factors if factor_kind == "seed" else factor_kind
-        factors = seed_factor_audit(fn, groups, ref_dtype=ref_dtype, tol=tol)
+        factors = seed_factor_audit(fn, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh)
     elif factor_kind == "delta":
         _say(progress, "auditing each layer's delta dE/dz")
-        factors = delta_factors(spec, groups, ref_dtype=ref_dtype, tol=tol)
+        factors = delta_factors(spec, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh)
     timing["factors_s"] = time.perf_counter() - t0
     first_bad = next((f["name"] for f in factors if not f["passed"]), None)
 
@@ -557,7 +558,7 @@ def audit_network(
         fd=fd,
         fd_max=fd_max,
         reference_dtype=jnp.dtype(ref_dtype).name,
-        **_environment(),
+        **_environment(mesh),
     )
     timing["total_s"] = time.perf_counter() - t_start
     passed = all(w["passed"] for w in weights) and all(f["passed"] for f in factors)
@@ -615,6 +616,7 @@ def check_gradients(
     fd_max: int = 512,
     names: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> AuditResult:
     """Audit ``grad_fn`` against ``jax.grad(loss_fn)`` on any pytree.
 
@@ -625,7 +627,7 @@ def check_gradients(
       points: extra points: ``params`` perturbed by ``spread`` times each leaf's RMS (or 1
         for an all-zero leaf) times standard normal noise; needs ``key``.
       key: PRNG key for the perturbations.
-      rtol, atol, fd, fd_max, progress: as in :func:`audit_network`.
+      rtol, atol, fd, fd_max, progress, mesh: as in :func:`audit_network`.
       names: one name per scalar parameter in flatten order; default the leaf paths.
 
     Returns:
@@ -649,6 +651,8 @@ def check_gradients(
         )
     dt = next(iter(dtypes))
     points = _positive_int(points, "points", 0)
+    if mesh is not None:
+        data_size(mesh)
     if points and key is None:
         raise ValueError("points > 0 needs key=jax.random.key(seed) for the perturbations")
     params = jax.tree.map(jnp.asarray, params)
@@ -682,6 +686,7 @@ def check_gradients(
     weights, notes, traced = _compare_groups(
         grad_fn, ref_grad_fn, loss_fn, [group], names=all_names, tol=tol, ref_dtype=ref_dtype,
         fd=fd, fd_max=fd_max, candidates=None, saturation=None, progress=progress, timing=timing,
+        mesh=mesh,
     )  # fmt: skip
     timing["total_s"] = time.perf_counter() - t_start
     return AuditResult(
@@ -696,7 +701,7 @@ def check_gradients(
             fd=fd,
             fd_max=fd_max,
             reference_dtype=jnp.dtype(ref_dtype).name,
-            **_environment(),
+            **_environment(mesh),
         ),
         tolerance=_tolerance_dict(tol),
         points=dict(total=group.size, seed_example=0, random=points, trajectory=0, traced=traced),

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.compare import Tolerance, concat, worst_over_points
+from audit.compare import Comparison, Tolerance, concat, worst_over_points
 from audit.gradients import compare_rows
-from audit.points import PointGroup
+from audit.points import PointGroup, shard_points, to_host
 from audit.result import number
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec
@@ -67,6 +67,13 @@ def _delta_group(params, x, y, *, spec, widths, ref_dtype, tol):
     )  # fmt: skip
 
 
+def _rows_on_host(result, group: PointGroup):
+    """A group's (manual, reference, comparison) rows on the host, padded points dropped."""
+    n = group.size * int(group.x.shape[1])  # rows are (point, example) pairs
+    m, r, cmp = result
+    return to_host(m, n), to_host(r, n), Comparison(*(to_host(a, n) for a in cmp))
+
+
 def _entries(names, segments, results, groups) -> list[dict]:
     """One entry per factor: its worst (point, example) over all rows of all groups."""
     manual = np.concatenate([np.asarray(m) for m, _, _ in results])
@@ -104,12 +111,17 @@ def _entries(names, segments, results, groups) -> list[dict]:
 
 
 def seed_factor_audit(
-    factors_fn: Callable, groups: list[PointGroup], *, ref_dtype, tol: Tolerance
+    factors_fn: Callable,
+    groups: list[PointGroup],
+    *,
+    ref_dtype,
+    tol: Tolerance,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict]:
     """Check ``factors_fn(params, x, yt) -> {name: scalar}`` (one example) for every example.
 
     Factors are those of :func:`jaxbp.seed_factors_autodiff` that ``factors_fn`` returns, in
-    the note's chain order.
+    the note's chain order. With a ``mesh`` the points are split over its devices.
     """
     g0 = groups[0]
     first = jax.tree.map(lambda a: a[0], g0.params), g0.x[0, 0], g0.y[0, 0]
@@ -124,9 +136,13 @@ def seed_factor_audit(
         )
     dt = jnp.dtype(ref_dtype).name
     results = [
-        _seed_group(g.params, g.x, g.y, factors_fn=factors_fn, names=names, ref_dtype=dt, tol=tol)
+        _rows_on_host(
+            _seed_group(*shard_points(mesh, (g.params, g.x, g.y)), factors_fn=factors_fn,
+                        names=names, ref_dtype=dt, tol=tol),
+            g,
+        )
         for g in groups
-    ]
+    ]  # fmt: skip
     return _entries(list(names), np.arange(len(names)), results, groups)
 
 
@@ -138,18 +154,28 @@ _NOTE_ORDER = (
 
 
 def delta_factors(
-    spec: OutputSpec, groups: list[PointGroup], *, ref_dtype, tol: Tolerance
+    spec: OutputSpec,
+    groups: list[PointGroup],
+    *,
+    ref_dtype,
+    tol: Tolerance,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict]:
     """Check every layer's closed-form delta against ``jax.grad`` with respect to ``z_l``.
 
     Entries are named ``delta_l (dE/dz_l)`` and listed from the output layer backwards.
+    With a ``mesh`` the points are split over its devices.
     """
     widths = tuple(int(leaf.shape[1]) for leaf in jax.tree.leaves(groups[0].params)[1::2])
     dt = jnp.dtype(ref_dtype).name
     results = [
-        _delta_group(g.params, g.x, g.y, spec=spec, widths=widths, ref_dtype=dt, tol=tol)
+        _rows_on_host(
+            _delta_group(*shard_points(mesh, (g.params, g.x, g.y)), spec=spec, widths=widths,
+                         ref_dtype=dt, tol=tol),
+            g,
+        )
         for g in groups
-    ]
+    ]  # fmt: skip
     names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
     segments = np.repeat(np.arange(len(widths)), widths)
     return _entries(names, segments, results, groups)[::-1]

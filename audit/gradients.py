@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audit.compare import Comparison, Tolerance, compare, concat, worst_over_points
-from audit.points import PointGroup
+from audit.points import PointGroup, shard_points, to_host
 from jaxbp._validate import check_grads_like
 
 __all__ = ["Evaluation", "Layout", "evaluate", "finite_differences", "layout_of"]
@@ -173,23 +173,26 @@ def evaluate(
     ref_dtype,
     tol: Tolerance,
     layout: Layout,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Evaluation:
     """Handwritten and reference gradients at every point of every group, compared.
 
     One compiled call per group computes the handwritten gradients, the reference (on the
     points cast to ``ref_dtype``, float64 when 64-bit mode is on), the reference's roundoff
-    in the audited dtype, and the comparison.
+    in the audited dtype, and the comparison. With a ``mesh`` the points are split over its
+    ``"data"`` devices (see :func:`audit.points.shard_points`).
     """
     manual, reference, parts = [], [], []
     for g in groups:
         given = None if traced else _flat_grads_loop(grad_fn, g)
         m, r, cmp = _evaluate_group(
-            given, g.params, g.x, g.y, grad_fn=grad_fn, ref_grad_fn=ref_grad_fn,
-            ref_dtype=jnp.dtype(ref_dtype).name, shapes=layout.shapes, tol=tol,
+            *shard_points(mesh, (given, g.params, g.x, g.y)), grad_fn=grad_fn,
+            ref_grad_fn=ref_grad_fn, ref_dtype=jnp.dtype(ref_dtype).name, shapes=layout.shapes,
+            tol=tol,
         )  # fmt: skip
-        manual.append(np.asarray(m))
-        reference.append(np.asarray(r))
-        parts.append(cmp)
+        manual.append(to_host(m, g.size))
+        reference.append(to_host(r, g.size))
+        parts.append(Comparison(*(to_host(a, g.size) for a in cmp)))
     manual_all, ref_all = np.concatenate(manual), np.concatenate(reference)
     cmp_all = concat(parts)
     return Evaluation(manual_all, ref_all, cmp_all, worst_over_points(manual_all, ref_all, cmp_all))

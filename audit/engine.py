@@ -234,11 +234,14 @@ def _tolerance_dict(tol: Tolerance) -> dict:
     return dict(rtol=tol.rtol, atol=tol.atol, floor=tol.floor, noise=tol.noise, rule=_rule(tol))
 
 
-def _saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, ...]):
-    """For each weight, whether its target unit is saturated at a given point."""
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _unit_slopes(params, x, *, spec: OutputSpec) -> jax.Array:
+    """``(n_points, units)``: per point, the largest ``f'(z) / max f'`` over its batch.
+
+    Units whose activation has no bounded slope (relu, identity) get 1. One compiled call
+    per point shape, instead of one small compilation per operation and shape.
+    """
     act, out_act, _ = spec.names
-    if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
-        return None
     peak = {"sigmoid": 0.25, "tanh": 1.0}
 
     def fprime(params, x):
@@ -253,11 +256,18 @@ def _saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int,
                 out.append(jnp.ones_like(z))
         return jnp.concatenate(out)
 
+    return jnp.max(jax.vmap(jax.vmap(fprime, (None, 0)))(params, x), axis=1)
+
+
+def _saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, ...]):
+    """For each weight, whether its target unit is saturated at a given point."""
+    act, out_act, _ = spec.names
+    if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
+        return None
     # per point, per unit: saturated for every example of the point's batch
-    sat = np.concatenate([
-        np.asarray(jnp.max(jax.vmap(jax.vmap(fprime, (None, 0)))(g.params, g.x), axis=1))
-        < SATURATION for g in groups
-    ])  # fmt: skip
+    sat = np.concatenate(
+        [np.asarray(_unit_slopes(g.params, g.x, spec=spec)) < SATURATION for g in groups]
+    )
     unit_of = []
     first = 0
     for n_in, n_out in itertools.pairwise(sizes):
@@ -355,11 +365,13 @@ def _train(grad_name, grad_fn, traced, params0, x, y, *, spec, steps, lr, checkp
     if not np.all(np.isfinite(la)):
         _say(progress, "training with jax.grad diverged")
     lm = np.concatenate([np.asarray(v, np.float64) for v in loss_manual])
-    param_diff = max(
-        float(max(jnp.max(jnp.abs(p - q)) for p, q in
-                  zip(jax.tree.leaves(pa), jax.tree.leaves(pm), strict=True)))
-        for pa, pm in zip(ckpt_auto, ckpt_manual, strict=True)
-    )  # fmt: skip
+    # on the host: in JAX each leaf shape would cost a compilation of its own
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in JAX
+        param_diff = max(
+            float(max(np.max(np.abs(np.asarray(p) - np.asarray(q))) for p, q in
+                      zip(jax.tree.leaves(pa), jax.tree.leaves(pm), strict=True)))
+            for pa, pm in zip(ckpt_auto, ckpt_manual, strict=True)
+        )  # fmt: skip
     training = dict(
         steps=steps,
         grad=grad_name,

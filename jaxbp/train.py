@@ -122,6 +122,8 @@ def fit(
     chunk_size: int | None = None,
     on_chunk: Callable[[int, int, float], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    opt_state: Any = None,
+    start_step: int = 0,
 ) -> FitResult:
     """Train under ``jit``: ``steps`` updates, compiled as a ``lax.scan``.
 
@@ -146,6 +148,11 @@ def fit(
         and optimizer state replicated, and every minibatch is split the same way. ``n`` and
         ``batch_size`` must be multiples of the number of devices. None (default): one
         device. Results equal one device's up to the order of floating-point sums.
+      opt_state: resume from a previous :class:`FitResult`'s ``opt_state`` (same optimizer
+        object; for the default optimizer ``learning_rate`` is set again). None: a fresh
+        ``optimizer.init(params)``.
+      start_step: number of the first step, so a resumed run continues the minibatch schedule
+        (two calls of ``steps=k`` with ``start_step=0`` and ``k`` equal one of ``2k``).
 
     Returns:
       :class:`FitResult` with the final ``params``, ``losses: (steps,)`` and ``opt_state``.
@@ -201,14 +208,25 @@ def fit(
         chunk_size = steps
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r}, expected an int >= 1 or None")
+    if not isinstance(start_step, int) or isinstance(start_step, bool) or start_step < 0:
+        raise ValueError(f"start_step={start_step!r}, expected an int >= 0")
+    fresh = opt_state is None
     if optimizer is None:
         optimizer = _GD
-        opt_state = optimizer.init(params)
+        if fresh:
+            opt_state = optimizer.init(params)
         opt_state.hyperparams["learning_rate"] = jnp.asarray(
             learning_rate, opt_state.hyperparams["learning_rate"].dtype
         )
-    else:
+    elif fresh:
         opt_state = optimizer.init(params)
+    if not fresh:
+        want = jax.tree.structure(optimizer.init(params))
+        if jax.tree.structure(opt_state) != want:
+            raise ValueError(
+                f"opt_state has structure {jax.tree.structure(opt_state)}, expected {want} "
+                "from this optimizer; pass the opt_state that fit returned for the same optimizer"
+            )
     if key is None:
         key = jax.random.key(0)  # unused: full batch draws nothing
     if mesh is not None:
@@ -220,7 +238,7 @@ def fit(
     while done < steps:
         length = min(chunk_size, steps - done)
         params, opt_state, chunk = _run_chunk(
-            params, opt_state, x, y, key, jnp.asarray(done), spec=spec, grad=grad,
+            params, opt_state, x, y, key, jnp.asarray(start_step + done), spec=spec, grad=grad,
             optimizer=optimizer, length=length, batch_size=batch_size, sharding=sharding,
         )  # fmt: skip
         losses.append(chunk)

@@ -207,3 +207,21 @@ def test_fit_returns_params_of_the_same_structure(grad):
     result = jaxbp.fit(p0, x, y, steps=2, grad=grad, activation="identity", loss="bce")
     assert jax.tree.structure(result.params) == jax.tree.structure(p0)
     assert [(p["W"].shape, p["b"].shape) for p in result.params] == [((2, 3), (2,))]
+
+
+def test_a_resumed_run_equals_one_long_run():
+    x = jax.random.normal(jax.random.key(0), (20, 3))
+    y = jax.random.uniform(jax.random.key(1), (20, 2))
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(2), dtype=jnp.float64)
+    opt = optax.adam(1e-2)
+    common = dict(optimizer=opt, batch_size=5, key=jax.random.key(3))
+    whole = jaxbp.fit(p0, x, y, steps=40, **common)
+    a = jaxbp.fit(p0, x, y, steps=20, **common)
+    b = jaxbp.fit(a.params, x, y, steps=20, opt_state=a.opt_state, start_step=20, **common)
+    np.testing.assert_array_equal(whole.losses, jnp.concatenate([a.losses, b.losses]))
+    for u, v in zip(jax.tree.leaves(whole.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match="opt_state has structure"):
+        jaxbp.fit(p0, x, y, steps=2, optimizer=optax.sgd(0.1), opt_state=a.opt_state)
+    with pytest.raises(ValueError, match=r"start_step=-1, expected an int >= 0"):
+        jaxbp.fit(p0, x, y, steps=2, start_step=-1)

@@ -78,8 +78,8 @@ def _sum_over_batch(d: jax.Array, a: jax.Array) -> jax.Array:
     a 64-256-256-10 training step at batch 512 takes about 15% less time
     (``python -m benchmarks --only mlp``). The sums are the same, up to float rounding.
     """
-    if d.size * a.shape[-1] < _FAST_PATH_WORK:
-        return d.T @ a  # too small to gain: the extra transpose would cost more
+    if jax.default_backend() != "cpu" or d.size * a.shape[-1] < _FAST_PATH_WORK:
+        return d.T @ a  # only XLA:CPU needs it; small products gain less than the copy costs
     return jax.lax.optimization_barrier(d.T) @ a
 
 

@@ -1,0 +1,166 @@
+"""The default ``python -m audit`` run, start to finish, and where its time goes.
+
+Three runs as subprocesses under ``/usr/bin/time -v`` give wall time and peak memory. One more
+run, in a small driver, splits the time: interpreter start, imports, the audit engine's own
+phases (the ``timing`` dict of ``report.json``), the terminal table, the report files and
+plots, and, across all of them, the time JAX spent tracing and compiling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+__all__ = ["run_cli"]
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+QUICK_ARGS = ["--steps", "50", "--points", "8"]
+GNU_TIME = "/usr/bin/time"
+
+# Runs the CLI in-process with a stopwatch around each part; writes a json to argv[1].
+_DRIVER = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import jax, jaxbp, audit, audit.cli, audit.plots, audit.report, audit.table
+from benchmarks.timing import compile_log
+t_import = time.perf_counter() - t0
+parts = {"table_s": 0.0, "report_s": 0.0, "plots_s": 0.0}
+compiles = {}
+def timed(mod, name, key):
+    orig = getattr(mod, name)
+    def wrapper(*a, **k):
+        c0 = log()
+        t = time.perf_counter()
+        try:
+            return orig(*a, **k)
+        finally:
+            parts[key] += time.perf_counter() - t
+            compiles[key] = compiles.get(key, 0) + log().count - c0.count
+    setattr(mod, name, wrapper)
+phases = []
+engine = audit.audit_network
+def audit_network(*a, progress=None, **k):
+    def mark(msg):
+        c = log()
+        phases.append(dict(step=msg, at_s=time.perf_counter(), compiles=c.count,
+                           compiling_s=c.total_s))
+        if progress is not None:
+            progress(msg)
+    mark("start")
+    try:
+        return engine(*a, progress=mark, **k)
+    finally:
+        mark("end")
+with compile_log() as log:
+    audit.audit_network = audit_network
+    timed(audit.report, "write_report", "report_s")
+    timed(audit.table, "format_table", "table_s")
+    for name in ("loss_curves", "weight_errors", "scatter"):
+        if hasattr(audit.plots, name):
+            timed(audit.plots, name, "plots_s")
+    t = time.perf_counter()
+    code = audit.cli.main(sys.argv[3:])
+    main_s = time.perf_counter() - t
+    c = log()
+report = json.load(open(sys.argv[2]))
+json.dump(dict(exit=code, import_s=t_import, main_s=main_s, engine=report.get("timing", {}),
+               compile=dict(count=c.count, trace_s=c.trace_s, lower_s=c.lower_s,
+                            xla_s=c.compile_s, total_s=c.total_s),
+               compiles_outside_engine=compiles, engine_phases=[
+                   dict(step=p["step"], seconds=q["at_s"] - p["at_s"],
+                        compiles=q["compiles"] - p["compiles"],
+                        compiling_s=q["compiling_s"] - p["compiling_s"])
+                   for p, q in zip(phases, phases[1:])], **parts), open(sys.argv[1], "w"))
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("NO_COLOR", "1")
+    return env
+
+
+def _time_v(cmd: list[str]) -> dict[str, Any]:
+    """Wall time, peak RSS and exit status of one subprocess."""
+    gnu_time = GNU_TIME if os.path.exists(GNU_TIME) else None
+    t0 = time.perf_counter()
+    if gnu_time:
+        proc = subprocess.run([gnu_time, "-v", *cmd], capture_output=True, text=True, env=_env())
+        wall = time.perf_counter() - t0
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+        rss_mb = int(m.group(1)) / 1024 if m else None
+        how = "/usr/bin/time -v"
+    else:  # ru_maxrss of children is the largest so far, not this one's: an upper bound
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        wall = time.perf_counter() - t0
+        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        how = "getrusage(RUSAGE_CHILDREN)"
+    tail = proc.stderr[-400:] if proc.returncode not in (0, 1) else ""
+    return dict(wall_s=wall, peak_rss_mb=rss_mb, exit=proc.returncode, rss_from=how,
+                stderr_tail=tail)  # fmt: skip
+
+
+def _import_times(repeats: int) -> dict[str, Any]:
+    """Interpreter start alone, and with ``import audit`` (which imports jax and jaxbp)."""
+    out = {}
+    for name, code in (("python_start_s", "pass"), ("import_audit_s", "import audit")):
+        walls = [_time_v([sys.executable, "-c", code])["wall_s"] for _ in range(repeats)]
+        out[name] = statistics.median(walls)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import audit"],
+                          capture_output=True, text=True, env=_env())  # fmt: skip
+    top = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+        if m and len(m.group(3)) <= 2:  # top-level imports only
+            top.append((int(m.group(2)) / 1e6, m.group(4)))
+    out["largest_imports_s"] = {name: round(s, 3) for s, name in sorted(top, reverse=True)[:6]}
+    return out
+
+
+def run_cli(*, quick: bool, repeats: int) -> dict[str, Any]:
+    """Wall time and peak memory of ``python -m audit --out TMP``, and its breakdown."""
+    extra = QUICK_ARGS if quick else []
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(1 if quick else repeats):
+            out = os.path.join(tmp, f"run{i}")
+            runs.append(_time_v([sys.executable, "-m", "audit", "--out", out, *extra]))
+        bad = [r for r in runs if r["exit"] not in (0, 1)]
+        if bad:
+            raise RuntimeError(f"python -m audit exited {bad[0]['exit']}: {bad[0]['stderr_tail']}")
+        out = os.path.join(tmp, "split")
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", _DRIVER, os.path.join(tmp, "split.json"),
+             os.path.join(out, "report.json"), "--out", out, *extra],
+            capture_output=True, text=True, env=_env(), cwd=ROOT,
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"the timing driver failed: {proc.stderr[-600:]}")
+        split = json.loads(pathlib.Path(tmp, "split.json").read_text())
+    engine = split["engine"]
+    split["python_start_s"] = wall - split["import_s"] - split["main_s"]
+    split["wall_s"] = wall
+    split["cli_other_s"] = (
+        split["main_s"] - engine.get("total_s", 0.0) - split["table_s"] - split["report_s"]
+    )
+    walls = [r["wall_s"] for r in runs]
+    return dict(
+        command="python -m audit --out TMP" + (" " + " ".join(extra) if extra else ""),
+        runs=runs,
+        wall_s_median=statistics.median(walls),
+        peak_rss_mb_max=max((r["peak_rss_mb"] or 0) for r in runs),
+        split=split,
+        imports=_import_times(1 if quick else repeats),
+    )

@@ -1,0 +1,89 @@
+"""Smoke test of ``python -m benchmarks``: tiny sizes, a complete and valid json.
+
+No figure is checked against a target: timings depend on the machine and its load.
+"""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.report import targets
+from benchmarks.run import SECTIONS, build_parser
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# the cli section times the real jaxbp-audit run, which takes seconds even when small
+FAST = ("seed", "mlp", "audit", "scaling")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
+
+
+def _numbers(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _numbers(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _numbers(v)
+    elif isinstance(tree, float):
+        yield tree
+
+
+def test_quick_run_prints_the_table_and_writes_valid_json(tmp_path):
+    out = tmp_path / "results.json"
+    proc = _run("-m", "benchmarks", "--quick", "--only", ",".join(FAST), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+
+    assert list(data["sections"]) == list(FAST)
+    for name, section in data["sections"].items():
+        assert "error" not in section, (name, section.get("error"))
+    m = data["machine"]
+    assert m["cpu"] and m["cores"] >= 1 and m["jax"] and m["backend"] and m["devices"]
+    assert len(m["load_average"]) == 3
+    assert all(math.isfinite(v) for v in _numbers(data["sections"]))
+    seed = data["sections"]["seed"]["results"]
+    assert set(seed) == {"bare", "seed", "closed_form", "autodiff"}
+    assert all(r["steps_per_s"] > 0 and r["steady_compiles"] == 0 for r in seed.values())
+    assert data["sections"]["mlp"]["flops_per_step"]["total"] > 0
+    assert data["quick"] and data["targets"] == []  # targets are judged on full runs only
+    for title in ("1 seed XOR", "2 mlp", "3 audit", "5 scaling"):
+        assert title in proc.stdout
+
+
+def test_targets_are_judged_from_the_figures():
+    results = {
+        "sections": {
+            "seed": {"results": {g: {"steps_per_s": s, "fraction_of_bare": f} for g, s, f in (
+                ("bare", 10.0, 1.0), ("seed", 9.0, 0.9), ("closed_form", 9.0, 0.9),
+                ("autodiff", 6.0, 0.6))}},
+            "cli": {"wall_s_median": 12.5},
+        }
+    }  # fmt: skip
+    met = {t["target"]: t["met"] for t in targets(results)}
+    assert met["seed: fit vs bare loop (worst grad)"] is False  # autodiff at 0.6 of bare
+    assert met["seed: seed vs autodiff speed"] is True
+    assert met["cli: default run wall time (s)"] is False
+
+
+def test_runs_as_a_file_too():
+    proc = _run("benchmarks/run.py", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--quick" in proc.stdout and "--only" in proc.stdout
+
+
+def test_only_names_the_valid_sections(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--only", "seed,nope"])
+    err = capsys.readouterr().err
+    assert "unknown section nope" in err
+    assert ", ".join(SECTIONS) in err

@@ -240,13 +240,10 @@ def finite_differences(
 
 
 def _fd_group(loss_fn, g: PointGroup, widx, local, dtype) -> np.ndarray:
-    params = _cast(g.params, dtype)
-    flat = _flat(params, g.size)
-    treedef = jax.tree.structure(params)
-    shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(params))
-    x, y = g.x.astype(dtype), g.y.astype(dtype)
-    widx, local = jnp.asarray(widx), jnp.asarray(local)
-    return np.asarray(_fd_jit(loss_fn, treedef, shapes, flat, x, y, widx, local))
+    treedef = jax.tree.structure(g.params)
+    shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(g.params))
+    dtype = jnp.dtype(dtype).name
+    return np.asarray(_fd_jit(loss_fn, treedef, shapes, dtype, g.params, g.x, g.y, widx, local))
 
 
 def unflatten(vec: jax.Array, treedef, shapes: tuple[tuple[int, ...], ...]):
@@ -259,8 +256,12 @@ def unflatten(vec: jax.Array, treedef, shapes: tuple[tuple[int, ...], ...]):
     return jax.tree.unflatten(treedef, leaves)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "treedef", "shapes"))
-def _fd_jit(loss_fn, treedef, shapes, flat, x, y, widx, local):
+@functools.partial(jax.jit, static_argnames=("loss_fn", "treedef", "shapes", "dtype"))
+def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
+    # cast and flatten here: outside, each leaf shape would cost a compilation of its own
+    flat = _flat(_cast(params, dtype), x.shape[0])
+    x, y = x.astype(dtype), y.astype(dtype)
+
     def unravel(v):
         return unflatten(v, treedef, shapes)
 

@@ -82,7 +82,9 @@ def _cli_rows(s: dict) -> list[tuple]:
     )]  # fmt: skip
     out.append(("one more run, timed part by part", f"{sp['wall_s']:.2f} s", "", None))
     out.append(("  python start", f"{sp['python_start_s']:.2f} s", "", None))
-    out.append(("  imports", f"{sp['import_s']:.2f} s", "", None))
+    cum = s.get("imports", {}).get("import_time_cumulative_s", {})
+    of = ", ".join(f"{k} {v:.2f}" for k, v in cum.items() if k != "audit")
+    out.append(("  imports", f"{sp['import_s']:.2f} s", f"cumulative: {of}" if of else "", None))
     phases: dict[str, list[float]] = {}
     for p in sp.get("engine_phases", []):
         acc = phases.setdefault(_phase_label(p["step"]), [0.0, 0, 0.0])

@@ -13,7 +13,6 @@ Two entry points:
 from __future__ import annotations
 
 import functools
-import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,15 +35,16 @@ from audit.points import (
     stack_points,
 )
 from audit.result import AuditResult, number
+from audit.saturation import saturation_fn
+from audit.training import compare_training, finite_checkpoints
 from jaxbp._validate import check_dtype, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
-from jaxbp.network import _batch_loss, forward_example
+from jaxbp.network import _batch_loss
 from jaxbp.sharding import data_size
 
 __all__ = ["audit_network", "check_gradients"]
 
 GRAD_CHOICES = ("seed", "closed_form")
-SATURATION = 1e-3  # f'(z) below this fraction of its maximum: a saturated unit
 # finite differences agree with jax.grad within this relative distance plus their own
 # estimated error (roundoff and truncation)
 FD_AGREE = 1e-4
@@ -73,6 +73,12 @@ def _loss_fn(spec: OutputSpec) -> Callable:
 
 
 _closed_form = functools.lru_cache(maxsize=64)(jaxbp.closed_form)
+
+
+@functools.lru_cache(maxsize=64)
+def _autodiff_of(loss_fn: Callable) -> Callable:
+    """``jax.grad(loss_fn)``, one object per loss so repeated audits reuse the compiled code."""
+    return jax.grad(loss_fn)
 
 
 def _say(progress, msg: str) -> None:
@@ -213,12 +219,6 @@ def _compare_groups(
     return weights, notes, traced
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _stacked_loss(params, x, y, *, spec):
-    """Batch loss at each of a stack of parameter sets, on the same data."""
-    return jax.vmap(lambda p: _batch_loss(p, x, y, spec))(params)
-
-
 def _environment(mesh: jax.sharding.Mesh | None) -> dict:
     """JAX's version and backend, and the devices the audit ran on."""
     used = [jax.devices()[0]] if mesh is None else list(mesh.devices.flat)
@@ -232,54 +232,6 @@ def _environment(mesh: jax.sharding.Mesh | None) -> dict:
 
 def _tolerance_dict(tol: Tolerance) -> dict:
     return dict(rtol=tol.rtol, atol=tol.atol, floor=tol.floor, noise=tol.noise, rule=_rule(tol))
-
-
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _unit_slopes(params, x, *, spec: OutputSpec) -> jax.Array:
-    """``(n_points, units)``: per point, the largest ``f'(z) / max f'`` over its batch.
-
-    Units whose activation has no bounded slope (relu, identity) get 1. One compiled call
-    per point shape, instead of one small compilation per operation and shape.
-    """
-    act, out_act, _ = spec.names
-    peak = {"sigmoid": 0.25, "tanh": 1.0}
-
-    def fprime(params, x):
-        zs, As = forward_example(params, x, spec)
-        out = []
-        for l, (z, a) in enumerate(zip(zs, As[1:], strict=True)):
-            name = out_act if l == len(zs) - 1 else act
-            if name in peak:
-                out.append(spec.hidden.df(z, a) / peak[name] if name == act else
-                           spec.output.df(z, a) / peak[name])  # fmt: skip
-            else:
-                out.append(jnp.ones_like(z))
-        return jnp.concatenate(out)
-
-    return jnp.max(jax.vmap(jax.vmap(fprime, (None, 0)))(params, x), axis=1)
-
-
-def _saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, ...]):
-    """For each weight, whether its target unit is saturated at a given point."""
-    act, out_act, _ = spec.names
-    if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
-        return None
-    # per point, per unit: saturated for every example of the point's batch
-    sat = np.concatenate(
-        [np.asarray(_unit_slopes(g.params, g.x, spec=spec)) < SATURATION for g in groups]
-    )
-    unit_of = []
-    first = 0
-    for n_in, n_out in itertools.pairwise(sizes):
-        unit_of += [first + i for i in range(n_out) for _ in range(n_in)]
-        unit_of += [first + i for i in range(n_out)]
-        first += n_out
-    unit_of = np.asarray(unit_of)
-
-    def saturated(weights: np.ndarray, points: np.ndarray) -> np.ndarray:
-        return sat[points, unit_of[weights]]
-
-    return saturated
 
 
 def _resolve_grad(grad, sizes, spec, factors_fn):
@@ -333,57 +285,6 @@ def _check_data(data, sizes, dtype) -> tuple[jax.Array, jax.Array]:
         if not bool(jnp.all(jnp.isfinite(a))):
             raise ValueError(f"data {what} contain NaN or Inf; expected finite numbers")
     return x, y
-
-
-def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest ``|a - b|``; NaN when either side has a NaN/Inf (no warning)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        d = np.abs(a - b)
-    return float(np.max(d)) if np.all(np.isfinite(d)) else float("nan")
-
-
-def _train(grad_name, grad_fn, traced, params0, x, y, *, spec, steps, lr, checkpoints, progress):
-    """Train with the handwritten gradients and with jax.grad; checkpoints of the latter."""
-    act, out_act, loss = spec.names
-    common = dict(activation=act, loss=loss, output_activation=out_act, learning_rate=lr)
-    bounds = sorted({round(steps * c / checkpoints) for c in range(checkpoints + 1)})
-    ckpt_auto, ckpt_manual = [params0], [params0]
-    loss_auto, loss_manual = [], []
-    manual_grad = grad_name if grad_name in GRAD_CHOICES else grad_fn
-    for a, b in itertools.pairwise(bounds):
-        _say(progress, f"training steps {a}-{b} of {steps}")
-        r = jaxbp.fit(ckpt_auto[-1], x, y, steps=b - a, grad="autodiff", **common)
-        ckpt_auto.append(r.params)
-        loss_auto.append(r.losses)
-        if traced:
-            r = jaxbp.fit(ckpt_manual[-1], x, y, steps=b - a, grad=manual_grad, **common)
-            ckpt_manual.append(r.params)
-            loss_manual.append(r.losses)
-    la = np.concatenate([np.asarray(v, np.float64) for v in loss_auto])
-    if not traced:
-        return bounds, ckpt_auto, None
-    if not np.all(np.isfinite(la)):
-        _say(progress, "training with jax.grad diverged")
-    lm = np.concatenate([np.asarray(v, np.float64) for v in loss_manual])
-    # on the host: in JAX each leaf shape would cost a compilation of its own
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in JAX
-        param_diff = max(
-            float(max(np.max(np.abs(np.asarray(p) - np.asarray(q))) for p, q in
-                      zip(jax.tree.leaves(pa), jax.tree.leaves(pm), strict=True)))
-            for pa, pm in zip(ckpt_auto, ckpt_manual, strict=True)
-        )  # fmt: skip
-    training = dict(
-        steps=steps,
-        grad=grad_name,
-        optimizer="gradient descent",
-        learning_rate=lr,
-        checkpoints=bounds,
-        loss_manual=[number(v) for v in lm],
-        loss_autodiff=[number(v) for v in la],
-        max_loss_diff=number(_max_abs_diff(lm, la)),
-        max_param_diff=number(param_diff),
-    )
-    return bounds, ckpt_auto, training
 
 
 def _full_precision(fn):
@@ -501,28 +402,14 @@ def audit_network(
 
     # the trajectory needs a traceable grad_fn only for the handwritten run; check it first
     traced = is_traceable(grad_fn, groups[0])
-    training = None
     t0 = time.perf_counter()
-    if steps > 0:
-        bounds, ckpts, training = _train(
-            grad_name, grad_fn, traced, params0, x, y, spec=spec, steps=steps,
-            lr=float(learning_rate), checkpoints=checkpoints, progress=progress,
-        )  # fmt: skip
-    else:
-        bounds, ckpts = [0], [params0]
+    bounds, ckpts, training = compare_training(
+        grad_name if grad_name in GRAD_CHOICES else grad_fn, grad_name, traced, params0, x, y,
+        spec=spec, steps=steps, lr=float(learning_rate), checkpoints=checkpoints,
+        progress=progress,
+    )  # fmt: skip
     timing["training_s"] = time.perf_counter() - t0
-    pre_notes = []
-    trajectory = stack_points("trajectory", [(p, x, y) for p in ckpts], [])
-    finite = np.isfinite(np.asarray(_stacked_loss(trajectory.params, x, y, spec=spec))).tolist()
-    if not all(finite):
-        first = finite.index(False)
-        pre_notes.append(
-            f"training with jax.grad diverged (loss not finite) by step {bounds[first]}: the "
-            f"{len(ckpts) - sum(finite)} checkpoint(s) from there on were not audited; "
-            "lower the learning rate"
-        )
-        ckpts = [p for p, ok in zip(ckpts, finite, strict=True) if ok]
-        bounds = [b for b, ok in zip(bounds, finite, strict=True) if ok]
+    bounds, ckpts, pre_notes = finite_checkpoints(bounds, ckpts, x, y, spec=spec)
     groups.append(
         stack_points("trajectory", [(p, x, y) for p in ckpts], [f"step {b}" for b in bounds])
     )
@@ -533,7 +420,7 @@ def audit_network(
         grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, names=names, tol=tol,
         ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
         candidates=lambda: missing_derivative_grads(spec, groups, sizes),
-        saturation=_saturation_fn(spec, groups, sizes), progress=progress, timing=timing,
+        saturation=saturation_fn(spec, groups, sizes), progress=progress, timing=timing,
         mesh=mesh,
     )  # fmt: skip
     notes = pre_notes + notes
@@ -692,11 +579,9 @@ def check_gradients(
             labels.append(f"perturbed point {i}")
     group = stack_points("random", pts, labels)
 
-    def ref_grad_fn(p, xx, yy):
-        return jax.grad(loss_fn)(p, xx, yy)
-
     weights, notes, traced = _compare_groups(
-        grad_fn, ref_grad_fn, loss_fn, [group], names=all_names, tol=tol, ref_dtype=ref_dtype,
+        grad_fn, _autodiff_of(loss_fn), loss_fn, [group], names=all_names, tol=tol,
+        ref_dtype=ref_dtype,
         fd=fd, fd_max=fd_max, candidates=None, saturation=None, progress=progress, timing=timing,
         mesh=mesh,
     )  # fmt: skip

@@ -1,0 +1,70 @@
+"""Saturated units: where a sigmoid or tanh slope is near 0, relative error means little.
+
+For each weight, the audit flags whether the unit it feeds is saturated at the weight's worst
+point (its slope below ``SATURATION`` of the activation's largest slope for every example).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audit.points import PointGroup
+from jaxbp.losses import OutputSpec
+from jaxbp.network import forward_example
+
+__all__ = ["SATURATION", "saturation_fn"]
+
+SATURATION = 1e-3  # f'(z) below this fraction of its maximum: a saturated unit
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _unit_slopes(params, x, *, spec: OutputSpec) -> jax.Array:
+    """``(n_points, units)``: per point, the largest ``f'(z) / max f'`` over its batch.
+
+    Units whose activation has no bounded slope (relu, identity) get 1. One compiled call
+    per point shape, instead of one small compilation per operation and shape.
+    """
+    act, out_act, _ = spec.names
+    peak = {"sigmoid": 0.25, "tanh": 1.0}
+
+    def fprime(params, x):
+        zs, As = forward_example(params, x, spec)
+        out = []
+        for l, (z, a) in enumerate(zip(zs, As[1:], strict=True)):
+            name = out_act if l == len(zs) - 1 else act
+            if name in peak:
+                out.append(spec.hidden.df(z, a) / peak[name] if name == act else
+                           spec.output.df(z, a) / peak[name])  # fmt: skip
+            else:
+                out.append(jnp.ones_like(z))
+        return jnp.concatenate(out)
+
+    return jnp.max(jax.vmap(jax.vmap(fprime, (None, 0)))(params, x), axis=1)
+
+
+def saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, ...]):
+    """For each weight, whether its target unit is saturated at a given point."""
+    act, out_act, _ = spec.names
+    if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
+        return None
+    # per point, per unit: saturated for every example of the point's batch
+    sat = np.concatenate(
+        [np.asarray(_unit_slopes(g.params, g.x, spec=spec)) < SATURATION for g in groups]
+    )
+    unit_of = []
+    first = 0
+    for n_in, n_out in itertools.pairwise(sizes):
+        unit_of += [first + i for i in range(n_out) for _ in range(n_in)]
+        unit_of += [first + i for i in range(n_out)]
+        first += n_out
+    unit_of = np.asarray(unit_of)
+
+    def saturated(weights: np.ndarray, points: np.ndarray) -> np.ndarray:
+        return sat[points, unit_of[weights]]
+
+    return saturated

@@ -40,6 +40,7 @@ from audit.training import compare_training, finite_checkpoints
 from jaxbp._validate import check_dtype, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import _batch_loss
+from jaxbp.seed import check_seed_choices
 from jaxbp.sharding import data_size
 
 __all__ = ["audit_network", "check_gradients"]
@@ -243,12 +244,7 @@ def _resolve_grad(grad, sizes, spec, factors_fn):
                 "callable grad_fn(params, x, y) -> grads"
             )
         if grad == "seed":
-            if tuple(sizes) != (2, 2, 1) or spec.names != ("sigmoid", "sigmoid", "mse"):
-                raise ValueError(
-                    f"grad='seed' is the note's 2-2-1 sigmoid network with MSE; got sizes "
-                    f"{','.join(map(str, sizes))}, activation={spec.names[0]!r}, "
-                    f"loss={spec.names[2]!r}: use grad='closed_form' for other networks"
-                )
+            check_seed_choices(sizes, spec.names)
             return jaxbp.seed_grads, "seed", "seed"
         act, out_act, loss = spec.names
         return _closed_form(activation=act, loss=loss, output_activation=out_act), grad, "delta"

@@ -28,6 +28,7 @@ import numpy as np
 
 from audit import plots
 from audit.table import (
+    factor_cells,
     header_line,
     hint_text,
     number,
@@ -35,8 +36,8 @@ from audit.table import (
     result_dict,
     sci,
     tolerance_lines,
-    verdict,
     verdict_line,
+    weight_cells,
 )
 
 __all__ = ["REPORT_FILES", "ReportError", "check_out_dir", "write_report"]
@@ -168,29 +169,11 @@ def _worst(row: Mapping[str, Any]) -> str:
 
 
 def _weight_cells(w: Mapping[str, Any]) -> list[str]:
-    return [
-        str(w.get("name")),
-        sci(w.get("manual")),
-        sci(w.get("reference")),
-        sci(w.get("finite_diff")),
-        sci(w.get("abs_err")),
-        sci(w.get("rel_err")),
-        verdict(w.get("passed")),
-        _worst(w),
-        hint_text(w),
-    ]
+    return [*weight_cells(w), _worst(w), hint_text(w)]
 
 
 def _factor_cells(f: Mapping[str, Any]) -> list[str]:
-    return [
-        str(f.get("name")),
-        sci(f.get("manual")),
-        sci(f.get("reference")),
-        sci(f.get("abs_err")),
-        sci(f.get("rel_err")),
-        verdict(f.get("passed")),
-        _worst(f),
-    ]
+    return [*factor_cells(f), _worst(f)]
 
 
 def _config_rows(data: Mapping[str, Any]) -> list[tuple[str, str]]:

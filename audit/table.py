@@ -281,6 +281,31 @@ def tolerance_lines(data: Mapping[str, Any], width: int = 96) -> list[str]:
     return [f"tolerance: {nums}", *(wrapped if rule else [])]
 
 
+def weight_cells(w: Mapping[str, Any]) -> list[str]:
+    """A weight's name, values, errors and verdict as table cells (every renderer's columns)."""
+    return [
+        str(w.get("name")),
+        sci(w.get("manual")),
+        sci(w.get("reference")),
+        sci(w.get("finite_diff")),
+        sci(w.get("abs_err")),
+        sci(w.get("rel_err")),
+        verdict(w.get("passed")),
+    ]
+
+
+def factor_cells(f: Mapping[str, Any]) -> list[str]:
+    """A factor's name, values, errors and verdict as table cells."""
+    return [
+        str(f.get("name")),
+        sci(f.get("manual")),
+        sci(f.get("reference")),
+        sci(f.get("abs_err")),
+        sci(f.get("rel_err")),
+        verdict(f.get("passed")),
+    ]
+
+
 def format_table(
     result: Any, *, color: bool = False, max_rows: int | None = None, hint_width: int = 48
 ) -> str:
@@ -303,19 +328,7 @@ def format_table(
 
     all_weights = data.get("weights") or []
     weights, _ = select_rows(all_weights, max_rows)
-    rows = [
-        [
-            str(w.get("name")),
-            sci(w.get("manual")),
-            sci(w.get("reference")),
-            sci(w.get("finite_diff")),
-            sci(w.get("abs_err")),
-            sci(w.get("rel_err")),
-            verdict(w.get("passed")),
-            hint_text(w),
-        ]
-        for w in weights
-    ]
+    rows = [[*weight_cells(w), hint_text(w)] for w in weights]
     header = ["weight", "handwritten", "jax.grad", "finite diff", "abs err", "rel err"]
     lines += _grid(
         [*header, "verdict", "hint"],
@@ -330,17 +343,7 @@ def format_table(
     all_factors = data.get("factors") or []
     factors, _ = select_rows(all_factors, max_rows)
     if factors:
-        frows = [
-            [
-                str(f.get("name")),
-                sci(f.get("manual")),
-                sci(f.get("reference")),
-                sci(f.get("abs_err")),
-                sci(f.get("rel_err")),
-                verdict(f.get("passed")),
-            ]
-            for f in factors
-        ]
+        frows = [factor_cells(f) for f in factors]
         lines.append("")
         lines += _grid(
             ["factor", "handwritten", "jax.grad", "abs err", "rel err", "verdict"],

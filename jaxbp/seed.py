@@ -138,6 +138,21 @@ def check_seed_network(params: Params) -> None:
         )
 
 
+def check_seed_choices(sizes, names: tuple[str, str, str]) -> None:
+    """The note's formulas describe a 2-2-1 sigmoid network with MSE and nothing else.
+
+    Args:
+      sizes: layer widths; names: ``(activation, output_activation, loss)``.
+    """
+    if tuple(sizes) != (2, 2, 1) or tuple(names) != ("sigmoid", "sigmoid", "mse"):
+        raise ValueError(
+            f"grad='seed' is the note's 2-2-1 sigmoid network with MSE; got sizes "
+            f"{','.join(map(str, sizes))}, activation={names[0]!r}, "
+            f"output_activation={names[1]!r}, loss={names[2]!r}: use grad='closed_form' for "
+            "other networks"
+        )
+
+
 def seed_grads(params: Params, x: jax.Array, y: jax.Array) -> Params:
     """Gradient of the batch-mean loss by the seed's formulas.
 

@@ -21,8 +21,8 @@ from jaxbp._validate import check_data, check_grads_like
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import _batch_loss
-from jaxbp.params import Params
-from jaxbp.seed import check_seed_network, seed_grads_example
+from jaxbp.params import Params, sizes_of
+from jaxbp.seed import check_seed_choices, check_seed_network, seed_grads_example
 from jaxbp.sharding import DATA, check_divisible, data_size, replicate, shard_batch
 
 __all__ = ["GRADS", "FitResult", "fit", "gradient_descent"]
@@ -172,11 +172,7 @@ def fit(
             )
         if grad == "seed":
             check_seed_network(params)
-            if spec.names != ("sigmoid", "sigmoid", "mse"):
-                raise ValueError(
-                    f"grad='seed' is the note's sigmoid network with MSE; got activation="
-                    f"{activation!r}, loss={loss!r}: use grad='closed_form' for other choices"
-                )
+            check_seed_choices(sizes_of(params), spec.names)
     elif callable(grad):
         check_grads_like(
             params, jax.eval_shape(grad, params, x, y), getattr(grad, "__name__", "grad_fn")

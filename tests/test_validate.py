@@ -280,9 +280,9 @@ def test_fit_seed_on_another_network():
     [dict(activation="tanh"), dict(loss="bce"), dict(output_activation="identity")],
 )
 def test_fit_seed_with_other_activation_or_loss(kw):
-    with pytest.raises(ValueError, match="grad='seed' is the note's sigmoid network with MSE") as e:
+    with pytest.raises(ValueError, match="grad='seed' is the note's 2-2-1 sigmoid network") as e:
         jaxbp.fit(P, X, Y, steps=1, grad="seed", **kw)
-    assert "use grad='closed_form' for other choices" in str(e.value)
+    assert "use grad='closed_form' for other networks" in str(e.value)
 
 
 # --------------------------------------------------------------------------------------------

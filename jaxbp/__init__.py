@@ -1,4 +1,4 @@
-"""jaxbp: backpropagation written by hand, as pure JAX functions, checked against jax.grad.
+"""jaxbp: backpropagation written by hand, as pure JAX functions, checked against autodiff.
 
 Parameters are a plain list of ``{"W": (n_out, n_in), "b": (n_out,)}`` layers; every
 function is pure and takes explicit PRNG keys.

@@ -162,7 +162,7 @@ def seed_grads(params: Params, x: jax.Array, y: jax.Array) -> Params:
 
     Returns:
       The same pytree as ``params``: the mean over the batch of each example's dE/dp, which
-      equals ``jax.grad(jaxbp.batch_loss)`` with sigmoid activations and MSE.
+      equals :func:`jaxbp.autodiff_grads` (autodiff of ``jaxbp.batch_loss``) with sigmoid and MSE.
     """
     check_data(params, x, y)
     check_seed_network(params)

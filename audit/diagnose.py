@@ -60,6 +60,7 @@ def diagnose(
     floor: float,
     rtol: float,
     candidates: dict[str, tuple[np.ndarray, Sequence[str]]] | None = None,
+    failed_at: np.ndarray | None = None,
 ) -> dict[int, str]:
     """A hint for each failing element.
 
@@ -73,6 +74,9 @@ def diagnose(
       rtol: how close a hypothesis must match (relative).
       candidates: ``{mistake: ((n, P) gradients, P hints)}``: gradients as a named mistake
         would give them, with the hint each weight gets when it matches.
+      failed_at: ``(n, P)`` bool, where each element failed. A pattern is looked for at a
+        weight's failing points only: a mistake that shows at some points (a branch taken
+        for one batch shape, say) is named from the points where it shows.
 
     Returns:
       ``{flat index: hint}`` for the failing elements that match a pattern.
@@ -99,37 +103,38 @@ def diagnose(
             k = int(np.argmax(bad_r))
             hints[i] = f"jax.grad is NaN/Inf at {labels[k]}: the loss itself is not finite there"
             continue
-        sig = np.abs(r) > sig_floor[:, i]
+        at = np.ones(n, bool) if failed_at is None else failed_at[:, i]
+        if not at.any():
+            at = np.ones(n, bool)
+        m, r, floor_i, scale_i = m[at], r[at], sig_floor[at, i], scale[at, i]
+        sig = np.abs(r) > floor_i
         if sig.sum() == 0:
             continue
-        if np.all(np.abs(m[sig]) <= 1e-6 * scale[sig, i]):
+        if np.all(np.abs(m[sig]) <= 1e-6 * scale_i[sig]):
             hints[i] = "handwritten is 0 where jax.grad is not: a missing term"
             continue
-        enough = sig.sum() >= MIN_POINTS
-        if enough:
-            hint = _ratio_hint(m[sig] / r[sig], batch[sig], rtol)
+        if sig.sum() >= MIN_POINTS:
+            hint = _ratio_hint(m[sig] / r[sig], batch[at][sig], rtol)
             if hint:
                 hints[i] = hint
                 continue
         if leaf_of[i] in transposed:
             hints[i] = transposed[leaf_of[i]]
             continue
-        swap = _swap_partner(i, m, reference, leaf_of, rtol, sig_floor[:, i])
+        swap = _swap_partner(i, m, reference[at], leaf_of, rtol, floor_i)
         if swap is not None:
             hints[i] = (
                 f"matches jax.grad of {names[swap]}: swapped indices ({names[i]} <-> {names[swap]})"
             )
             continue
         for cand, texts in (candidates or {}).values():
-            if np.all(_close(m, cand[:, i], rtol, sig_floor[:, i])) and not np.all(
-                _close(r, cand[:, i], rtol, sig_floor[:, i])
-            ):
+            c = cand[at, i]
+            if np.all(_close(m, c, rtol, floor_i)) and not np.all(_close(r, c, rtol, floor_i)):
                 hints[i] = texts[i]
                 break
         else:
-            if sig.any():
-                med = float(np.median(m[sig] / r[sig]))
-                hints[i] = f"no simple pattern (median ratio to jax.grad x{med:.3g})"
+            med = float(np.median(m[sig] / r[sig]))
+            hints[i] = f"no simple pattern (median ratio to jax.grad x{med:.3g})"
     return hints
 
 

@@ -46,6 +46,7 @@ from jaxbp.sharding import data_size
 __all__ = ["audit_network", "check_gradients"]
 
 GRAD_CHOICES = ("seed", "closed_form")
+DIAGNOSE_POINTS = 512  # points the diagnosis looks at, at most
 # finite differences agree with jax.grad within this relative distance plus their own
 # estimated error (roundoff and truncation)
 FD_AGREE = 1e-4
@@ -167,25 +168,30 @@ def _compare_groups(
     fail_idx = np.flatnonzero(failed)
     if fail_idx.size:
         t0 = time.perf_counter()
-        cap = min(n_points, 512)
-        batch = np.concatenate([np.full(g.size, g.x.shape[1]) for g in groups])[:cap]
+        # at most DIAGNOSE_POINTS points: every failing weight's worst point, then the first
+        # ones, so a failure seen only late in the trajectory is still there to be named
+        worst_pts = np.unique(worst.index[fail_idx])[:DIAGNOSE_POINTS]
+        rest = np.setdiff1d(np.arange(n_points), worst_pts)[: DIAGNOSE_POINTS - len(worst_pts)]
+        rows = np.sort(np.concatenate([worst_pts, rest]))
+        batch = np.concatenate([np.full(g.size, g.x.shape[1]) for g in groups])[rows]
         cands = {
-            k: (np.asarray(v, np.float64)[:cap], texts)
+            k: (np.asarray(v, np.float64)[rows], texts)
             for k, (v, texts) in (candidates() if candidates else {}).items()
         }
         hints = diagnose(
             fail_idx,
-            np.asarray(ev.manual, dtype=np.float64)[:cap],
-            np.asarray(ev.reference, dtype=np.float64)[:cap],
+            np.asarray(ev.manual, dtype=np.float64)[rows],
+            np.asarray(ev.reference, dtype=np.float64)[rows],
             names=names,
             leaf_of=layout.segments,
             leaf_shapes=layout.shapes,
             leaf_offsets=layout.offsets,
             batch=batch,
-            labels=labels[:cap],
+            labels=[labels[i] for i in rows],
             floor=tol.floor,
             rtol=max(10 * tol.rtol, 1e-6),
             candidates=cands,
+            failed_at=~np.asarray(ev.comparison.passed)[rows],
         )
         timing["diagnose_s"] = time.perf_counter() - t0
     saturated = (

@@ -369,3 +369,21 @@ def test_a_diverging_training_run_is_noted_not_failed():
     )  # fmt: skip
     assert result.passed
     assert any("diverged" in n for n in result.notes)
+
+
+def test_a_failure_seen_only_past_the_first_512_points_is_still_diagnosed():
+    # trajectory points come after 600 random draws; only they (batch 70) get a sign error
+    def wrong_on_the_data(params, x, y):
+        g = jaxbp.closed_form(activation="tanh")(params, x, y)
+        return jax.tree.map(lambda a: -a, g) if x.shape[0] == 70 else g
+
+    x = jax.random.normal(jax.random.key(3), (70, 2))
+    y = jax.random.uniform(jax.random.key(4), (70, 1))
+    result = audit.audit_network(
+        wrong_on_the_data, sizes=(2, 3, 1), activation="tanh", data=(x, y), points=600,
+        steps=50, learning_rate=0.1, fd=False,
+    )  # fmt: skip
+    assert len(result.failed_weights) == len(result.weights)
+    for w in result.weights:
+        assert w["worst_point"]["source"] == "trajectory"
+        assert "sign error" in w["hint"], w["hint"]

@@ -33,7 +33,8 @@ grad_fn(params, x, y) -> grads shaped like params.
 --data takes xor, and, or (the four rows of the truth table), moons, circles (200 points drawn
 with --seed) or a CSV file whose last n_out columns are the targets (n_out: last of --sizes).
 
-exit status: 0 all gradients agree with jax.grad, 1 some disagree, 2 usage or input error.
+exit status: 0 all gradients agree with jax.grad, 1 some disagree, 2 usage or input error
+(one line on stderr; JAXBP_DEBUG=1 shows the whole traceback instead).
 
 examples:
   jaxbp-audit
@@ -325,7 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except (LoadError, ReportError, ValueError, TypeError, OSError) as e:
-        # FileNotFoundError is an OSError; every one of these is about the input, not a bug
+        # FileNotFoundError is an OSError; every one of these is about the input, not a bug.
+        # JAXBP_DEBUG=1 shows the whole traceback, for when it is a bug after all.
+        if os.environ.get("JAXBP_DEBUG") == "1":
+            raise
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

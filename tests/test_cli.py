@@ -323,3 +323,11 @@ def test_python_m_audit_input_error_has_no_traceback():
     assert proc.stderr.splitlines() == [
         "jaxbp-audit: error: --sizes 3,2,1 but xor has 2 inputs; the first size must be 2"
     ]
+
+
+def test_debug_variable_shows_the_traceback(monkeypatch, tmp_path):
+    missing = str(tmp_path / "missing.csv")
+    assert main(["--data", missing, "--no-report"]) == 2  # one line, no traceback
+    monkeypatch.setenv("JAXBP_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main(["--data", missing, "--no-report"])

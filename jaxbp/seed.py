@@ -40,6 +40,18 @@ def _unpack(params: Params) -> dict[str, jax.Array]:
     )  # fmt: skip
 
 
+def _check_example(params: Params, x: jax.Array, yt: jax.Array) -> None:
+    """One example of the note's network: shapes only, so it also runs under ``vmap``/``jit``."""
+    check_seed_network(params)
+    for what, a, want, meaning in (("x", x, (2,), "x1, x2"), ("yt", yt, (1,), "the target")):
+        shape = getattr(a, "shape", None)
+        if shape != want:
+            raise ValueError(
+                f"{what} has shape {shape}, expected {want} ({meaning}) for one example; "
+                "for a batch use jaxbp.seed_grads(params, x, y) with x (batch, 2), y (batch, 1)"
+            )
+
+
 def seed_forward(params: Params, x: jax.Array, yt: jax.Array) -> dict[str, jax.Array]:
     """The note's forward pass for one example.
 
@@ -51,6 +63,7 @@ def seed_forward(params: Params, x: jax.Array, yt: jax.Array) -> dict[str, jax.A
     Returns:
       Scalars ``z1, A1, z2, A2, z3, A3, E``.
     """
+    _check_example(params, x, yt)
     p = _unpack(params)
     x1, x2 = x[0], x[1]
     z1 = x1 * p["w11"] + x2 * p["w12"] + p["b1"]

@@ -246,3 +246,24 @@ def test_seed_grads_agree_with_closed_form_and_are_the_mean_of_examples():
         np.testing.assert_allclose(s, c, rtol=1e-13, atol=1e-16)
         np.testing.assert_allclose(s, m, rtol=1e-13, atol=1e-16)
     assert [g["b"].shape for g in seed] == [(2,), (1,)]
+
+
+@pytest.mark.parametrize(
+    ("x", "yt", "message"),
+    [
+        (jnp.zeros(3), jnp.zeros(1), r"x has shape \(3,\), expected \(2,\) \(x1, x2\)"),
+        (jnp.zeros((1, 2)), jnp.zeros(1), r"x has shape \(1, 2\), expected \(2,\)"),
+        (jnp.zeros(2), jnp.zeros(()), r"yt has shape \(\), expected \(1,\) \(the target\)"),
+    ],
+)
+def test_one_example_functions_refuse_other_shapes(x, yt, message):
+    params = jaxbp.seed_example()[0]
+    for fn in (jaxbp.seed_forward, jaxbp.seed_factors, jaxbp.seed_grads_example):
+        with pytest.raises(ValueError, match=message):
+            fn(params, x, yt)
+
+
+def test_one_example_functions_refuse_another_network():
+    params = jaxbp.init((2, 3, 1), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="the seed formulas are for the 2-2-1 network only"):
+        jaxbp.seed_forward(params, jnp.zeros(2), jnp.zeros(1))

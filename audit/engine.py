@@ -74,9 +74,6 @@ def _loss_fn(spec: OutputSpec) -> Callable:
     return functools.partial(_batch_loss, spec=spec)
 
 
-_closed_form = functools.lru_cache(maxsize=64)(jaxbp.closed_form)
-
-
 @functools.lru_cache(maxsize=64)
 def _autodiff_of(loss_fn: Callable) -> Callable:
     """``jax.grad(loss_fn)``, one object per loss so repeated audits reuse the compiled code."""
@@ -253,7 +250,11 @@ def _resolve_grad(grad, sizes, spec, factors_fn):
             check_seed_choices(sizes, spec.names)
             return jaxbp.seed_grads, "seed", "seed"
         act, out_act, loss = spec.names
-        return _closed_form(activation=act, loss=loss, output_activation=out_act), grad, "delta"
+        return (
+            jaxbp.closed_form(activation=act, loss=loss, output_activation=out_act),
+            grad,
+            "delta",
+        )
     if not callable(grad):
         raise TypeError(
             f"grad is {type(grad).__name__}, expected 'seed', 'closed_form' or a callable"

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp._validate import check_data
-from jaxbp.losses import OutputSpec, resolve_output
+from jaxbp.losses import OutputSpec, bind_choices, resolve_output
 from jaxbp.network import forward_example
 from jaxbp.params import Params
 
@@ -136,14 +136,7 @@ def closed_form(
 ):
     """A ``grad_fn(params, x, y) -> grads`` for the delta rule with these choices.
 
-    Names are checked now, shapes at each call (at trace time under ``jit``).
+    Names are checked now, shapes at each call (at trace time under ``jit``); the same
+    choices return the same function, so compiled code is reused.
     """
-    resolve_output(activation, loss, output_activation)
-
-    def grad_fn(params: Params, x: jax.Array, y: jax.Array) -> Params:
-        return closed_form_grads(
-            params, x, y, activation=activation, loss=loss, output_activation=output_activation
-        )
-
-    grad_fn.__name__ = f"closed_form_{activation}_{loss}"
-    return grad_fn
+    return bind_choices(closed_form_grads, "closed_form", activation, loss, output_activation)

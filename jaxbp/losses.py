@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxbp.activations import ACTIVATIONS, Activation, get_activation
 
-__all__ = ["LOSSES", "Loss", "OutputSpec", "resolve_output"]
+__all__ = ["LOSSES", "Loss", "OutputSpec", "bind_choices", "resolve_output"]
 
 
 class Loss(NamedTuple):
@@ -110,3 +111,23 @@ def resolve_output(activation: str, loss: str, output_activation: str | None = N
         )
     out = _SOFTMAX if output_activation == "softmax" else ACTIVATIONS[output_activation]
     return OutputSpec(hidden, out, spec, (activation, output_activation, loss))
+
+
+@functools.lru_cache(maxsize=256)
+def bind_choices(
+    fn: Callable, prefix: str, activation: str, loss: str, output_activation: str | None
+) -> Callable:
+    """``grad_fn(params, x, y)``: ``fn`` with its activation and loss choices bound.
+
+    Names are checked now, shapes at each call. The same choices give the same function
+    object, so ``jit`` (in :func:`jaxbp.fit`, in the audit) reuses what it compiled for it.
+    """
+    resolve_output(activation, loss, output_activation)
+
+    def grad_fn(params, x, y):
+        return fn(
+            params, x, y, activation=activation, loss=loss, output_activation=output_activation
+        )
+
+    grad_fn.__name__ = f"{prefix}_{activation}_{loss}"
+    return grad_fn

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp._validate import check_data
-from jaxbp.losses import OutputSpec, resolve_output
+from jaxbp.losses import OutputSpec, bind_choices, resolve_output
 from jaxbp.network import _batch_loss, forward_example
 from jaxbp.params import Params
 from jaxbp.seed import _unpack, check_seed_network, sigma
@@ -36,16 +36,11 @@ def autodiff_grads(
 def autodiff(
     *, activation: str = "sigmoid", loss: str = "mse", output_activation: str | None = None
 ):
-    """A ``grad_fn(params, x, y) -> grads`` that is ``jax.grad`` of the batch loss."""
-    resolve_output(activation, loss, output_activation)
+    """A ``grad_fn(params, x, y) -> grads`` that is ``jax.grad`` of the batch loss.
 
-    def grad_fn(params: Params, x: jax.Array, y: jax.Array) -> Params:
-        return autodiff_grads(
-            params, x, y, activation=activation, loss=loss, output_activation=output_activation
-        )
-
-    grad_fn.__name__ = f"autodiff_{activation}_{loss}"
-    return grad_fn
+    The same choices return the same function, so compiled code is reused.
+    """
+    return bind_choices(autodiff_grads, "autodiff", activation, loss, output_activation)
 
 
 def _deltas(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> list[jax.Array]:

@@ -214,3 +214,11 @@ def test_closed_form_grads_keep_float32():
     grads = jaxbp.closed_form_grads(params, x, y)
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
     assert [g["b"].shape for g in grads] == [(4,), (2,)]
+
+
+def test_the_same_choices_give_the_same_grad_fn_so_jit_reuses_it():
+    a = jaxbp.closed_form(activation="tanh", loss="bce")
+    assert a is jaxbp.closed_form(activation="tanh", loss="bce")
+    assert a is not jaxbp.closed_form(activation="relu", loss="bce")
+    assert jaxbp.autodiff(loss="mse") is jaxbp.autodiff(loss="mse")
+    assert a.__name__ == "closed_form_tanh_bce"

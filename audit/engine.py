@@ -102,6 +102,7 @@ def _compare_groups(
     loss_fn: Callable,
     groups: list[PointGroup],
     *,
+    traced: bool,
     names: Sequence[str],
     tol: Tolerance,
     ref_dtype,
@@ -112,11 +113,13 @@ def _compare_groups(
     progress,
     timing: dict,
     mesh: jax.sharding.Mesh | None = None,
-) -> tuple[list[dict], list[str], bool]:
-    """The per-weight part shared by both entry points: weights, notes, traced."""
+) -> tuple[list[dict], list[str]]:
+    """The per-weight part shared by both entry points: weights and notes.
+
+    ``traced`` is :func:`audit.gradients.is_traceable` of ``grad_fn``, found by the caller.
+    """
     notes: list[str] = []
     t0 = time.perf_counter()
-    traced = is_traceable(grad_fn, groups[0])
     if not traced:
         notes.append(
             f"{getattr(grad_fn, '__name__', 'grad_fn')} cannot be traced by JAX (it converts "
@@ -220,7 +223,7 @@ def _compare_groups(
                 worst_point=dict(index=k, source=point_source[k], label=labels[k]),
             )
         )  # fmt: skip
-    return weights, notes, traced
+    return weights, notes
 
 
 def _environment(mesh: jax.sharding.Mesh | None) -> dict:
@@ -419,9 +422,9 @@ def audit_network(
     groups = merge_same_shapes(groups)
 
     names = jaxbp.param_names(sizes)
-    weights, notes, _ = _compare_groups(
-        grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, names=names, tol=tol,
-        ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
+    weights, notes = _compare_groups(
+        grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, traced=traced, names=names,
+        tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
         candidates=lambda: missing_derivative_grads(spec, groups, sizes),
         saturation=saturation_fn(spec, groups, sizes), progress=progress, timing=timing,
         mesh=mesh,
@@ -582,11 +585,11 @@ def check_gradients(
             labels.append(f"perturbed point {i}")
     group = stack_points("random", pts, labels)
 
-    weights, notes, traced = _compare_groups(
-        grad_fn, _autodiff_of(loss_fn), loss_fn, [group], names=all_names, tol=tol,
-        ref_dtype=ref_dtype,
-        fd=fd, fd_max=fd_max, candidates=None, saturation=None, progress=progress, timing=timing,
-        mesh=mesh,
+    traced = is_traceable(grad_fn, group)
+    weights, notes = _compare_groups(
+        grad_fn, _autodiff_of(loss_fn), loss_fn, [group], traced=traced, names=all_names,
+        tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max, candidates=None, saturation=None,
+        progress=progress, timing=timing, mesh=mesh,
     )  # fmt: skip
     timing["total_s"] = time.perf_counter() - t_start
     return AuditResult(

@@ -152,6 +152,19 @@ class Worst(NamedTuple):
     score: jax.Array
     n_failed: jax.Array  # points at which the element failed
 
+    def values_at(self, i: int) -> dict:
+        """Element ``i``'s worst-case values as the report writes them (NaN/Inf as strings)."""
+        from audit.result import number  # result imports nothing from here; keeps it light
+
+        return dict(
+            manual=number(self.manual[i]),
+            reference=number(self.reference[i]),
+            abs_err=number(self.abs_err[i]),
+            rel_err=number(self.rel_err[i]),
+            allowed_err=number(self.allowed[i]),
+            score=number(self.score[i]),
+        )
+
 
 def worst_over_points(manual, reference, cmp: Comparison) -> Worst:
     """Reduce a :class:`Comparison` over the points axis, keeping each element's worst case.

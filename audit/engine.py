@@ -210,13 +210,8 @@ def _compare_groups(
         weights.append(
             dict(
                 name=name,
-                manual=number(worst.manual[i]),
-                reference=number(worst.reference[i]),
+                **worst.values_at(i),
                 finite_diff=None if np.isnan(fd_values[i]) else number(fd_values[i]),
-                abs_err=number(worst.abs_err[i]),
-                rel_err=number(worst.rel_err[i]),
-                allowed_err=number(worst.allowed[i]),
-                score=number(worst.score[i]),
                 passed=not bool(failed[i]),
                 hint=hints.get(i),
                 saturated=bool(saturated[i]),

@@ -19,7 +19,6 @@ import numpy as np
 from audit.compare import Comparison, Tolerance, concat, worst_over_points
 from audit.gradients import compare_rows
 from audit.points import PointGroup, shard_points, to_host
-from audit.result import number
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec
 from jaxbp.reference import _deltas, seed_factors_autodiff
@@ -97,12 +96,7 @@ def _entries(names, segments, results, groups) -> list[dict]:
         out.append(
             dict(
                 name=name,
-                manual=number(w.manual[c]),
-                reference=number(w.reference[c]),
-                abs_err=number(w.abs_err[c]),
-                rel_err=number(w.rel_err[c]),
-                allowed_err=number(w.allowed[c]),
-                score=number(w.score[c]),
+                **w.values_at(c),
                 passed=not bool(failed[cols].any()),
                 worst_point=dict(index=row_point[row], label=row_label[row]),
             )

@@ -40,17 +40,44 @@ float32    1e-3    1e-2     0
 
 With float32 roundoff about 1e-7 of a tensor's scale, the float32 floor and rtol leave a
 margin of about 80 ulps before a false alarm; float64 leaves far more.
+
+**Rounding in a right formula is not a wrong formula.** A handwritten expression can be
+right and still lose digits in float32 that ``jax.grad`` keeps: ``A * (1 - A)`` cancels when a
+sigmoid saturates, where ``jax.grad`` computes ``A * sigmoid(-z)``. So an element that fails
+in the audited dtype is judged once more from the handwritten function evaluated again in
+float64 at the same point (``recheck``), against the float64 rule. If it agrees there, the
+disagreement was rounding: the element passes with a precision flag (:data:`ROUNDING`) and
+the report says how many digits it lost. A function that only runs in its own dtype cannot
+be re-evaluated; its tolerance is widened instead by ``noise`` times its measured spread
+under one-ulp nudges of its inputs (``spread``, flag :data:`WIDENED`), and the report says so.
+
+**A point the reference cannot judge** (``r`` NaN or Inf: ``jax.grad`` itself overflowed)
+is neither a pass nor a failure: ``judged`` is False there and the element is reported apart.
+A non-finite handwritten value where the reference is finite always fails.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DEFAULT_TOLERANCES", "Tolerance", "compare", "default_tolerance", "worst_over_points"]
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "ROUNDING",
+    "WIDENED",
+    "Tolerance",
+    "compare",
+    "default_tolerance",
+    "worst_over_points",
+]
+
+# Precision flags of an element that passed only on a second look (``Comparison.flag``).
+ROUNDING = 1  # agrees with the reference when the handwritten function runs in float64
+WIDENED = 2  # within a tolerance widened by the handwritten function's measured spread
 
 
 class Tolerance(NamedTuple):
@@ -94,9 +121,11 @@ class Comparison(NamedTuple):
 
     abs_err: jax.Array
     rel_err: jax.Array
-    allowed: jax.Array  # the largest abs_err that passes there
-    score: jax.Array  # abs_err / allowed: <= 1 passes, inf for NaN/Inf
-    passed: jax.Array
+    allowed: jax.Array  # the largest abs_err that passes there in the audited dtype
+    score: jax.Array  # abs_err / allowed: <= 1 passes outright, inf for NaN/Inf
+    passed: jax.Array  # score <= 1, or flagged below
+    flag: jax.Array  # int8: 0, or ROUNDING / WIDENED for a pass on the second look
+    judged: jax.Array  # the reference is finite: False means "not judgeable", never a pass
 
 
 def compare(
@@ -106,6 +135,10 @@ def compare(
     segments: np.ndarray,
     n_segments: int,
     tol: Tolerance,
+    *,
+    recheck: jax.Array | None = None,
+    recheck_tol: Tolerance | None = None,
+    spread: jax.Array | None = None,
 ) -> Comparison:
     """Compare flat gradients at many points.
 
@@ -116,41 +149,77 @@ def compare(
       segments: ``(P,)`` int, the tensor (leaf) each element belongs to.
       n_segments: number of tensors.
       tol: the thresholds.
+      recheck: ``(n_points, P)`` the handwritten function evaluated again in the reference's
+        dtype, or None; judged by ``recheck_tol`` where ``manual`` fails (flag ROUNDING).
+      spread: ``(n_points, P)`` the handwritten function's measured spread in its own dtype,
+        or None; ``noise * spread`` widens ``allowed`` where ``manual`` fails (flag WIDENED).
 
     Returns:
       A :class:`Comparison` of ``(n_points, P)`` arrays.
     """
     dt = jnp.promote_types(manual.dtype, reference.dtype)
     m, r = manual.astype(dt), reference.astype(dt)
-    finite = jnp.isfinite(m) & jnp.isfinite(r)
-    r_abs = jnp.where(jnp.isfinite(r), jnp.abs(r), 0)
-    scale = jax.vmap(lambda v: jax.ops.segment_max(v, segments, n_segments))(r_abs)
-    floor = tol.floor * scale[:, segments]
-    tiny = jnp.finfo(dt).tiny
-    denom = jnp.maximum(jnp.maximum(jnp.abs(m), jnp.abs(r)), jnp.maximum(floor, tiny))
-    abs_err = jnp.where(finite, jnp.abs(m - r), jnp.inf)
-    rel_err = jnp.where(finite, abs_err / denom, jnp.inf)
-    allowed = jnp.maximum(tol.rtol * denom, tol.atol)
+    judged = jnp.isfinite(r)
+    finite = jnp.isfinite(m) & judged
+    scale = _tensor_scale(r, segments, n_segments)
+    abs_err, rel_err, allowed = _errors(m, r, finite, scale[:, segments], tol)
     if roundoff is not None:
         noise = roundoff.astype(dt)
         allowed = jnp.maximum(allowed, tol.noise * jnp.where(jnp.isfinite(noise), noise, 0))
-    allowed = jnp.maximum(allowed, tiny)  # rtol * tiny is subnormal: flushed to 0 on CPU
+    allowed = jnp.maximum(allowed, jnp.finfo(dt).tiny)  # rtol * tiny is subnormal: flushed to 0
     score = jnp.where(finite, jnp.where(abs_err == 0, 0.0, abs_err / allowed), jnp.inf)
-    passed = finite & (score <= 1)
-    return Comparison(abs_err, rel_err, allowed, score, passed)
+    direct = finite & (score <= 1)
+    flag = jnp.zeros(score.shape, jnp.int8)
+    if recheck is not None:
+        wide_dt = jnp.promote_types(recheck.dtype, dt)
+        m64, r64 = recheck.astype(wide_dt), reference.astype(wide_dt)
+        ok64 = jnp.isfinite(m64) & judged
+        err64, _, allowed64 = _errors(m64, r64, ok64, scale[:, segments].astype(wide_dt),
+                                      recheck_tol or tol)  # fmt: skip
+        rounding = finite & ~direct & ok64 & (err64 <= jnp.maximum(allowed64, 0))
+        flag = jnp.where(rounding, jnp.int8(ROUNDING), flag)
+    if spread is not None:
+        sp = jnp.where(jnp.isfinite(spread), spread.astype(dt), 0)
+        widened = finite & ~direct & (flag == 0) & (abs_err <= tol.noise * sp)
+        flag = jnp.where(widened, jnp.int8(WIDENED), flag)
+    passed = direct | (flag > 0)
+    return Comparison(abs_err, rel_err, allowed, score, passed, flag, judged)
+
+
+def _tensor_scale(r: jax.Array, segments: np.ndarray, n_segments: int) -> jax.Array:
+    """``(n_points, n_segments)``: the largest finite ``|r|`` of each tensor at each point."""
+    r_abs = jnp.where(jnp.isfinite(r), jnp.abs(r), 0)
+    return jax.vmap(lambda v: jax.ops.segment_max(v, segments, n_segments))(r_abs)
+
+
+def _errors(m, r, finite, scale, tol: Tolerance):
+    """``(abs_err, rel_err, allowed)`` of the rule, before the roundoff clause."""
+    tiny = jnp.finfo(m.dtype).tiny
+    denom = jnp.maximum(jnp.maximum(jnp.abs(m), jnp.abs(r)), jnp.maximum(tol.floor * scale, tiny))
+    abs_err = jnp.where(finite, jnp.abs(m - r), jnp.inf)
+    rel_err = jnp.where(finite, abs_err / denom, jnp.inf)
+    return abs_err, rel_err, jnp.maximum(tol.rtol * denom, tol.atol)
 
 
 class Worst(NamedTuple):
-    """Per element, over all points: the worst case and where it happened. All ``(P,)``."""
+    """Per element, over all points: the worst case and where it happened. All ``(P,)``.
 
-    index: jax.Array  # point with the largest score
+    The worst point is the failing one with the largest score; with no failure, the flagged
+    one (a pass on the second look) with the largest score; else the largest score. Points
+    the reference cannot judge are chosen only when no point could be judged.
+    """
+
+    index: jax.Array  # the worst point
     manual: jax.Array
     reference: jax.Array
     abs_err: jax.Array
     rel_err: jax.Array
     allowed: jax.Array
     score: jax.Array
-    n_failed: jax.Array  # points at which the element failed
+    n_failed: jax.Array  # judgeable points at which the element failed
+    flag: jax.Array  # the precision flag at the worst point (0 when none)
+    n_flagged: jax.Array  # points at which it passed only on the second look
+    n_unjudged: jax.Array  # points at which the reference was not finite
 
     def values_at(self, i: int) -> dict:
         """Element ``i``'s worst-case values as the report writes them (NaN/Inf as strings)."""
@@ -165,15 +234,100 @@ class Worst(NamedTuple):
             score=number(self.score[i]),
         )
 
+    def rank(self) -> np.ndarray:
+        """``(P,)``: 3 failing, 2 passing on the second look, 1 passing, 0 never judged."""
+        return np.where(
+            self.n_failed > 0,
+            3,
+            np.where(self.n_flagged > 0, 2, np.where(np.isfinite(self.reference), 1, 0)),
+        )
+
+    def verdict_at(self, i: int, dtype, cause: str | None = None) -> dict:
+        """Element ``i``'s verdict fields: ``passed``, ``status``, ``precision``, ``not_judgeable``.
+
+        ``status`` is ``"pass"``, ``"precision"`` (passed only on the second look; ``precision``
+        then says how many digits the audited dtype lost and why, ``cause`` naming the
+        likely source), ``"fail"``, or ``"not_judged"`` (the reference was not finite at any
+        point). ``not_judgeable`` counts the points where the reference was not finite.
+        """
+        n_unjudged = int(self.n_unjudged[i])
+        if self.n_failed[i]:
+            status = "fail"
+        elif not np.isfinite(self.reference[i]):  # only unjudgeable points to choose from
+            status = "not_judged"
+        elif self.n_flagged[i]:
+            status = "precision"
+        else:
+            status = "pass"
+        precision = None
+        if status == "precision":
+            name = jnp.dtype(dtype).name
+            eps = float(jnp.finfo(dtype).eps)
+            digits = max(1, round(float(np.log10(max(float(self.rel_err[i]), eps) / eps))))
+            how = (
+                "agrees with the reference when evaluated in float64"
+                if int(self.flag[i]) == ROUNDING
+                else "passes within a tolerance widened to noise x its measured spread under "
+                f"one-ulp nudges: it computes only in {name}, so rounding cannot be told "
+                "from a wrong formula"
+            )
+            text = f"loses {digits} digits in {name} here"
+            text += f": {cause}; {how}" if cause else f"; {how}"
+            precision = dict(
+                digits_lost=digits,
+                points=int(self.n_flagged[i]),
+                how="float64" if int(self.flag[i]) == ROUNDING else "widened",
+                text=text,
+            )
+        return dict(
+            passed=status in ("pass", "precision"),
+            status=status,
+            precision=precision,
+            not_judgeable=n_unjudged,
+        )
+
+
+def unjudged_note(
+    judged: np.ndarray,
+    manual: np.ndarray,
+    reference: np.ndarray,
+    labels: Sequence[str],
+    names: Sequence[str],
+) -> str | None:
+    """A note on the points where the reference was not finite, or None when there are none.
+
+    ``judged``, ``manual``, ``reference``: ``(n_points, P)``; ``labels`` name the points and
+    ``names`` the elements.
+    """
+    judged = np.asarray(judged)
+    bad_points = np.flatnonzero(~judged.all(axis=1))
+    if not bad_points.size:
+        return None
+    k = int(bad_points[0])
+    j = int(np.flatnonzero(~judged[k])[0])
+    return (
+        f"jax.grad was not finite at {bad_points.size} of {judged.shape[0]} points (first: "
+        f"{labels[k]}, {names[j]}: jax.grad {float(reference[k, j]):.4g}, handwritten "
+        f"{float(manual[k, j]):.4g}); there the reference cannot judge, so those values are "
+        "neither passed nor failed"
+    )
+
 
 def worst_over_points(manual, reference, cmp: Comparison) -> Worst:
     """Reduce a :class:`Comparison` over the points axis, keeping each element's worst case.
 
-    Runs in NumPy on the host (the arrays are already there for the report). The worst point
-    has the largest ``score`` (NaN/Inf count as infinite); ties go to the first point.
+    Runs in NumPy on the host (the arrays are already there for the report). Ties go to the
+    first point.
     """
     score = np.nan_to_num(np.asarray(cmp.score, np.float64), nan=np.inf)
-    idx = np.argmax(score, axis=0)
+    passed, judged = np.asarray(cmp.passed), np.asarray(cmp.judged)
+    flag = np.asarray(cmp.flag)
+    failed = judged & ~passed
+    # rank: failing 3 > flagged 2 > passing 1 > not judgeable 0; the worst point has the
+    # largest rank, then the largest score
+    rank = np.where(failed, 3, np.where(flag > 0, 2, np.where(judged, 1, 0)))
+    top = rank == rank.max(axis=0, keepdims=True)
+    idx = np.argmax(np.where(top, score, -1.0), axis=0)
 
     def at(a):
         return np.take_along_axis(np.asarray(a), idx[None, :], axis=0)[0]
@@ -186,10 +340,13 @@ def worst_over_points(manual, reference, cmp: Comparison) -> Worst:
         at(cmp.rel_err),
         at(cmp.allowed),
         at(cmp.score),
-        np.sum(~np.asarray(cmp.passed), axis=0),
+        np.sum(failed, axis=0),
+        at(flag),
+        np.sum(flag > 0, axis=0),
+        np.sum(~judged, axis=0),
     )
 
 
 def concat(parts: list[Comparison]) -> Comparison:
     """Join the comparisons of several point groups along the points axis (on the host)."""
-    return Comparison(*(np.concatenate([np.asarray(p[f]) for p in parts]) for f in range(5)))
+    return Comparison(*(np.concatenate([np.asarray(p[f]) for p in parts]) for f in range(7)))

@@ -22,10 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp
-from audit.compare import Tolerance, default_tolerance
+from audit.compare import Tolerance, default_tolerance, unjudged_note
 from audit.diagnose import diagnose
 from audit.factors import delta_factors, seed_factor_audit
-from audit.gradients import evaluate, finite_differences, is_traceable, layout_of
+from audit.gradients import (
+    evaluate,
+    finite_differences,
+    is_traceable,
+    layout_of,
+    runs_in,
+    second_look,
+)
 from audit.mistakes import missing_derivative_grads
 from audit.points import (
     PointGroup,
@@ -125,16 +132,32 @@ def _compare_groups(
             f"{getattr(grad_fn, '__name__', 'grad_fn')} cannot be traced by JAX (it converts "
             "arrays to NumPy or branches on values); it was called point by point, which is slower"
         )
-    layout = layout_of(jax.tree.map(lambda a: a[0], groups[0].params))
+    first = jax.tree.map(lambda a: a[0], (groups[0].params, groups[0].x, groups[0].y))
+    layout = layout_of(first[0])
+    dt = jax.tree.leaves(first[0])[0].dtype
+    look = second_look(dt, ref_dtype, runs_in(grad_fn, first, ref_dtype))
+    if look == "spread":
+        notes.append(_spread_note(grad_fn, dt, ref_dtype))
     n_points = sum(g.size for g in groups)
     _say(progress, f"comparing {len(names)} weights at {n_points} points")
     ev = evaluate(grad_fn, ref_grad_fn, groups, traced=traced, ref_dtype=ref_dtype, tol=tol,
-                  layout=layout, mesh=mesh)  # fmt: skip
+                  layout=layout, look=look, mesh=mesh)  # fmt: skip
     worst = jax.tree.map(np.asarray, ev.worst)
     timing["compare_s"] = time.perf_counter() - t0
+    judged = np.asarray(ev.comparison.judged)
+    if not np.any(np.asarray(ev.reference)[judged] != 0):
+        raise ValueError(
+            f"jax.grad of the loss is exactly 0 for every parameter at all {n_points} points: "
+            "the loss does not depend on the parameters there (a constant loss, a softmax over "
+            "a single output, an empty batch), so a gradient returning zeros would pass and "
+            "nothing can be checked; audit a loss that varies with the parameters"
+        )
     labels = [lab for g in groups for lab in g.labels]
     point_source = [src for g in groups for src in g.sources]
     failed = worst.n_failed > 0
+    unjudged = unjudged_note(ev.comparison.judged, ev.manual, ev.reference, labels, names)
+    if unjudged:
+        notes.append(unjudged)
 
     fd_values = np.full(len(names), np.nan)
     if fd:
@@ -173,7 +196,7 @@ def _compare_groups(
         worst_pts = np.unique(worst.index[fail_idx])[:DIAGNOSE_POINTS]
         rest = np.setdiff1d(np.arange(n_points), worst_pts)[: DIAGNOSE_POINTS - len(worst_pts)]
         rows = np.sort(np.concatenate([worst_pts, rest]))
-        batch = np.concatenate([np.full(g.size, g.x.shape[1]) for g in groups])[rows]
+        batch = np.concatenate([np.full(g.size, g.batch) for g in groups])[rows]
         cands = {
             k: (np.asarray(v, np.float64)[rows], texts)
             for k, (v, texts) in (candidates() if candidates else {}).items()
@@ -191,7 +214,7 @@ def _compare_groups(
             floor=tol.floor,
             rtol=max(10 * tol.rtol, 1e-6),
             candidates=cands,
-            failed_at=~np.asarray(ev.comparison.passed)[rows],
+            failed_at=(np.asarray(ev.comparison.judged) & ~np.asarray(ev.comparison.passed))[rows],
         )
         timing["diagnose_s"] = time.perf_counter() - t0
     saturated = (
@@ -207,18 +230,38 @@ def _compare_groups(
     weights = []
     for i, name in enumerate(names):
         k = int(worst.index[i])
+        cause = "cancellation in 1 - A near saturation" if saturated[i] else "rounding"
+        verdict = worst.verdict_at(i, dt, cause)
+        hint = hints.get(i)
+        if verdict["precision"]:
+            hint = verdict["precision"]["text"]
         weights.append(
             dict(
                 name=name,
                 **worst.values_at(i),
                 finite_diff=None if np.isnan(fd_values[i]) else number(fd_values[i]),
-                passed=not bool(failed[i]),
-                hint=hints.get(i),
+                **verdict,
+                hint=hint,
                 saturated=bool(saturated[i]),
                 worst_point=dict(index=k, source=point_source[k], label=labels[k]),
             )
         )  # fmt: skip
     return weights, notes
+
+
+def _spread_note(grad_fn: Callable, dtype, ref_dtype) -> str:
+    """Says, never silently, that a failing element's tolerance may be widened."""
+    who = getattr(grad_fn, "__name__", "grad_fn")
+    if jnp.dtype(ref_dtype) == jnp.dtype(dtype):
+        why = "64-bit mode is off, so nothing wider than the audited dtype is available"
+    else:
+        why = f"{who} does not compute in {jnp.dtype(ref_dtype).name} when given such inputs"
+    return (
+        f"{why}: where a {jnp.dtype(dtype).name} value fails, rounding cannot be told from a "
+        "wrong formula by evaluating it again in float64, so its tolerance is widened to noise "
+        "x its measured spread under one-ulp nudges of the inputs, and such a pass is flagged; "
+        "turn on jax_enable_x64 and keep the function dtype-generic for the sharper rule"
+    )
 
 
 def _environment(mesh: jax.sharding.Mesh | None) -> dict:
@@ -430,15 +473,19 @@ def audit_network(
 
     t0 = time.perf_counter()
     factors: list[dict] = []
+    factor_notes: list[str] = []
     if factor_kind == "seed" or (callable(factor_kind) and sizes == (2, 2, 1)):
         _say(progress, "auditing the note's chain factors")
         fn = jaxbp.seed_factors if factor_kind == "seed" else factor_kind
-        factors = seed_factor_audit(fn, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh)
+        factors, factor_notes = seed_factor_audit(
+            fn, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh
+        )
     elif factor_kind == "delta":
         _say(progress, "auditing each layer's delta dE/dz")
-        factors = delta_factors(spec, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh)
+        factors, factor_notes = delta_factors(spec, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh)
     timing["factors_s"] = time.perf_counter() - t0
-    first_bad = next((f["name"] for f in factors if not f["passed"]), None)
+    notes += factor_notes
+    first_bad = next((f["name"] for f in factors if f["status"] == "fail"), None)
 
     config = dict(
         grad=grad_name,
@@ -499,6 +546,43 @@ def _tree_names(params) -> list[str]:
     return names
 
 
+def _check_loss(loss_fn: Callable, params, x, y) -> None:
+    """``loss_fn`` at the given point: a batch with examples, a finite float scalar."""
+    who = getattr(loss_fn, "__name__", "loss_fn")
+    for what, tree in (("x", x), ("y", y)):
+        for path, a in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            if a.size == 0:
+                raise ValueError(
+                    f"{what}{jax.tree_util.keystr(path)} is empty (shape {a.shape}): a batch "
+                    "with no examples makes the loss NaN and every gradient 0, which checks "
+                    "nothing; pass at least one example"
+                )
+    try:
+        out = jax.eval_shape(loss_fn, params, x, y)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{who}(params, x, y) failed on the given point: {e}") from e
+    if not (
+        isinstance(out, jax.ShapeDtypeStruct)
+        and out.shape == ()
+        and jnp.issubdtype(out.dtype, jnp.floating)
+    ):
+        got = (
+            f"shape {out.shape} {out.dtype}"
+            if isinstance(out, jax.ShapeDtypeStruct)
+            else f"a {type(out).__name__} pytree"
+        )
+        raise ValueError(
+            f"{who}(params, x, y) returned {got}, expected a scalar float loss: reduce over "
+            "the batch (jnp.mean or jnp.sum) and return one number"
+        )
+    value = float(loss_fn(params, x, y))
+    if not np.isfinite(value):
+        raise ValueError(
+            f"{who}(params, x, y) is {value} at the given point, expected a finite loss: "
+            "jax.grad there would judge nothing"
+        )
+
+
 @_full_precision
 def check_gradients(
     grad_fn: Callable,
@@ -557,6 +641,7 @@ def check_gradients(
         raise ValueError("points > 0 needs key=jax.random.key(seed) for the perturbations")
     params = jax.tree.map(jnp.asarray, params)
     x, y = jax.tree.map(jnp.asarray, x), jax.tree.map(jnp.asarray, y)
+    _check_loss(loss_fn, params, x, y)
     all_names = list(names) if names is not None else _tree_names(params)
     n_params = sum(int(np.size(a)) for a in leaves)
     if len(all_names) != n_params:

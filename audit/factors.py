@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.compare import Comparison, Tolerance, concat, worst_over_points
-from audit.gradients import compare_rows
+from audit.compare import Comparison, Tolerance, concat, unjudged_note, worst_over_points
+from audit.gradients import compare_rows, runs_in, second_look
 from audit.points import PointGroup, shard_points, to_host
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec
@@ -50,19 +50,20 @@ def _delta_rows(spec: OutputSpec, manual: bool):
     return rows
 
 
-@functools.partial(jax.jit, static_argnames=("factors_fn", "names", "ref_dtype", "tol"))
-def _seed_group(params, x, y, *, factors_fn, names, ref_dtype, tol):
+@functools.partial(jax.jit, static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look"))
+def _seed_group(params, x, y, *, factors_fn, names, ref_dtype, tol, look):
     return compare_rows(
         _seed_rows(factors_fn, names), _seed_rows(seed_factors_autodiff, names), None,
-        params, x, y, ref_dtype=ref_dtype, segments=np.arange(len(names)), tol=tol,
+        params, x, y, ref_dtype=ref_dtype, segments=np.arange(len(names)), tol=tol, look=look,
     )  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "widths", "ref_dtype", "tol"))
-def _delta_group(params, x, y, *, spec, widths, ref_dtype, tol):
+@functools.partial(jax.jit, static_argnames=("spec", "widths", "ref_dtype", "tol", "look"))
+def _delta_group(params, x, y, *, spec, widths, ref_dtype, tol, look):
     return compare_rows(
         _delta_rows(spec, True), _delta_rows(spec, False), None, params, x, y,
         ref_dtype=ref_dtype, segments=np.repeat(np.arange(len(widths)), widths), tol=tol,
+        look=look,
     )  # fmt: skip
 
 
@@ -73,13 +74,23 @@ def _rows_on_host(result, group: PointGroup):
     return to_host(m, n), to_host(r, n), Comparison(*(to_host(a, n) for a in cmp))
 
 
-def _entries(names, segments, results, groups) -> list[dict]:
-    """One entry per factor: its worst (point, example) over all rows of all groups."""
+def _cause(name: str) -> str:
+    """The likely source of a right factor's lost digits, by the note's factor names."""
+    if name.startswith("dA") and "/dz" in name:
+        return "cancellation in 1 - A near saturation"
+    if name == "dE/dA3":
+        return "cancellation in A3 - yt near the target"
+    return "rounding"
+
+
+def _entries(names, segments, results, groups, *, dtype) -> tuple[list[dict], list[str]]:
+    """One entry per factor, its worst (point, example) over all rows of all groups; notes."""
     manual = np.concatenate([np.asarray(m) for m, _, _ in results])
     reference = np.concatenate([np.asarray(r) for _, r, _ in results])
-    w = worst_over_points(manual, reference, concat([c for _, _, c in results]))
+    cmp = concat([c for _, _, c in results])
+    w = worst_over_points(manual, reference, cmp)
     score = np.nan_to_num(np.asarray(w.score, np.float64), nan=np.inf)
-    failed = np.asarray(w.n_failed) > 0
+    rank = w.rank()
     row_point, row_label = [], []  # rows are (point, example) pairs in group order
     start = 0
     for g in groups:
@@ -91,17 +102,24 @@ def _entries(names, segments, results, groups) -> list[dict]:
     out = []
     for f, name in enumerate(names):
         cols = np.flatnonzero(segments == f)
-        c = int(cols[np.argmax(score[cols])])  # the factor's worst element
+        c = int(cols[np.lexsort((score[cols], rank[cols]))[-1]])  # the factor's worst element
         row = int(w.index[c])
+        verdict = w.verdict_at(c, dtype, _cause(name) if len(cols) == 1 else "rounding")
+        verdict["not_judgeable"] = int(np.max(w.n_unjudged[cols]))
         out.append(
             dict(
                 name=name,
                 **w.values_at(c),
-                passed=not bool(failed[cols].any()),
+                **verdict,
                 worst_point=dict(index=row_point[row], label=row_label[row]),
             )
         )
-    return out
+    col_names = [
+        names[f] if np.sum(segments == f) == 1 else f"{names[f]}[{int(np.sum(segments[:c] == f))}]"
+        for c, f in enumerate(segments)
+    ]
+    note = unjudged_note(cmp.judged, manual, reference, row_label, col_names)
+    return out, [note.replace("jax.grad", "JAX's factor")] if note else []
 
 
 def seed_factor_audit(
@@ -111,11 +129,15 @@ def seed_factor_audit(
     ref_dtype,
     tol: Tolerance,
     mesh: jax.sharding.Mesh | None = None,
-) -> list[dict]:
+) -> tuple[list[dict], list[str]]:
     """Check ``factors_fn(params, x, yt) -> {name: scalar}`` (one example) for every example.
 
     Factors are those of :func:`jaxbp.seed_factors_autodiff` that ``factors_fn`` returns, in
     the note's chain order. With a ``mesh`` the points are split over its devices.
+
+    Returns:
+      ``(entries, notes)``: one entry per factor, and notes on points where JAX's own factor
+      was not finite.
     """
     g0 = groups[0]
     first = jax.tree.map(lambda a: a[0], g0.params), g0.x[0, 0], g0.y[0, 0]
@@ -129,15 +151,16 @@ def seed_factor_audit(
             f"names {ref_names}"
         )
     dt = jnp.dtype(ref_dtype).name
+    look = second_look(g0.x.dtype, dt, runs_in(factors_fn, first, dt))
     results = [
         _rows_on_host(
             _seed_group(*shard_points(mesh, (g.params, g.x, g.y)), factors_fn=factors_fn,
-                        names=names, ref_dtype=dt, tol=tol),
+                        names=names, ref_dtype=dt, tol=tol, look=look),
             g,
         )
         for g in groups
     ]  # fmt: skip
-    return _entries(list(names), np.arange(len(names)), results, groups)
+    return _entries(list(names), np.arange(len(names)), results, groups, dtype=g0.x.dtype)
 
 
 # the note's chain order, from the loss backwards
@@ -154,22 +177,25 @@ def delta_factors(
     ref_dtype,
     tol: Tolerance,
     mesh: jax.sharding.Mesh | None = None,
-) -> list[dict]:
+) -> tuple[list[dict], list[str]]:
     """Check every layer's closed-form delta against ``jax.grad`` with respect to ``z_l``.
 
     Entries are named ``delta_l (dE/dz_l)`` and listed from the output layer backwards.
-    With a ``mesh`` the points are split over its devices.
+    With a ``mesh`` the points are split over its devices. Returns ``(entries, notes)`` as
+    :func:`seed_factor_audit` does.
     """
     widths = tuple(int(leaf.shape[1]) for leaf in jax.tree.leaves(groups[0].params)[1::2])
     dt = jnp.dtype(ref_dtype).name
+    look = second_look(groups[0].x.dtype, dt, True)  # the closed form is dtype-generic
     results = [
         _rows_on_host(
             _delta_group(*shard_points(mesh, (g.params, g.x, g.y)), spec=spec, widths=widths,
-                         ref_dtype=dt, tol=tol),
+                         ref_dtype=dt, tol=tol, look=look),
             g,
         )
         for g in groups
     ]  # fmt: skip
     names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
     segments = np.repeat(np.arange(len(widths)), widths)
-    return _entries(names, segments, results, groups)[::-1]
+    entries, notes = _entries(names, segments, results, groups, dtype=groups[0].x.dtype)
+    return entries[::-1], notes

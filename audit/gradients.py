@@ -15,11 +15,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.compare import Comparison, Tolerance, compare, concat, worst_over_points
+from audit.compare import (
+    DEFAULT_TOLERANCES,
+    Comparison,
+    Tolerance,
+    compare,
+    concat,
+    worst_over_points,
+)
 from audit.points import PointGroup, shard_points, to_host
 from jaxbp._validate import check_grads_like
 
-__all__ = ["Evaluation", "Layout", "evaluate", "finite_differences", "layout_of"]
+__all__ = [
+    "Evaluation",
+    "Layout",
+    "evaluate",
+    "finite_differences",
+    "layout_of",
+    "runs_in",
+    "second_look",
+]
 
 _UNTRACEABLE = (
     jax.errors.TracerArrayConversionError,
@@ -51,12 +66,12 @@ def _flat(tree, n: int) -> jax.Array:
     return jnp.concatenate([leaf.reshape(n, -1) for leaf in jax.tree.leaves(tree)], axis=1)
 
 
-def _flat_grads(fn, params, x, y):
-    return _flat(jax.vmap(fn)(params, x, y), x.shape[0])
+def _n_points(params) -> int:
+    return int(jax.tree.leaves(params)[0].shape[0])
 
 
 def _point(group: PointGroup, i: int):
-    return jax.tree.map(lambda a: a[i], group.params), group.x[i], group.y[i]
+    return jax.tree.map(lambda a: a[i], (group.params, group.x, group.y))
 
 
 def is_traceable(grad_fn: Callable, group: PointGroup) -> bool:
@@ -80,6 +95,39 @@ def is_traceable(grad_fn: Callable, group: PointGroup) -> bool:
     return traced
 
 
+def runs_in(fn: Callable, args: tuple, dtype) -> bool:
+    """Whether ``fn(*args)`` computes in ``dtype`` when its float inputs are cast to it.
+
+    A function that casts to a dtype of its own, or fails on the wider inputs, cannot be
+    re-evaluated in ``dtype`` to tell rounding from a wrong formula.
+    """
+    wide = _cast(args, dtype)
+    try:
+        out = jax.eval_shape(fn, *wide)
+    except _UNTRACEABLE:
+        try:
+            out = jax.tree.map(jnp.asarray, fn(*jax.tree.map(np.asarray, wide)))
+        except Exception:  # any failure means "not in this dtype"
+            return False
+    except Exception:  # as above
+        return False
+    leaves = [a for a in jax.tree.leaves(out) if jnp.issubdtype(a.dtype, jnp.floating)]
+    return bool(leaves) and all(jnp.dtype(a.dtype) == jnp.dtype(dtype) for a in leaves)
+
+
+def second_look(audited_dtype, ref_dtype, generic: bool) -> str | None:
+    """How an element that fails in the audited dtype gets a second look (see audit.compare).
+
+    ``"recheck"``: the handwritten function runs again in the wider reference dtype.
+    ``"spread"``: it runs only in its own dtype (or no wider dtype is on): its tolerance is
+    widened by its measured spread. None: float64 audits, where nothing is wider.
+    """
+    audited, ref = jnp.dtype(audited_dtype), jnp.dtype(ref_dtype)
+    if audited == jnp.float64:
+        return None
+    return "recheck" if generic and ref.itemsize > audited.itemsize else "spread"
+
+
 def _flat_grads_loop(grad_fn: Callable, group: PointGroup) -> jax.Array:
     rows = []
     for i in range(group.size):
@@ -101,7 +149,14 @@ class Evaluation(NamedTuple):
 
 
 def _cast(tree, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype), tree)
+    """Every float leaf of ``tree`` in ``dtype``; integer and other leaves as they are."""
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
+def _cast_group(g: PointGroup, dtype) -> PointGroup:
+    return g._replace(params=_cast(g.params, dtype), x=_cast(g.x, dtype), y=_cast(g.y, dtype))
 
 
 NUDGES = 2  # extra low-precision reference evaluations for the roundoff estimate
@@ -116,6 +171,9 @@ def nudged(params, x, y, i: int):
     leaves, treedef = jax.tree.flatten((params, x, y))
     out = []
     for a in leaves:
+        if not jnp.issubdtype(a.dtype, jnp.floating):  # labels, indices: nothing to round
+            out.append(a)
+            continue
         bit = (jnp.arange(a.size).reshape(a.shape) >> i) & 1
         sign = (1 - 2 * bit).astype(a.dtype)
         out.append(a * (1 + sign * jnp.finfo(a.dtype).eps))
@@ -133,34 +191,50 @@ def roundoff(flat_fn: Callable, params, x, y, reference: jax.Array) -> jax.Array
     return jnp.max(jnp.abs(again - reference[None]), axis=0)
 
 
-def compare_rows(manual_fn, ref_fn, manual, params, x, y, *, ref_dtype, segments, tol):
+def compare_rows(
+    manual_fn, ref_fn, manual, params, x, y, *, ref_dtype, segments, tol, look=None, wide=None
+):
     """Traced body shared by the gradient and factor audits for one point group.
 
     ``manual_fn``/``ref_fn`` map ``(params, x, y)`` stacked over points to ``(rows, P)``;
-    ``manual`` is given instead of ``manual_fn`` for a function JAX cannot trace.
+    ``manual`` is given instead of ``manual_fn`` for a function JAX cannot trace, and then
+    ``wide`` is its value in ``ref_dtype`` (or None). ``look`` is :func:`second_look`'s answer.
     """
     if manual is None:
         manual = manual_fn(params, x, y)
-    reference = ref_fn(_cast(params, ref_dtype), x.astype(ref_dtype), y.astype(ref_dtype))
-    rnd = None
-    if x.dtype != jnp.dtype(ref_dtype):
+    wide_args = _cast((params, x, y), ref_dtype)
+    reference = ref_fn(*wide_args)
+    rnd = recheck = spread = None
+    narrower = jax.tree.leaves(params)[0].dtype != jnp.dtype(ref_dtype)
+    if narrower:
         rnd = roundoff(ref_fn, params, x, y, reference)
-    cmp = compare(manual, reference, rnd, segments, int(segments.max()) + 1, tol)
+    if look == "recheck":
+        recheck = wide if manual_fn is None else manual_fn(*wide_args)
+    elif look == "spread" and manual_fn is not None:
+        spread = roundoff(manual_fn, params, x, y, manual)
+        if not narrower:  # the reference runs in the audited dtype too: count its own spread
+            spread = jnp.maximum(spread, roundoff(ref_fn, params, x, y, reference))
+    cmp = compare(
+        manual, reference, rnd, segments, int(segments.max()) + 1, tol, recheck=recheck,
+        recheck_tol=DEFAULT_TOLERANCES["float64"], spread=spread,
+    )  # fmt: skip
     return manual, reference, cmp
 
 
 @functools.partial(
-    jax.jit, static_argnames=("grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol")
+    jax.jit, static_argnames=("grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look")
 )
-def _evaluate_group(manual, params, x, y, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol):
+def _evaluate_group(
+    manual, wide, params, x, y, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look
+):
     segments = np.repeat(np.arange(len(shapes)), [int(np.prod(s)) for s in shapes])
 
     def flat_of(fn):
-        return lambda p, xx, yy: _flat(jax.vmap(fn)(p, xx, yy), xx.shape[0])
+        return lambda p, xx, yy: _flat(jax.vmap(fn)(p, xx, yy), _n_points(p))
 
     return compare_rows(
-        flat_of(grad_fn), flat_of(ref_grad_fn), manual, params, x, y,
-        ref_dtype=ref_dtype, segments=segments, tol=tol,
+        None if manual is not None else flat_of(grad_fn), flat_of(ref_grad_fn), manual,
+        params, x, y, ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide,
     )  # fmt: skip
 
 
@@ -173,6 +247,7 @@ def evaluate(
     ref_dtype,
     tol: Tolerance,
     layout: Layout,
+    look: str | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> Evaluation:
     """Handwritten and reference gradients at every point of every group, compared.
@@ -180,15 +255,20 @@ def evaluate(
     One compiled call per group computes the handwritten gradients, the reference (on the
     points cast to ``ref_dtype``, float64 when 64-bit mode is on), the reference's roundoff
     in the audited dtype, and the comparison. With a ``mesh`` the points are split over its
-    ``"data"`` devices (see :func:`audit.points.shard_points`).
+    ``"data"`` devices (see :func:`audit.points.shard_points`). ``look`` is
+    :func:`second_look`'s answer for ``grad_fn``.
     """
     manual, reference, parts = [], [], []
     for g in groups:
-        given = None if traced else _flat_grads_loop(grad_fn, g)
+        given = wide = None
+        if not traced:
+            given = _flat_grads_loop(grad_fn, g)
+            if look == "recheck":
+                wide = _flat_grads_loop(grad_fn, _cast_group(g, ref_dtype))
         m, r, cmp = _evaluate_group(
-            *shard_points(mesh, (given, g.params, g.x, g.y)), grad_fn=grad_fn,
+            *shard_points(mesh, (given, wide, g.params, g.x, g.y)), grad_fn=grad_fn,
             ref_grad_fn=ref_grad_fn, ref_dtype=jnp.dtype(ref_dtype).name, shapes=layout.shapes,
-            tol=tol,
+            tol=tol, look=look,
         )  # fmt: skip
         manual.append(to_host(m, g.size))
         reference.append(to_host(r, g.size))
@@ -259,8 +339,8 @@ def unflatten(vec: jax.Array, treedef, shapes: tuple[tuple[int, ...], ...]):
 @functools.partial(jax.jit, static_argnames=("loss_fn", "treedef", "shapes", "dtype"))
 def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
     # cast and flatten here: outside, each leaf shape would cost a compilation of its own
-    flat = _flat(_cast(params, dtype), x.shape[0])
-    x, y = x.astype(dtype), y.astype(dtype)
+    flat = _flat(_cast(params, dtype), _n_points(params))
+    x, y = _cast((x, y), dtype)
 
     def unravel(v):
         return unflatten(v, treedef, shapes)
@@ -271,8 +351,9 @@ def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
         h = fd_step(p[i])
 
         def central(step):
-            up = loss_fn(unravel(p.at[i].add(step)), x[k], y[k])
-            down = loss_fn(unravel(p.at[i].add(-step)), x[k], y[k])
+            xk, yk = jax.tree.map(lambda a: a[k], (x, y))
+            up = loss_fn(unravel(p.at[i].add(step)), xk, yk)
+            down = loss_fn(unravel(p.at[i].add(-step)), xk, yk)
             return (up - down) / (2 * step)
 
         d = central(h)

@@ -48,7 +48,8 @@ class PointGroup(NamedTuple):
     Attributes:
       sources: per point, ``"seed_example"``, ``"random"`` or ``"trajectory"``.
       params: the params pytree with a leading ``(n,)`` axis on every leaf.
-      x: ``(n, batch, n_0)``; y: ``(n, batch, n_L)``.
+      x: ``(n, batch, n_0)``; y: ``(n, batch, n_L)`` (for :func:`audit.check_gradients`, any
+        pytree whose leaves have the leading ``(n,)`` axis).
       labels: ``n`` short descriptions (``"random draw 3"``, ``"step 2000"``).
     """
 
@@ -60,7 +61,13 @@ class PointGroup(NamedTuple):
 
     @property
     def size(self) -> int:
-        return int(self.x.shape[0])
+        return int(jax.tree.leaves(self.params)[0].shape[0])
+
+    @property
+    def batch(self) -> int:
+        """Examples per point: the second axis of the first ``x`` leaf (1 when there is none)."""
+        leaves = [a for a in jax.tree.leaves(self.x) if a.ndim >= 2]
+        return int(leaves[0].shape[1]) if leaves else 1
 
 
 def stack_points(
@@ -70,9 +77,11 @@ def stack_points(
 
     Stacking happens in NumPy on the host: no compilation for a handful of small arrays.
     """
-    params = jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *[p for p, _, _ in points])
-    x = jnp.asarray(np.stack([x for _, x, _ in points]))
-    y = jnp.asarray(np.stack([y for _, _, y in points]))
+
+    def stacked(*a):
+        return jnp.asarray(np.stack([np.asarray(v) for v in a]))
+
+    params, x, y = jax.tree.map(stacked, *points)
     return PointGroup((source,) * len(points), params, x, y, tuple(labels))
 
 

@@ -68,8 +68,38 @@ def sci(value: Any) -> str:
     return f"{v:.4e}"
 
 
-def verdict(passed: Any) -> str:
-    return "PASS" if passed else "FAIL"
+VERDICTS = {"pass": "PASS", "precision": "PASS*", "fail": "FAIL", "not_judged": "NOT JUDGED"}
+LEGEND = {
+    "PASS*": "PASS*: agrees once rounding in the audited dtype is accounted for; the hint says "
+    "how many digits it lost and how that was told from a wrong formula",
+    "NOT JUDGED": "NOT JUDGED: jax.grad itself was not finite at every point, so nothing was "
+    "checked; this is neither a pass nor a failure",
+}
+
+
+def status(row: Mapping[str, Any]) -> str:
+    """A row's status: ``pass``, ``precision``, ``fail`` or ``not_judged`` (older reports: by
+    ``passed``)."""
+    s = row.get("status")
+    if s in VERDICTS:
+        return str(s)
+    return "pass" if row.get("passed") else "fail"
+
+
+def verdict(row: Mapping[str, Any]) -> str:
+    """The verdict cell: PASS, PASS* (a pass on the second look), FAIL or NOT JUDGED."""
+    return VERDICTS[status(row)]
+
+
+def passing(text: str) -> bool:
+    """Whether a verdict cell is a pass of either kind (for colouring)."""
+    return text in ("PASS", "PASS*")
+
+
+def legend(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per special verdict that appears among ``rows``."""
+    shown = {verdict(r) for r in rows}
+    return [text for key, text in LEGEND.items() if key in shown]
 
 
 def severity(row: Mapping[str, Any]) -> float:
@@ -97,15 +127,25 @@ def select_rows(
 
 
 def hint_text(row: Mapping[str, Any]) -> str:
-    """The row's hint, with saturation mentioned when the engine flagged it."""
+    """The row's hint, with saturation and precision mentioned when the engine flagged them."""
     hint = row.get("hint") or ""
+    precision = row.get("precision") or {}
+    if precision.get("text") and precision["text"] not in hint:
+        hint = f"{precision['text']}; {hint}" if hint else str(precision["text"])
+    if status(row) == "not_judged" and not hint:
+        hint = "jax.grad was not finite at every point"
     if row.get("saturated") and "saturat" not in hint.lower():
         hint = f"saturated unit; {hint}" if hint else "saturated unit"
     return hint
 
 
 def count_failing(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [str(r.get("name")) for r in rows if not r.get("passed")]
+    return [str(r.get("name")) for r in rows if status(r) == "fail"]
+
+
+def count_status(rows: Sequence[Mapping[str, Any]], which: str) -> list[str]:
+    """Names of the rows with status ``which``."""
+    return [str(r.get("name")) for r in rows if status(r) == which]
 
 
 def _name_list(names: Sequence[str]) -> str:
@@ -126,14 +166,24 @@ def verdict_line(result: Any) -> str:
     factors = data.get("factors") or []
     total = (data.get("points") or {}).get("total")
     at = f" at {total} points" if total is not None else ""
-    bad_w = count_failing(weights)
-    bad_f = count_failing(factors)
+    bad_w, bad_f = count_failing(weights), count_failing(factors)
     n_w, n_f = len(weights), len(factors)
+    extra = []
+    for which, what in (("precision", "pass as rounding (PASS*)"), ("not_judged", "not judged")):
+        groups = []
+        for rows, kind in ((weights, "weight"), (factors, "factor")):
+            names = count_status(rows, which)
+            if names:
+                groups.append(f"{len(names)} {kind}{'s' if len(names) > 1 else ''} "
+                              f"({_name_list(names)})")  # fmt: skip
+        if groups:
+            extra.append(f"{' and '.join(groups)} {what}")
+    tail = f"; {'; '.join(extra)}" if extra else ""
     if data.get("passed"):
         parts = [f"{n_w - len(bad_w)}/{n_w} weights"]
         if factors:
             parts.append(f"{n_f - len(bad_f)}/{n_f} factors")
-        return f"PASSED: {', '.join(parts)} agree with jax.grad{at}"
+        return f"PASSED: {', '.join(parts)} agree with jax.grad{at}{tail}"
     problems = []
     if bad_w:
         problems.append(f"{len(bad_w)} of {n_w} weights ({_name_list(bad_w)})")
@@ -144,7 +194,9 @@ def verdict_line(result: Any) -> str:
         first = data.get("first_failing_factor")
         if first:
             line += f"; first failing factor: {first}"
-        return line
+        return line + tail
+    if extra:
+        return f"NOT JUDGED: nothing disagrees with jax.grad{at}, but {'; '.join(extra)}"
     return (
         f"FAILED: all {n_w} weights and {n_f} factors agree with jax.grad{at}, "
         "but the audit did not pass; see the notes"
@@ -194,7 +246,7 @@ def _grid(
         if k == 0:
             return _BOLD
         if i == verdict_col:
-            return _GREEN if text == "PASS" else _RED
+            return _GREEN if passing(text) else _RED
         return None
 
     out = []
@@ -290,7 +342,7 @@ def weight_cells(w: Mapping[str, Any]) -> list[str]:
         sci(w.get("finite_diff")),
         sci(w.get("abs_err")),
         sci(w.get("rel_err")),
-        verdict(w.get("passed")),
+        verdict(w),
     ]
 
 
@@ -302,7 +354,7 @@ def factor_cells(f: Mapping[str, Any]) -> list[str]:
         sci(f.get("reference")),
         sci(f.get("abs_err")),
         sci(f.get("rel_err")),
-        verdict(f.get("passed")),
+        verdict(f),
     ]
 
 
@@ -343,17 +395,22 @@ def format_table(
     all_factors = data.get("factors") or []
     factors, _ = select_rows(all_factors, max_rows)
     if factors:
-        frows = [factor_cells(f) for f in factors]
+        frows = [[*factor_cells(f), hint_text(f)] for f in factors]
         lines.append("")
         lines += _grid(
-            ["factor", "handwritten", "jax.grad", "abs err", "rel err", "verdict"],
+            ["factor", "handwritten", "jax.grad", "abs err", "rel err", "verdict", "hint"],
             frows,
-            right=[False, True, True, True, True, False],
-            wrap_last=None,
+            right=[False, True, True, True, True, False, False],
+            wrap_last=hint_width,
             verdict_col=5,
             color=color,
         )
         lines += _left_out(all_factors, len(factors), "factors")
+    marks = legend([*weights, *factors])
+    if marks:
+        lines.append("")
+        for text in marks:
+            lines += textwrap.wrap(text, 96, subsequent_indent="  ")
 
     first = data.get("first_failing_factor")
     if first:

@@ -7,7 +7,7 @@ function is pure and takes explicit PRNG keys.
 from jaxbp.activations import ACTIVATIONS, Activation
 from jaxbp.backprop import Backprop, closed_form, closed_form_grads
 from jaxbp.data import circles, load_csv, one_hot, truth_table, two_moons
-from jaxbp.losses import LOSSES, resolve_output
+from jaxbp.losses import LOSSES, check_output_units, resolve_output
 from jaxbp.network import batch_loss, forward
 from jaxbp.params import Params, from_named, init, param_names, seed_params, sizes_of, to_named
 from jaxbp.reference import autodiff, autodiff_deltas, autodiff_grads, seed_factors_autodiff
@@ -29,6 +29,7 @@ __all__ = [
     "autodiff_deltas",
     "autodiff_grads",
     "batch_loss",
+    "check_output_units",
     "circles",
     "closed_form",
     "closed_form_grads",

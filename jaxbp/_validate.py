@@ -6,6 +6,8 @@ concrete arrays, so the same functions can be called inside a user's ``jit``.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +30,81 @@ def check_dtype(dtype: Any, what: str) -> jnp.dtype:
             'jax.config.update("jax_enable_x64", True) before creating arrays, or use float32'
         )
     return dt
+
+
+# What jax.random.key accepts as a Python int (it converts to a C long).
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
+
+def check_int(
+    value: Any, what: str, minimum: int, maximum: int | None = None, *, none_ok: bool = False
+) -> int | None:
+    """``value`` as an int in ``[minimum, maximum]`` (NumPy ints too; never a bool or float).
+
+    The message says what arrived and the range expected, e.g. ``steps=0, expected an int >= 1``.
+    """
+    if value is None and none_ok:
+        return None
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if ok and minimum <= int(value) and (maximum is None or int(value) <= maximum):
+        return int(value)
+    want = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+    raise ValueError(f"{what}={value!r}, expected {want}" + (" or None" if none_ok else ""))
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """A seed ``jax.random.key`` accepts: an int in ``[-2**63, 2**63 - 1]``."""
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if SEED_MIN <= int(seed) <= SEED_MAX:
+            return int(seed)
+        raise ValueError(
+            f"{what}={seed} is out of range; jax.random.key takes a whole number from {SEED_MIN} "
+            f"to {SEED_MAX} (a 64-bit integer), so pass a smaller seed such as {what}=0"
+        )
+    raise TypeError(f"{what} is {type(seed).__name__} {seed!r}, expected an int such as 0")
+
+
+def check_learning_rate(learning_rate: Any, what: str = "learning_rate") -> Any:
+    """A finite rate > 0, the eta of ``p <- p - eta dE/dp``; a traced rate passes unchecked."""
+    if isinstance(learning_rate, jax.core.Tracer):
+        return learning_rate
+    shape = np.shape(learning_rate) if hasattr(learning_rate, "shape") else ()
+    is_number = isinstance(learning_rate, numbers.Real) or (
+        hasattr(learning_rate, "dtype")
+        and shape == ()
+        and (jnp.issubdtype(learning_rate.dtype, jnp.floating)
+             or jnp.issubdtype(learning_rate.dtype, jnp.integer))
+    )  # fmt: skip
+    if not is_number or isinstance(learning_rate, bool):
+        got = type(learning_rate).__name__ + (f" of shape {shape}" if shape else "")
+        raise TypeError(
+            f"{what} is {got} {learning_rate!r}, expected a number > 0 such as {what}=0.5"
+        )
+    value = float(learning_rate)
+    if not math.isfinite(value) or value <= 0:
+        why = (
+            "a NaN or infinite rate turns every weight into NaN at the first step"
+            if not math.isfinite(value)
+            else "0 never moves the weights"
+            if value == 0
+            else "a negative rate climbs the loss instead of descending it"
+        )
+        raise ValueError(
+            f"{what}={learning_rate!r}, expected a finite number > 0 (the step size eta of "
+            f"p <- p - eta dE/dp): {why}; pass e.g. {what}=0.5"
+        )
+    return learning_rate
+
+
+def check_key(key: Any, what: str = "key") -> None:
+    """``key`` is one PRNG key: typed (``jax.random.key``) or legacy raw ``uint32 (2,)``."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+        return
+    if dtype == np.uint32 and shape == (2,):
+        return
+    got = type(key).__name__ + (f" of shape {shape} and dtype {dtype}" if dtype else f" {key!r}")
+    raise TypeError(f"{what} is {got}, expected one PRNG key; pass {what}=jax.random.key(seed)")
 
 
 def check_sizes(sizes: Any) -> tuple[int, ...]:
@@ -166,11 +243,53 @@ def _leaf_table(tree: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
     }
 
 
-def check_grads_like(params: Any, grads: Any, who: str = "grad_fn") -> None:
-    """``grads`` has the pytree structure and leaf shapes of ``params``.
+def _node(tree: Any) -> str:
+    """Containers in brackets, leaves as ``array``: ``[{'W', 'b'}, {'W', 'b'}]``."""
+    if isinstance(tree, dict):
+        inner = [repr(k) if _is_leaf(v) else f"{k!r}: {_node(v)}" for k, v in tree.items()]
+        return "{" + ", ".join(inner) + "}"
+    if isinstance(tree, (list, tuple)):
+        inner = [_node(v) for v in tree]
+        if isinstance(tree, list):
+            return "[" + ", ".join(inner) + "]"
+        name = type(tree).__name__ if hasattr(tree, "_fields") else ""
+        return f"{name}(" + ", ".join(inner) + ("," if len(inner) == 1 and not name else "") + ")"
+    if tree is None:
+        return "None"
+    if _is_leaf(tree):
+        return "array" if hasattr(tree, "shape") else type(tree).__name__
+    return f"{type(tree).__name__}(...)"
 
-    The error names every missing, extra and misshaped leaf by its path, and both structures.
-    ``grads`` may hold ``jax.ShapeDtypeStruct`` leaves (from ``jax.eval_shape``).
+
+def _is_leaf(tree: Any) -> bool:
+    treedef = jax.tree.structure(tree)
+    return treedef.num_nodes == 1 and treedef.num_leaves == 1
+
+
+def describe_tree(tree: Any) -> str:
+    """A pytree's containers in plain words, e.g. ``a list of 2 dicts {'W', 'b'}``."""
+    kind = type(tree).__name__
+    if isinstance(tree, (list, tuple)) and tree and not hasattr(tree, "_fields"):
+        parts = {_node(v) for v in tree}
+        if len(parts) == 1:
+            part = parts.pop()
+            plural = "" if len(tree) == 1 else "s"
+            what = (
+                f"array{plural}" if part == "array" else f"{type(tree[0]).__name__}{plural} {part}"
+            )
+            return f"a {kind} of {len(tree)} {what}"
+    article = "an" if kind[:1] in "aeiou" else "a"
+    return f"{article} {kind} {_node(tree)}"
+
+
+def check_grads_like(params: Any, grads: Any, who: str = "grad_fn") -> None:
+    """``grads`` has the containers, leaf shapes and dtype of ``params``.
+
+    The error names every missing, extra, misshaped and wrongly typed leaf by its path, and
+    both structures in plain words when their containers differ (a tuple for a list). A
+    gradient in another dtype than its parameter is refused: the audit would compare it at
+    the wrong precision, and the update would change the dtype of the weights. ``grads`` may
+    hold ``jax.ShapeDtypeStruct`` leaves (from ``jax.eval_shape``).
     """
     want, got = _leaf_table(params), _leaf_table(grads)
     missing = [k for k in want if k not in got]
@@ -180,20 +299,45 @@ def check_grads_like(params: Any, grads: Any, who: str = "grad_fn") -> None:
         for k in want
         if k in got and got[k][0] != want[k][0]
     ]
-    floats = [
-        f"{k} has dtype {got[k][1]}, expected a floating dtype"
-        for k in want
-        if k in got and got[k][1] is not None and not jnp.issubdtype(got[k][1], jnp.floating)
-    ]
+    wrong: dict[Any, list[str]] = {}  # leaves by the wrong dtype they arrived in
+    for k in want:
+        # "is None", not "in": NumPy reads None as float64 when comparing dtypes
+        if (
+            k in got
+            and got[k][1] is not None
+            and want[k][1] is not None
+            and got[k][1] != want[k][1]
+        ):
+            wrong.setdefault(got[k][1], []).append(k)
+    dtype = next(iter({v[1] for v in want.values()}), None)
+    typed = [
+        f"{', '.join(keys)} {'has' if len(keys) == 1 else 'have'} dtype {dt}, expected "
+        + (f"{dtype} like params" if jnp.issubdtype(dt, jnp.floating)
+           else f"a floating dtype ({dtype}, like params)")
+        for dt, keys in wrong.items()
+    ]  # fmt: skip
     problems = []
+    same_containers = jax.tree.structure(params) == jax.tree.structure(grads)
+    if not same_containers:
+        problems.append(f"they are {describe_tree(grads)}, params are {describe_tree(params)}")
     if missing:
         problems.append(f"missing leaves {missing}")
     if extra:
         problems.append(f"extra leaves {extra}")
-    problems += shaped + floats
-    if problems:
-        raise ValueError(
-            f"{who} returned gradients that do not match params: {'; '.join(problems)}. "
-            f"Expected the structure of params, {jax.tree.structure(params)}, "
-            f"got {jax.tree.structure(grads)}"
-        )
+    problems += shaped + typed
+    if not problems:
+        return
+    if not same_containers:
+        fix = (
+            f"return a {type(params).__name__} like params, e.g. {type(params).__name__}(grads)"
+            if not missing and not extra and type(grads) is not type(params)
+            and isinstance(grads, (list, tuple)) and isinstance(params, (list, tuple))
+            else f"return gradients with the structure of params, {describe_tree(params)}"
+        )  # fmt: skip
+    elif typed and not shaped:
+        fix = f"compute them in {dtype} or cast each with .astype(jnp.{dtype})"
+    else:
+        fix = "each gradient must have the shape of its parameter"
+    raise ValueError(
+        f"{who} returned gradients that do not match params: {'; '.join(problems)}; {fix}"
+    )

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp._validate import check_data
-from jaxbp.losses import OutputSpec, bind_choices, resolve_output
+from jaxbp.losses import OutputSpec, bind_choices, check_output_units, resolve_output
 from jaxbp.network import forward_example
 from jaxbp.params import Params
 
@@ -127,6 +127,7 @@ def closed_form_grads(
     """
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x, y)
+    check_output_units(spec, params[-1]["W"].shape[0])
     out = _backprop(params, x, y, spec)
     return out if return_deltas else out.grads
 

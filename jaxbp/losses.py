@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxbp.activations import ACTIVATIONS, Activation, get_activation
 
-__all__ = ["LOSSES", "Loss", "OutputSpec", "bind_choices", "resolve_output"]
+__all__ = ["LOSSES", "Loss", "OutputSpec", "bind_choices", "check_output_units", "resolve_output"]
 
 
 class Loss(NamedTuple):
@@ -111,6 +111,33 @@ def resolve_output(activation: str, loss: str, output_activation: str | None = N
         )
     out = _SOFTMAX if output_activation == "softmax" else ACTIVATIONS[output_activation]
     return OutputSpec(hidden, out, spec, (activation, output_activation, loss))
+
+
+def check_output_units(spec: OutputSpec, n_out: int) -> None:
+    """Refuses an output layer the loss cannot learn from: softmax over a single unit.
+
+    ``softmax`` of one unit is 1 whatever its input, so ``softmax_ce`` is 0 and every
+    gradient is 0 for any weights: training learns nothing, and an audit would pass a
+    gradient function that returns zeros. Shapes only, so it runs at trace time.
+
+    Args:
+      spec: from :func:`resolve_output`.
+      n_out: width of the output layer, ``sizes[-1]`` or ``params[-1]["W"].shape[0]``.
+
+    Raises:
+      ValueError: the output is softmax and ``n_out < 2``.
+
+    Example:
+      >>> check_output_units(resolve_output("sigmoid", "softmax_ce"), 1)  # doctest: +SKIP
+      ValueError: loss='softmax_ce' with 1 output unit: ...
+    """
+    if spec.names[1] == "softmax" and n_out < 2:
+        raise ValueError(
+            f"loss={spec.names[2]!r} with {n_out} output unit: softmax over a single unit is "
+            "1 whatever its input, so the loss is 0 and every gradient is 0, and nothing can "
+            "be trained or checked; give the network one output unit per class (2 or more, "
+            "with one-hot targets from jaxbp.one_hot), or use loss='bce' for one yes/no output"
+        )
 
 
 @functools.lru_cache(maxsize=256)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp._validate import check_data
-from jaxbp.losses import OutputSpec, resolve_output
+from jaxbp.losses import OutputSpec, check_output_units, resolve_output
 from jaxbp.params import Params
 
 __all__ = ["batch_loss", "forward", "forward_example", "per_example_loss"]
@@ -32,6 +32,8 @@ def forward_example(
       ``(zs, As)``: ``zs[l]: (n_{l+1},)`` for the L layers; ``As[0] = x`` and
       ``As[l+1] = f(zs[l])``, so ``As`` has ``L + 1`` entries.
     """
+    # every loss, delta and reference goes through here, so it is checked once per trace
+    check_output_units(spec, params[-1]["W"].shape[0])
     zs, As = [], [x]
     last = len(params) - 1
     for l, layer in enumerate(params):
@@ -78,6 +80,7 @@ def forward(
     """
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x)
+    check_output_units(spec, params[-1]["W"].shape[0])
     return jax.vmap(lambda xi: forward_example(params, xi, spec)[1][-1])(x)
 
 
@@ -107,4 +110,5 @@ def batch_loss(
     """
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x, y)
+    check_output_units(spec, params[-1]["W"].shape[0])
     return _batch_loss(params, x, y, spec)

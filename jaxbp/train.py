@@ -17,9 +17,15 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxbp._validate import check_data, check_grads_like
+from jaxbp._validate import (
+    check_data,
+    check_grads_like,
+    check_int,
+    check_key,
+    check_learning_rate,
+)
 from jaxbp.backprop import _backprop
-from jaxbp.losses import OutputSpec, resolve_output
+from jaxbp.losses import OutputSpec, check_output_units, resolve_output
 from jaxbp.network import _batch_loss
 from jaxbp.params import Params, sizes_of
 from jaxbp.seed import check_seed_choices, check_seed_network, seed_grads_example
@@ -164,6 +170,18 @@ def fit(
     """
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x, y)
+    check_output_units(spec, params[-1]["W"].shape[0])
+    steps = check_int(steps, "steps", 1)
+    if optimizer is None:
+        check_learning_rate(learning_rate)
+    n = x.shape[0]
+    batch_size = check_int(batch_size, "batch_size", 1, n, none_ok=True)
+    if batch_size is not None and key is None:
+        raise ValueError("batch_size is set but key is None; pass key=jax.random.key(seed)")
+    if key is not None:
+        check_key(key)
+    chunk_size = check_int(chunk_size, "chunk_size", 1, none_ok=True) or steps
+    start_step = check_int(start_step, "start_step", 0)
     if isinstance(grad, str):
         if grad not in GRADS:
             raise ValueError(
@@ -179,20 +197,8 @@ def fit(
         )
     else:
         raise TypeError(f"grad is {type(grad).__name__}, expected one of {GRADS} or a callable")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps={steps!r}, expected an int >= 1")
-    n = x.shape[0]
-    if batch_size is not None:
-        if (
-            not isinstance(batch_size, int)
-            or isinstance(batch_size, bool)
-            or not 1 <= batch_size <= n
-        ):
-            raise ValueError(f"batch_size={batch_size!r}, expected an int in [1, {n}] or None")
-        if key is None:
-            raise ValueError("batch_size is set but key is None; pass key=jax.random.key(seed)")
-        if batch_size == n:
-            batch_size = None
+    if batch_size == n:
+        batch_size = None
     sharding = None
     if mesh is not None:
         devices = data_size(mesh)
@@ -200,29 +206,23 @@ def fit(
         if batch_size is not None:
             check_divisible(batch_size, devices, "batch_size")
         sharding = NamedSharding(mesh, P(DATA))
-    if chunk_size is None:
-        chunk_size = steps
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r}, expected an int >= 1 or None")
-    if not isinstance(start_step, int) or isinstance(start_step, bool) or start_step < 0:
-        raise ValueError(f"start_step={start_step!r}, expected an int >= 0")
-    fresh = opt_state is None
-    if optimizer is None:
+    default = optimizer is None
+    if default:
         optimizer = _GD
-        if fresh:
-            opt_state = optimizer.init(params)
-        opt_state.hyperparams["learning_rate"] = jnp.asarray(
-            learning_rate, opt_state.hyperparams["learning_rate"].dtype
-        )
-    elif fresh:
+    fresh = opt_state is None
+    if fresh:
         opt_state = optimizer.init(params)
-    if not fresh:
+    else:
         want = jax.tree.structure(optimizer.init(params))
         if jax.tree.structure(opt_state) != want:
             raise ValueError(
                 f"opt_state has structure {jax.tree.structure(opt_state)}, expected {want} "
                 "from this optimizer; pass the opt_state that fit returned for the same optimizer"
             )
+    if default:
+        # a new state, not an assignment into it: the caller's opt_state stays as it was
+        rate = jnp.asarray(learning_rate, opt_state.hyperparams["learning_rate"].dtype)
+        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": rate})
     if key is None:
         key = jax.random.key(0)  # unused: full batch draws nothing
     if mesh is not None:

@@ -108,6 +108,8 @@ def problems(draw, max_layers=4):
     n_layers = draw(st.integers(1, max_layers))
     sizes = tuple(draw(st.integers(1, 6)) for _ in range(n_layers + 1))
     loss = draw(st.sampled_from(LOSSES))
+    if loss == "softmax_ce":
+        sizes = (*sizes[:-1], max(sizes[-1], 2))  # softmax over one unit is refused
     activation = draw(st.sampled_from(ACTS))
     out = draw(st.sampled_from(ACTS)) if loss == "mse" else OUT_ACT[loss]
     batch = draw(st.integers(1, 8))

@@ -157,6 +157,8 @@ def test_resolve_output_defaults():
 def problems(draw):
     sizes = tuple(draw(st.lists(st.integers(1, 6), min_size=2, max_size=5)))
     loss = draw(st.sampled_from(tuple(LOSSES)))
+    if loss == "softmax_ce":
+        sizes = (*sizes[:-1], max(sizes[-1], 2))  # softmax over one unit is refused
     activation = draw(st.sampled_from(ACTS))
     out = draw(st.sampled_from(ACTS)) if loss == "mse" else OUT_ACT[loss]
     return sizes, draw(st.integers(1, 8)), activation, loss, out, draw(st.integers(0, 2**32 - 1))

@@ -180,11 +180,13 @@ def test_minibatches_are_deterministic_per_key_and_chunk_independent():
 
 
 def test_minibatch_epoch_covers_every_example_once():
-    # at learning rate 0 the params never move, so with batch_size 1 each epoch's losses
-    # are the six single-example losses in some order
+    # with zero updates the params never move, so with batch_size 1 each epoch's losses
+    # are the six single-example losses in some order (fit refuses learning_rate=0)
     x, y = regression_data(n=6)
     p0 = jaxbp.init((3, 2, 2), key=jax.random.key(7), dtype=jnp.float64)
-    result = jaxbp.fit(p0, x, y, steps=12, learning_rate=0.0, batch_size=1, key=jax.random.key(3))
+    result = jaxbp.fit(
+        p0, x, y, steps=12, optimizer=optax.set_to_zero(), batch_size=1, key=jax.random.key(3)
+    )
     singles = sorted(float(batch_loss(p0, x[i : i + 1], y[i : i + 1])) for i in range(6))
     for epoch in range(2):
         got = sorted(np.asarray(result.losses[6 * epoch : 6 * epoch + 6]).tolist())

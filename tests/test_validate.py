@@ -9,9 +9,11 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxbp
+from jaxbp._validate import check_seed, describe_tree
 
 P = jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype=jnp.float64)
 X = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2)))
@@ -315,8 +317,199 @@ def test_grad_fn_returning_integers():
     def ints(params, x, y):
         return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int32), params)
 
-    with pytest.raises(ValueError, match=r"\[0\]\['W'\] has dtype int32, expected a floating"):
+    message = (
+        "ints returned gradients that do not match params: [0]['W'], [0]['b'], [1]['W'], "
+        "[1]['b'] have dtype int32, expected a floating dtype (float64, like params); compute "
+        "them in float64 or cast each with .astype(jnp.float64)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         jaxbp.fit(P, X, Y, steps=1, grad=ints)
+
+
+def test_grad_fn_returning_another_float_dtype():
+    def half(params, x, y):
+        g = jaxbp.closed_form_grads(params, x, y)
+        return [g[0], jax.tree.map(lambda a: a.astype(jnp.float16), g[1])]
+
+    message = (
+        "half returned gradients that do not match params: [1]['W'], [1]['b'] have dtype "
+        "float16, expected float64 like params; compute them in float64 or cast each with "
+        ".astype(jnp.float64)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        jaxbp.fit(P, X, Y, steps=1, grad=half)
+
+
+def test_grad_fn_returning_a_tuple_names_both_structures():
+    def as_tuple(params, x, y):
+        return tuple(jaxbp.closed_form_grads(params, x, y))
+
+    message = (
+        "as_tuple returned gradients that do not match params: they are a tuple of 2 dicts "
+        "{'W', 'b'}, params are a list of 2 dicts {'W', 'b'}; return a list like params, "
+        "e.g. list(grads)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        jaxbp.fit(P, X, Y, steps=1, grad=as_tuple)
+
+
+def test_grad_fn_returning_flat_arrays_names_both_structures():
+    def flat(params, x, y):
+        g = jaxbp.closed_form_grads(params, x, y)
+        return [g[0]["W"], g[0]["b"], g[1]["W"], g[1]["b"]]
+
+    with pytest.raises(ValueError) as e:
+        jaxbp.fit(P, X, Y, steps=1, grad=flat)
+    assert str(e.value).startswith(
+        "flat returned gradients that do not match params: they are a list of 4 arrays, "
+        "params are a list of 2 dicts {'W', 'b'}; missing leaves "
+    )
+    assert str(e.value).endswith(
+        "; return gradients with the structure of params, a list of 2 dicts {'W', 'b'}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tree", "words"),
+    [
+        ([{"W": 1.0, "b": 2.0}], "a list of 1 dict {'W', 'b'}"),
+        ((jnp.zeros(2), jnp.zeros(3)), "a tuple of 2 arrays"),
+        ({"w": jnp.zeros(2), "c": [jnp.zeros(1)]}, "a dict {'w', 'c': [array]}"),
+        ([{"W": 1.0}, None], "a list [{'W'}, None]"),
+    ],
+)
+def test_describe_tree(tree, words):
+    assert describe_tree(tree) == words
+
+
+SOFTMAX_ONE_UNIT = (
+    "loss='softmax_ce' with 1 output unit: softmax over a single unit is 1 whatever its input, "
+    "so the loss is 0 and every gradient is 0, and nothing can be trained or checked; give the "
+    "network one output unit per class (2 or more, with one-hot targets from jaxbp.one_hot), "
+    "or use loss='bce' for one yes/no output"
+)
+SOFTMAX_FNS = {
+    **{k: v for k, v in DATA_FNS.items() if k not in ("seed_grads", "closed_form()", "fit")},
+    "fit": lambda p, x, y, **kw: jaxbp.fit(p, x, y, steps=1, **kw),
+    "closed_form()": jaxbp.closed_form(loss="softmax_ce"),
+    "autodiff()": jaxbp.autodiff(loss="softmax_ce"),
+    "forward": lambda p, x, y, **kw: jaxbp.forward(p, x, **kw),
+}
+
+
+@pytest.mark.parametrize("fn", SOFTMAX_FNS.values(), ids=SOFTMAX_FNS.keys())
+@pytest.mark.parametrize("wrap", ["eager", "jit", "vmap", "eval_shape"])
+def test_softmax_over_one_output_unit_is_refused(fn, wrap):
+    bound = fn in (SOFTMAX_FNS["closed_form()"], SOFTMAX_FNS["autodiff()"])
+    kw = {} if bound else {"loss": "softmax_ce"}
+
+    def call(p, x, y):
+        return fn(p, x, y, **kw)
+
+    run = {
+        "eager": call,
+        "jit": jax.jit(call),
+        "vmap": lambda p, x, y: jax.vmap(call, in_axes=(None, 0, 0))(p, x[None], y[None]),
+        "eval_shape": lambda p, x, y: jax.eval_shape(call, p, x, y),
+    }[wrap]
+    if fn is SOFTMAX_FNS["fit"] and wrap != "eager":
+        pytest.skip("fit runs its own compiled loop")
+    with pytest.raises(ValueError, match=re.escape(SOFTMAX_ONE_UNIT)):
+        run(P, X, Y)
+
+
+def test_softmax_over_two_units_and_mse_over_one_are_fine():
+    p2 = jaxbp.init((2, 3, 2), key=jax.random.key(1), dtype=jnp.float64)
+    y2 = jaxbp.one_hot(jnp.array([0, 1, 1, 0]), 2, dtype=jnp.float64)
+    assert jaxbp.batch_loss(p2, X, y2, loss="softmax_ce") > 0
+    assert jaxbp.batch_loss(P, X, Y, loss="mse") > 0
+
+
+def test_check_output_units_takes_the_resolved_spec():
+    spec = jaxbp.resolve_output("tanh", "softmax_ce")
+    jaxbp.check_output_units(spec, 2)
+    with pytest.raises(ValueError, match=re.escape(SOFTMAX_ONE_UNIT)):
+        jaxbp.check_output_units(spec, 1)
+    jaxbp.check_output_units(jaxbp.resolve_output("sigmoid", "bce"), 1)
+
+
+@pytest.mark.parametrize(
+    ("rate", "why"),
+    [
+        (float("nan"), "a NaN or infinite rate turns every weight into NaN at the first step"),
+        (float("inf"), "a NaN or infinite rate turns every weight into NaN at the first step"),
+        (-1.0, "a negative rate climbs the loss instead of descending it"),
+        (0, "0 never moves the weights"),
+        (0.0, "0 never moves the weights"),
+        (jnp.asarray(-0.5), "a negative rate climbs the loss instead of descending it"),
+    ],
+)
+def test_learning_rate_must_be_finite_and_positive(rate, why):
+    message = (
+        f"learning_rate={rate!r}, expected a finite number > 0 (the step size eta of "
+        f"p <- p - eta dE/dp): {why}; pass e.g. learning_rate=0.5"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        jaxbp.fit(P, X, Y, steps=1, learning_rate=rate)
+
+
+@pytest.mark.parametrize("rate", ["0.5", True, None, jnp.ones(2)])
+def test_learning_rate_that_is_not_a_number(rate):
+    with pytest.raises(TypeError, match=r"learning_rate is \w+.* expected a number > 0 such as"):
+        jaxbp.fit(P, X, Y, steps=1, learning_rate=rate)
+
+
+def test_learning_rate_is_not_checked_when_an_optimizer_is_given():
+    result = jaxbp.fit(P, X, Y, steps=2, optimizer=optax.sgd(0.1), learning_rate=float("nan"))
+    assert np.isfinite(np.asarray(result.losses)).all()
+
+
+def test_numpy_ints_are_ints():
+    result = jaxbp.fit(P, X, Y, steps=np.int64(3), chunk_size=np.int32(2), start_step=np.int8(1))
+    assert result.losses.shape == (3,)
+
+
+@pytest.mark.parametrize("start_step", [-1, 1.0, True])
+def test_start_step_must_be_a_non_negative_int(start_step):
+    message = re.escape(f"start_step={start_step!r}, expected an int >= 0")
+    with pytest.raises(ValueError, match=message):
+        jaxbp.fit(P, X, Y, steps=1, start_step=start_step)
+
+
+@pytest.mark.parametrize("key", [0, np.zeros(3, np.uint32), "key"])
+def test_key_that_is_not_a_prng_key(key):
+    with pytest.raises(TypeError, match=r"key is \w+.*, expected one PRNG key; pass key=jax"):
+        jaxbp.fit(P, X, Y, steps=1, batch_size=2, key=key)
+
+
+def test_resuming_does_not_change_the_callers_opt_state():
+    first = jaxbp.fit(P, X, Y, steps=2, learning_rate=0.5)
+    before = float(first.opt_state.hyperparams["learning_rate"])
+    jaxbp.fit(first.params, X, Y, steps=2, learning_rate=0.1, opt_state=first.opt_state)
+    assert float(first.opt_state.hyperparams["learning_rate"]) == before == 0.5
+
+
+@pytest.mark.parametrize("seed", [0, -1, 2**63 - 1, -(2**63), np.int64(5)])
+def test_check_seed_accepts_what_jax_random_key_accepts(seed):
+    assert check_seed(seed) == int(seed)
+    jax.random.key(check_seed(seed))
+
+
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 10**23])
+def test_check_seed_out_of_range(seed):
+    message = (
+        f"seed={seed} is out of range; jax.random.key takes a whole number from "
+        f"-9223372036854775808 to 9223372036854775807 (a 64-bit integer), so pass a smaller "
+        "seed such as seed=0"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_seed(seed)
+
+
+@pytest.mark.parametrize("seed", [1.5, "3", True])
+def test_check_seed_not_an_int(seed):
+    with pytest.raises(TypeError, match=r"seed is \w+ .*, expected an int such as 0"):
+        check_seed(seed)
 
 
 @pytest.mark.parametrize("steps", [0, -3, 2.0, True, None])

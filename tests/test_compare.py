@@ -6,22 +6,31 @@ import pytest
 
 from audit.compare import (
     DEFAULT_TOLERANCES,
+    ROUNDING,
+    WIDENED,
     Comparison,
     Tolerance,
     compare,
     default_tolerance,
+    unjudged_note,
     worst_over_points,
 )
 
 TOL = Tolerance(rtol=1e-3, atol=0.0, floor=1e-2)
 
 
-def run(manual, reference, roundoff=None, segments=None, tol=TOL):
+def run(manual, reference, roundoff=None, segments=None, tol=TOL, recheck=None, spread=None):
     m = jnp.asarray([manual], jnp.float64)
     r = jnp.asarray([reference], jnp.float64)
     seg = np.zeros(m.shape[1], int) if segments is None else np.asarray(segments)
-    rnd = None if roundoff is None else jnp.asarray([roundoff], jnp.float64)
-    out = compare(m, r, rnd, seg, int(seg.max()) + 1, tol)
+
+    def row(v):
+        return None if v is None else jnp.asarray([v], jnp.float64)
+
+    out = compare(
+        m, r, row(roundoff), seg, int(seg.max()) + 1, tol, recheck=row(recheck),
+        recheck_tol=DEFAULT_TOLERANCES["float64"], spread=row(spread),
+    )  # fmt: skip
     return Comparison(*(np.asarray(a)[0] for a in out))
 
 
@@ -126,3 +135,84 @@ def test_bad_tolerances_are_refused(bad):
 def test_unknown_dtype_has_no_default():
     with pytest.raises(ValueError, match="no default tolerance for dtype int32"):
         default_tolerance("int32")
+
+
+# --- the second look: rounding in a right formula is not a wrong formula ---------------------
+
+
+def test_a_float32_slip_that_vanishes_in_float64_passes_flagged():
+    # 2.1696e-05 against 2.1650e-05: relative 2.1e-3, over rtol 1e-3, as A(1 - A) near
+    # saturation gives in float32; the same formula in float64 agrees to 1e-12
+    c = run([2.1696e-05], [2.1650e-05], recheck=[2.1650e-05 * (1 + 1e-12)])
+    assert c.score[0] > 1  # it does fail the float32 rule
+    assert c.passed[0] and c.flag[0] == ROUNDING
+
+
+def test_a_wrong_formula_stays_wrong_in_float64():
+    # x2 in float32 and in float64: the second look must not excuse it
+    c = run([2.0, 1.0021], [1.0, 1.0], recheck=[2.0, 1.0 + 2e-6])
+    assert not c.passed.any()
+    assert (c.flag == 0).all()
+
+
+def test_nan_in_the_audited_dtype_never_passes_even_when_float64_agrees():
+    c = run([np.nan, np.inf], [1.0, 1.0], recheck=[1.0, 1.0], spread=[1e9, 1e9])
+    assert not c.passed.any() and (c.flag == 0).all()
+    assert c.judged.all()
+
+
+def test_a_widened_tolerance_is_its_own_flag_and_has_a_limit():
+    # noise 8 x spread 0.001 = 0.008 allowed on the second look
+    c = run([1.005, 1.02], [1.0, 1.0], spread=[0.001, 0.001])
+    assert c.passed.tolist() == [True, False]
+    assert c.flag.tolist() == [WIDENED, 0]
+
+
+def test_a_non_finite_reference_is_not_judged_never_a_pass_or_a_failure():
+    c = run([0.0, 1.0, np.nan], [np.nan, np.inf, 1.0])
+    assert c.judged.tolist() == [False, False, True]
+    assert not c.passed.any()  # not a pass
+    w = worst_over_points(np.array([[0.0, 1.0, np.nan]]), np.array([[np.nan, np.inf, 1.0]]),
+                          Comparison(*(a[None] for a in c)))  # fmt: skip
+    assert w.n_failed.tolist() == [0, 0, 1]  # and not a failure either
+    assert w.n_unjudged.tolist() == [1, 1, 0]
+    assert [w.verdict_at(i, "float32")["status"] for i in range(3)] == [
+        "not_judged",
+        "not_judged",
+        "fail",
+    ]
+
+
+def test_the_worst_point_prefers_failures_then_flags_then_the_largest_score():
+    m = np.array([[1.0005, 5.0, 1.0], [1.0021, 1.0, 1.0], [1.0009, 1.0, 1.0]])
+    r = np.array([[1.0, np.nan, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    recheck = jnp.ones((3, 3))
+    f64 = DEFAULT_TOLERANCES["float64"]
+    cmp = compare(jnp.asarray(m), jnp.asarray(r), None, np.arange(3), 3, TOL,
+                  recheck=recheck, recheck_tol=f64)  # fmt: skip
+    w = worst_over_points(m, r, cmp)
+    # element 0: flagged at point 1 (score 2.1) beats passing point 2 (score 0.9)
+    assert w.index[0] == 1 and w.flag[0] == ROUNDING and w.n_flagged[0] == 1
+    v = w.verdict_at(0, "float32", "cancellation in 1 - A near saturation")
+    assert v["status"] == "precision" and v["passed"]
+    # log10(rel 2.1e-3 / eps 1.19e-7) = 4.25: four digits of float32 lost
+    assert v["precision"]["digits_lost"] == 4
+    assert v["precision"]["text"].startswith(
+        "loses 4 digits in float32 here: cancellation in 1 - A near saturation; agrees"
+    )
+    # element 1: its only non-finite reference is never chosen over a judged point
+    assert w.index[1] != 0 and w.n_unjudged[1] == 1
+    assert w.verdict_at(1, "float32") == dict(
+        passed=True, status="pass", precision=None, not_judgeable=1
+    )
+
+
+def test_the_unjudged_note_names_the_point_the_element_and_both_sides():
+    judged = np.array([[True, True], [True, False]])
+    note = unjudged_note(judged, np.array([[1, 2], [3, 0.0]]), np.array([[1, 2], [3, np.nan]]),
+                         ["random draw 0", "step 5000"], ["w11", "dA3/dz3"])  # fmt: skip
+    assert note.startswith(
+        "jax.grad was not finite at 1 of 2 points (first: step 5000, dA3/dz3: jax.grad nan, "
+        "handwritten 0)"
+    )
+    assert unjudged_note(judged[:1], np.ones((1, 2)), np.ones((1, 2)), ["a"], ["x", "y"]) is None

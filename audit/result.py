@@ -6,7 +6,10 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["AuditResult", "number"]
+__all__ = ["STATUSES", "AuditResult", "number"]
+
+# An element's status: agrees; agrees once rounding is told apart; disagrees; never judgeable.
+STATUSES = ("pass", "precision", "fail", "not_judged")
 
 
 def number(v: Any) -> float | str | None:
@@ -29,16 +32,24 @@ class AuditResult:
       tolerance: ``rtol``, ``atol``, ``floor``, ``noise`` and the rule in words.
       points: how many points of each source were audited.
       weights: one dict per scalar parameter, in flatten order: ``name, manual, reference,
-        finite_diff, abs_err, rel_err, passed, hint, saturated, worst_point``; values are
-        those at the weight's worst point.
+        finite_diff, abs_err, rel_err, allowed_err, score, passed, status, precision,
+        not_judgeable, hint, saturated, worst_point``; values are those at the weight's
+        worst point. ``status`` is ``"pass"``, ``"precision"`` (it passed only once rounding
+        in the audited dtype was told apart from a wrong formula; ``precision`` says how
+        many digits were lost, how it was told and at how many points), ``"fail"`` or
+        ``"not_judged"`` (``jax.grad`` was not finite at any point); ``not_judgeable``
+        counts the points where ``jax.grad`` was not finite.
       factors: one dict per chain factor or layer delta: ``name, manual, reference, abs_err,
-        rel_err, passed, worst_point``.
+        rel_err, passed, status, precision, not_judgeable, worst_point``.
       first_failing_factor: the first factor in chain order that fails, or None.
       notes: notices (an untraceable function, finite differences that disagree, ...).
       training: ``steps, grad, optimizer, learning_rate, checkpoints, loss_manual,
         loss_autodiff, max_loss_diff, max_param_diff`` or None when nothing was trained.
       files: report files written (filled by :func:`audit.write_report`).
       timing: seconds spent per phase (the only part that changes between identical runs).
+      counts: how many weights and factors have each status, e.g. ``{"weights": {"pass": 9,
+        "precision": 0, "fail": 0, "not_judged": 0}, "factors": {...}}``; derived from
+        ``weights`` and ``factors`` when not given.
     """
 
     passed: bool
@@ -52,6 +63,26 @@ class AuditResult:
     training: dict | None
     files: list[str] = dataclasses.field(default_factory=list)
     timing: dict = dataclasses.field(default_factory=dict)
+    counts: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = {
+                what: {s: sum(e.get("status") == s for e in rows) for s in STATUSES}
+                for what, rows in (("weights", self.weights), ("factors", self.factors))
+            }
+
+    @property
+    def verdict(self) -> str:
+        """``"passed"``, ``"failed"`` (something disagrees) or ``"not_judged"`` (nothing
+        disagrees, but ``jax.grad`` was never finite for some weight or factor)."""
+        if self.passed:
+            return "passed"
+        if any(e.get("status") == "fail" for e in self.weights + self.factors):
+            return "failed"
+        if any(e.get("status") == "not_judged" for e in self.weights + self.factors):
+            return "not_judged"
+        return "failed"
 
     @property
     def failed_weights(self) -> list[str]:

@@ -169,15 +169,16 @@ def verdict_line(result: Any) -> str:
     bad_w, bad_f = count_failing(weights), count_failing(factors)
     n_w, n_f = len(weights), len(factors)
     extra = []
-    for which, what in (("precision", "pass as rounding (PASS*)"), ("not_judged", "not judged")):
-        groups = []
+    for which, what in (("precision", "pass%s as rounding (PASS*)"), ("not_judged", "not judged")):
+        groups, n = [], 0
         for rows, kind in ((weights, "weight"), (factors, "factor")):
             names = count_status(rows, which)
+            n += len(names)
             if names:
                 groups.append(f"{len(names)} {kind}{'s' if len(names) > 1 else ''} "
                               f"({_name_list(names)})")  # fmt: skip
         if groups:
-            extra.append(f"{' and '.join(groups)} {what}")
+            extra.append(f"{' and '.join(groups)} {what.replace('%s', 'es' if n == 1 else '')}")
     tail = f"; {'; '.join(extra)}" if extra else ""
     if data.get("passed"):
         parts = [f"{n_w - len(bad_w)}/{n_w} weights"]

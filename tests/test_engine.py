@@ -406,8 +406,20 @@ def test_seed_16_correct_formulas_lose_digits_in_float32_and_pass_flagged():
     assert f["precision"]["how"] == "float64"
     assert f["precision"]["digits_lost"] >= 3
     assert "cancellation in 1 - A near saturation" in f["precision"]["text"]
-    assert "dA2/dz2" in audit.verdict_line(result)
+    assert "1 factor (dA2/dz2) passes as rounding (PASS*)" in audit.verdict_line(result)
     assert "PASS*" in audit.format_table(result)
+    assert result.counts["factors"] == {"pass": 14, "precision": 1, "fail": 0, "not_judged": 0}
+    assert result.to_dict()["counts"]["weights"]["pass"] == 9
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_is_audited_by_the_same_rule(dtype):
+    for grad in ("seed", "closed_form"):
+        result = audit.audit_network(grad, dtype=dtype, points=256, steps=500)
+        assert result.passed, audit.verdict_line(result)
+    mistake, broken, _ = BROKEN["swapped_w12_w21"]
+    wrong = audit.audit_network(_batched(mistake, "swapped"), dtype=dtype, points=256, steps=500)
+    assert wrong.failed_weights == broken
 
 
 def test_a_non_dtype_generic_function_gets_a_stated_widened_tolerance():

@@ -135,7 +135,8 @@ def _compare_groups(
     first = jax.tree.map(lambda a: a[0], (groups[0].params, groups[0].x, groups[0].y))
     layout = layout_of(first[0])
     dt = jax.tree.leaves(first[0])[0].dtype
-    look = second_look(dt, ref_dtype, runs_in(grad_fn, first, ref_dtype))
+    with jax.enable_x64(True):
+        look = second_look(dt, ref_dtype, runs_in(grad_fn, first, ref_dtype))
     if look == "spread":
         notes.append(_spread_note(grad_fn, dt, ref_dtype))
     n_points = sum(g.size for g in groups)
@@ -164,27 +165,25 @@ def _compare_groups(
         t0 = time.perf_counter()
         sel = _select_fd(worst, fd_max)
         _say(progress, f"finite differences for {len(sel)} weights")
-        fd_values[sel], fd_noise = finite_differences(
-            loss_fn, groups, sel, worst.index[sel], dtype=ref_dtype
-        )
+        with jax.enable_x64(True):
+            fd_values[sel], fd_noise = finite_differences(
+                loss_fn, groups, sel, worst.index[sel], dtype=ref_dtype
+            )
         if len(sel) < len(names):
             notes.append(
                 f"finite differences were computed for the {len(sel)} worst weights of "
                 f"{len(names)} (fd_max={fd_max}); the others show none"
             )
-        if jnp.dtype(ref_dtype) != jnp.float64:
-            notes.append("64-bit mode is off: finite differences ran in float32 and are rough")
-        else:
-            ref = worst.reference[sel].astype(np.float64)
-            gap = np.abs(fd_values[sel] - ref)
-            off = gap > FD_AGREE * np.abs(ref) + fd_noise
-            if off.any():
-                bad = [names[i] for i in sel[off]][:8]
-                notes.append(
-                    f"finite differences disagree with jax.grad for {bad} beyond their own "
-                    "estimated error: the loss may have a kink there (such as relu at 0); the "
-                    "verdict uses jax.grad"
-                )
+        ref = worst.reference[sel].astype(np.float64)
+        gap = np.abs(fd_values[sel] - ref)
+        off = gap > FD_AGREE * np.abs(ref) + fd_noise
+        if off.any():
+            bad = [names[i] for i in sel[off]][:8]
+            notes.append(
+                f"finite differences disagree with jax.grad for {bad} beyond their own "
+                "estimated error: the loss may have a kink there (such as relu at 0); the "
+                "verdict uses jax.grad"
+            )
         timing["finite_diff_s"] = time.perf_counter() - t0
 
     hints: dict[int, str] = {}
@@ -252,15 +251,13 @@ def _compare_groups(
 def _spread_note(grad_fn: Callable, dtype, ref_dtype) -> str:
     """Says, never silently, that a failing element's tolerance may be widened."""
     who = getattr(grad_fn, "__name__", "grad_fn")
-    if jnp.dtype(ref_dtype) == jnp.dtype(dtype):
-        why = "64-bit mode is off, so nothing wider than the audited dtype is available"
-    else:
-        why = f"{who} does not compute in {jnp.dtype(ref_dtype).name} when given such inputs"
+    wide, own = jnp.dtype(ref_dtype).name, jnp.dtype(dtype).name
     return (
-        f"{why}: where a {jnp.dtype(dtype).name} value fails, rounding cannot be told from a "
-        "wrong formula by evaluating it again in float64, so its tolerance is widened to noise "
-        "x its measured spread under one-ulp nudges of the inputs, and such a pass is flagged; "
-        "turn on jax_enable_x64 and keep the function dtype-generic for the sharper rule"
+        f"{who} does not compute in {wide} when given {wide} inputs (it casts to a dtype of "
+        f"its own, or fails): where a {own} value fails, rounding cannot be told from a wrong "
+        f"formula by evaluating it again in {wide}, so its tolerance is widened to noise x "
+        "its measured spread under one-ulp nudges of the inputs, and such a pass is flagged; "
+        "keep the function dtype-generic for the sharper rule"
     )
 
 
@@ -427,7 +424,7 @@ def audit_network(
     grad_fn, grad_name, factor_kind = _resolve_grad(grad, sizes, spec, factors_fn)
     x, y = _check_data(data, sizes, dt)
     tol = default_tolerance(dt, rtol, atol)
-    ref_dtype = jnp.float64 if jax.config.jax_enable_x64 else dt
+    ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
     act, out_act, loss_name = spec.names
 
     key = jax.random.key(seed)
@@ -477,12 +474,16 @@ def audit_network(
     if factor_kind == "seed" or (callable(factor_kind) and sizes == (2, 2, 1)):
         _say(progress, "auditing the note's chain factors")
         fn = jaxbp.seed_factors if factor_kind == "seed" else factor_kind
-        factors, factor_notes = seed_factor_audit(
-            fn, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh
-        )
+        with jax.enable_x64(True):
+            factors, factor_notes = seed_factor_audit(
+                fn, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh
+            )
     elif factor_kind == "delta":
         _say(progress, "auditing each layer's delta dE/dz")
-        factors, factor_notes = delta_factors(spec, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh)
+        with jax.enable_x64(True):
+            factors, factor_notes = delta_factors(
+                spec, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh
+            )
     timing["factors_s"] = time.perf_counter() - t0
     notes += factor_notes
     first_bad = next((f["name"] for f in factors if f["status"] == "fail"), None)
@@ -649,7 +650,7 @@ def check_gradients(
             f"names has {len(all_names)} entries, expected one per scalar parameter ({n_params})"
         )
     tol = default_tolerance(dt, rtol, atol)
-    ref_dtype = jnp.float64 if jax.config.jax_enable_x64 else dt
+    ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
 
     pts = [(params, x, y)]
     labels = ["given point"]

@@ -222,20 +222,26 @@ def compare_rows(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look")
+    jax.jit,
+    static_argnames=("grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look", "traced"),
 )
 def _evaluate_group(
-    manual, wide, params, x, y, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look
+    manual, wide, params, x, y, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look, traced
 ):
     segments = np.repeat(np.arange(len(shapes)), [int(np.prod(s)) for s in shapes])
-
-    def flat_of(fn):
-        return lambda p, xx, yy: _flat(jax.vmap(fn)(p, xx, yy), _n_points(p))
-
     return compare_rows(
-        None if manual is not None else flat_of(grad_fn), flat_of(ref_grad_fn), manual,
-        params, x, y, ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide,
+        _flat_of(grad_fn) if traced else None, _flat_of(ref_grad_fn), manual, params, x, y,
+        ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide,
     )  # fmt: skip
+
+
+def _flat_of(fn):
+    return lambda p, x, y: _flat(jax.vmap(fn)(p, x, y), _n_points(p))
+
+
+@functools.partial(jax.jit, static_argnames=("grad_fn",))
+def _manual_group(params, x, y, *, grad_fn):
+    return _flat_of(grad_fn)(params, x, y)
 
 
 def evaluate(
@@ -253,23 +259,29 @@ def evaluate(
     """Handwritten and reference gradients at every point of every group, compared.
 
     One compiled call per group computes the handwritten gradients, the reference (on the
-    points cast to ``ref_dtype``, float64 when 64-bit mode is on), the reference's roundoff
-    in the audited dtype, and the comparison. With a ``mesh`` the points are split over its
-    ``"data"`` devices (see :func:`audit.points.shard_points`). ``look`` is
-    :func:`second_look`'s answer for ``grad_fn``.
+    points cast to ``ref_dtype``), the reference's roundoff in the audited dtype, the second
+    look (``look``, :func:`second_look`'s answer for ``grad_fn``) and the comparison. The
+    reference side always runs with 64-bit types on; when the caller has them off, the
+    handwritten gradients are computed first, as the caller's own code would compute them.
+    With a ``mesh`` the points are split over its ``"data"`` devices (see
+    :func:`audit.points.shard_points`).
     """
+    own_x64 = jax.config.jax_enable_x64
     manual, reference, parts = [], [], []
     for g in groups:
         given = wide = None
         if not traced:
             given = _flat_grads_loop(grad_fn, g)
-            if look == "recheck":
+        elif not own_x64:
+            given = _manual_group(*shard_points(mesh, (g.params, g.x, g.y)), grad_fn=grad_fn)
+        with jax.enable_x64(True):
+            if not traced and look == "recheck":
                 wide = _flat_grads_loop(grad_fn, _cast_group(g, ref_dtype))
-        m, r, cmp = _evaluate_group(
-            *shard_points(mesh, (given, wide, g.params, g.x, g.y)), grad_fn=grad_fn,
-            ref_grad_fn=ref_grad_fn, ref_dtype=jnp.dtype(ref_dtype).name, shapes=layout.shapes,
-            tol=tol, look=look,
-        )  # fmt: skip
+            m, r, cmp = _evaluate_group(
+                *shard_points(mesh, (given, wide, g.params, g.x, g.y)), grad_fn=grad_fn,
+                ref_grad_fn=ref_grad_fn, ref_dtype=jnp.dtype(ref_dtype).name,
+                shapes=layout.shapes, tol=tol, look=look, traced=traced,
+            )  # fmt: skip
         manual.append(to_host(m, g.size))
         reference.append(to_host(r, g.size))
         parts.append(Comparison(*(to_host(a, g.size) for a in cmp)))

@@ -63,8 +63,11 @@ def _rule(tol: Tolerance) -> str:
     return (
         "an element passes when both values are finite and abs_err <= allowed, with allowed = "
         "max(rtol * max(|m|, |r|, floor * max|r| of the same tensor at the same point), atol, "
-        "noise * roundoff of jax.grad in the audited dtype); score = abs_err / allowed, and each "
-        "weight is shown at its worst point (largest score)"
+        "noise * roundoff of jax.grad in the audited dtype); score = abs_err / allowed. One "
+        "that fails in a dtype narrower than float64 passes as PASS* when the handwritten "
+        "function agrees with jax.grad in float64 there (rounding, not a wrong formula); where "
+        "jax.grad is not finite the point is not judged. Each weight is shown at its worst "
+        "point (a failure, else a PASS*, else the largest score)"
     )
 
 

@@ -54,3 +54,19 @@ def test_saturated_units_do_not_raise_false_alarms(act):
                                          else jnp.tanh)(z))  # fmt: skip
     z1 = x @ params[0]["W"].T + params[0]["b"][None]
     assert float(jnp.mean(slopes(z1.ravel()) < 1e-3)) > 0.2  # the units are saturated
+
+
+def test_with_64_bit_types_off_the_reference_still_runs_in_float64():
+    # JAX's default: these seeds failed a factor when the reference ran in float32 too
+    with jax.enable_x64(False):
+        for seed in (4, 5, 10, 16, 21, 22):
+            result = audit.audit_network("seed", seed=seed, points=64, steps=5000)
+            assert result.passed, (seed, audit.verdict_line(result))
+            assert result.config["reference_dtype"] == "float64"
+
+        def default_dtypes(params, x, y):  # jnp.zeros is float32 here, as in the user's code
+            g = jaxbp.seed_grads(params, x, y)
+            return [{"W": g[0]["W"] + jnp.zeros((2, 2)), "b": g[0]["b"]}, g[1]]
+
+        assert audit.audit_network(default_dtypes, points=16, steps=100).passed
+        assert not jax.config.jax_enable_x64  # the audit left the caller's setting alone

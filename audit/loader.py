@@ -2,7 +2,9 @@
 
 The function must accept ``(params, x, y)`` positionally and return gradients shaped like
 ``params``; this module checks only that it can be called that way, the engine checks what
-it returns.
+it returns. What it returns is wrapped by :func:`guard`: any exception the user's code
+raises (``sys.exit`` included) comes out as a :class:`UserCodeError` that names the function,
+so a crash is never mistaken for an error of the audit or for a wrong gradient.
 
 Example:
     >>> grad_fn = load_grad_fn("my_backprop.py:grads")  # doctest: +SKIP
@@ -11,17 +13,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
+import traceback
 import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LoadError", "load_grad_fn"]
+__all__ = ["LoadError", "UserCodeError", "guard", "load_grad_fn"]
 
 _FORM = "expected MODULE:FUNCTION (e.g. mypkg.backprop:grads) or path/to/file.py:FUNCTION"
 # Callables listed when the asked-for name is missing.
@@ -30,6 +34,93 @@ _MAX_LISTED = 12
 
 class LoadError(ValueError):
     """The gradient function could not be loaded or cannot be called as ``fn(params, x, y)``."""
+
+
+class UserCodeError(Exception):
+    """The user's function raised (or called ``sys.exit``); the message names it.
+
+    Not a ``ValueError``: it passes unchanged through code that turns bad input into
+    ``ValueError``, and it stays apart from the errors of the audit itself.
+
+    Attributes:
+      function: how the function was named, e.g. ``"my_grads.py:grads"``.
+      error: the exception it raised.
+    """
+
+    def __init__(self, message: str, function: str, error: BaseException) -> None:
+        super().__init__(message)
+        self.function = function
+        self.error = error
+
+
+def _where(tb: types.TracebackType | None, files: set[str]) -> str:
+    """``"file.py, line 7, in grads"`` for the innermost frame in ``files`` (else innermost)."""
+    # frozen frames are importlib's own machinery, never where the user's code went wrong
+    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith("<frozen")]
+    if not frames:
+        return ""
+    inside = [f for f in frames if os.path.abspath(f.filename) in files]
+    f = (inside or frames)[-1]
+    return f"{f.filename}, line {f.lineno}, in {f.name}"
+
+
+def _raised(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"called sys.exit({e.code!r})"
+    text = " ".join(str(e).split())
+    return f"raised {type(e).__name__}" + (f": {text}" if text else "")
+
+
+def _source_files(fn: Callable[..., Any]) -> set[str]:
+    try:
+        return {os.path.abspath(inspect.getsourcefile(inspect.unwrap(fn)) or "")}
+    except TypeError:  # a builtin or C callable has no source file
+        return set()
+
+
+def guard(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``fn`` with every exception it raises re-raised as a :class:`UserCodeError` naming it.
+
+    JAX's own signals that a function cannot be traced (a tracer converted to NumPy, a
+    Python ``if`` on a traced value) pass through unchanged: the audit reads them to call
+    the function point by point instead. ``KeyboardInterrupt`` passes through as well.
+    The wrapper keeps ``__name__``, ``__wrapped__`` and the other attributes of ``fn``; a
+    ``factors`` function attached to it is guarded too. Works under ``jit``, ``vmap``
+    and ``eval_shape``, as ``fn`` does.
+
+    Args:
+      fn: the user's function.
+      name: how messages name it, e.g. ``"my_grads.py:grads"``.
+    """
+    import jax  # here, not at the top: the loader's import stays light
+
+    untraceable = (
+        jax.errors.TracerArrayConversionError,
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerBoolConversionError,
+        jax.errors.TracerIntegerConversionError,
+    )
+    files = _source_files(fn)
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except untraceable:
+            raise
+        except (Exception, SystemExit) as e:
+            where = _where(e.__traceback__.tb_next if e.__traceback__ else None, files)
+            raise UserCodeError(
+                f"{name} {_raised(e)}" + (f" (at {where})" if where else "") + "; fix the "
+                "function, or call it on its own to debug it",
+                name,
+                e,
+            ) from e
+
+    factors = getattr(fn, "factors", None)
+    if callable(factors):
+        guarded.factors = guard(factors, f"{name}.factors")  # type: ignore[attr-defined]
+    return guarded
 
 
 def _is_path(target: str) -> bool:
@@ -65,13 +156,23 @@ def _from_file(path: str) -> types.ModuleType:
         del sys.modules[name]
         where = f"line {e.lineno}" + (f", column {e.offset}" if e.offset else "")
         raise LoadError(f"syntax error in {path!r} at {where}: {e.msg}") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         del sys.modules[name]
+        where = _where(e.__traceback__, {os.path.abspath(path)})
         raise LoadError(
-            f"running {path!r} failed: {type(e).__name__}: {e}; fix the file so that "
-            "importing it succeeds"
+            f"running {path!r} {_raised(e).replace('raised ', 'failed: ', 1)}"
+            + (f" (at {where})" if where else "")
+            + "; fix the file so that importing it succeeds"
         ) from None
     return module
+
+
+def _is_missing(e: ImportError, target: str) -> bool:
+    """The module asked for (or a package above it) is missing, not something it imports."""
+    missing = getattr(e, "name", None)
+    return isinstance(e, ModuleNotFoundError) and (
+        missing is None or target == missing or target.startswith(missing + ".")
+    )
 
 
 def _from_module(target: str) -> types.ModuleType:
@@ -82,12 +183,24 @@ def _from_module(target: str) -> types.ModuleType:
             f"syntax error in module {target!r} ({e.filename}, line {e.lineno}): {e.msg}"
         ) from None
     except ImportError as e:
+        if _is_missing(e, target):
+            raise LoadError(
+                f"cannot import module {target!r}: {e}; check the name, that it is installed, "
+                "or pass a file path instead (path/to/file.py:FUNCTION)"
+            ) from None
+        where = _where(e.__traceback__, set())
         raise LoadError(
-            f"cannot import module {target!r}: {e}; check the name, that it is installed, or "
-            "pass a file path instead (path/to/file.py:FUNCTION)"
+            f"importing module {target!r} failed: {type(e).__name__}: {e}"
+            + (f" (at {where})" if where else "")
+            + "; install what it imports, or fix the import"
         ) from None
-    except Exception as e:
-        raise LoadError(f"importing module {target!r} failed: {type(e).__name__}: {e}") from None
+    except (Exception, SystemExit) as e:
+        where = _where(e.__traceback__, set())
+        raise LoadError(
+            f"importing module {target!r} {_raised(e).replace('raised ', 'failed: ', 1)}"
+            + (f" (at {where})" if where else "")
+            + "; fix the module so that importing it succeeds"
+        ) from None
 
 
 def _callables(module: types.ModuleType) -> list[str]:
@@ -125,7 +238,8 @@ def load_grad_fn(spec: str) -> Callable[..., Any]:
         function name may be dotted (``"file.py:Model.grads"``).
 
     Returns:
-      The callable ``grad_fn(params, x, y) -> grads``.
+      The callable ``grad_fn(params, x, y) -> grads``, wrapped by :func:`guard`: whatever it
+      raises comes out as a :class:`UserCodeError` naming ``spec``.
 
     Raises:
       LoadError: ``spec`` has no colon; the file is missing or has a syntax error; the module
@@ -162,4 +276,4 @@ def load_grad_fn(spec: str) -> Callable[..., Any]:
             "grad_fn(params, x, y) -> grads"
         )
     _check_signature(obj, f"{attr} in {where}")
-    return obj
+    return guard(obj, spec)

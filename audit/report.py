@@ -2,8 +2,11 @@
 
 The directory is replaced as a whole. Everything is written into a fresh hidden sibling
 directory first and swapped in only when complete, so an interrupted run leaves the previous
-report as it was, and a rerun never mixes new files with stale ones. A directory holding
-anything other than report files is never replaced.
+report as it was, and a rerun never mixes new files with stale ones. Ctrl-C during the swap
+waits for its renames, then puts the previous report back. A directory holding anything
+other than report files is never replaced, nor the current directory, one above it, the home
+directory or the filesystem root. Hidden folders that a killed run left behind are removed
+by the next run that writes beside them, once their owner process is gone.
 
 Example:
     >>> files = write_report(result, "audit-report")  # doctest: +SKIP
@@ -14,19 +17,23 @@ Example:
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from audit import plots
+from audit import interrupt, plots
 from audit.table import (
     factor_cells,
     header_line,
@@ -76,25 +83,69 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """Checks that a report can be written to ``out_dir`` without writing anything.
+def _refuse(shown: str, what: str, instead: str) -> ReportError:
+    return ReportError(
+        f"refusing to write the report to {shown!r}: it is {what}, and the report directory "
+        f"is replaced as a whole; pass a new folder of its own instead, such as {instead!r}"
+    )
 
-    Run it before a long audit so a bad ``--out`` fails at once.
+
+def _protected(out: Path, shown: str) -> None:
+    """Refuses the root, the home folder, the current folder and any folder above it."""
+    real = Path(os.path.realpath(out))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    home = Path(os.path.realpath(os.path.expanduser("~")))
+    inside = os.path.normpath(os.path.join(shown, "audit-report"))
+    if real == Path(real.anchor):
+        raise _refuse(shown, "the filesystem root", inside)
+    if real == home:
+        raise _refuse(shown, "the home directory", inside)
+    if real == cwd:
+        raise _refuse(shown, "the current directory", "audit-report")
+    if real in cwd.parents:
+        raise _refuse(shown, f"a folder above the current directory ({os.fspath(cwd)})", inside)
+
+
+def _probe(parent: Path, shown: str) -> None:
+    """Creates and removes an empty folder in ``parent``: what permission bits cannot tell
+    (a read-only mount, /proc, a full quota) shows here, before any work."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=_prefix("tmp")))
+    except OSError as e:
+        raise ReportError(
+            f"cannot write the report to {shown!r}: directory {os.fspath(parent)!r} does not "
+            f"accept new folders ({e.strerror or e}); pass a path you can write to"
+        ) from None
+
+
+def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Checks that a report can be written to ``out_dir``, leaving nothing behind.
+
+    Run it before a long audit so a bad ``--out`` fails at once. It creates and removes an
+    empty hidden folder beside ``out_dir`` to learn whether writing there works.
 
     Returns:
       ``out_dir`` as an absolute path.
 
     Raises:
-      ReportError: ``out_dir`` exists and is not a directory, is a symbolic link, holds files
-        other than a report's, or its parent is not a writable directory.
+      ReportError: ``out_dir`` is empty; is the filesystem root, the home directory, the
+        current directory or a folder above it; exists and is not a directory, is a
+        symbolic link, a mount point, not writable, or holds files other than a report's;
+        or its parent is not a directory that accepts new folders.
     """
-    out = Path(os.path.abspath(os.fspath(out_dir)))
     shown = os.fspath(out_dir)
+    if not shown.strip():
+        raise ReportError(
+            f"the report directory is {shown!r}, an empty path; pass a folder name such as "
+            "'audit-report'"
+        )
+    out = Path(os.path.abspath(shown))
     if out.is_symlink():
         raise ReportError(
             f"{shown!r} is a symbolic link; the report directory is replaced as a whole, so "
             "pass the real directory it points to, or a new path"
         )
+    _protected(out, shown)
     if out.exists():
         if not out.is_dir():
             raise ReportError(
@@ -115,6 +166,13 @@ def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
                 "write, so it does not look like an earlier report; pass a new or empty "
                 "directory, or remove those files"
             )
+        if os.path.ismount(out):
+            raise _refuse(shown, "a mount point", os.path.join(shown, "audit-report"))
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ReportError(
+                f"cannot replace {shown!r}: it is not writable, and an earlier report is "
+                "replaced by moving it; pass a path you can write to"
+            )
     parent = _nearest_existing(out.parent)
     if not parent.is_dir():
         raise ReportError(
@@ -125,6 +183,7 @@ def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
             f"cannot write the report to {shown!r}: directory {os.fspath(parent)!r} is not "
             "writable; pass a path you can write to"
         )
+    _probe(parent, shown)
     return out
 
 
@@ -384,22 +443,106 @@ def _umask() -> int:
     return mask
 
 
+# A day: no report takes that long to write, so a folder this old is left over whatever
+# its name says (a process id reused since, or a folder from another machine).
+STALE_AFTER_S = 24 * 3600
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_LEFTOVER = re.compile(r"\.audit-(tmp|old)-(?:(\d+)-([0-9a-f]{8})-)?")
+
+
+def _prefix(kind: str) -> str:
+    """``.audit-tmp-<pid>-<host>-``: names its owner, so a later run can tell it is gone."""
+    return f".audit-{kind}-{os.getpid()}-{_HOST}-"
+
+
+def _owner_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _is_stale(entry: os.DirEntry[str], now: float) -> bool:
+    m = _LEFTOVER.match(entry.name)
+    if m is None or not entry.is_dir(follow_symlinks=False):
+        return False
+    if now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S:
+        return True
+    pid, host = m.group(2), m.group(3)
+    return pid is not None and host == _HOST and _owner_gone(int(pid))
+
+
+def _only_report_files(folder: str) -> bool:
+    with os.scandir(folder) as it:
+        return all(e.name in REPORT_FILES and e.is_file(follow_symlinks=False) for e in it)
+
+
+def _clean_leftovers(parent: Path) -> None:
+    """Removes what killed runs left in ``parent``: unfinished reports (``.audit-tmp-*``)
+    and moved-aside old ones (``.audit-old-*``) whose report folder exists again.
+
+    Only stale folders (owner process gone, or older than :data:`STALE_AFTER_S`) holding
+    nothing but report files; an old report whose folder is missing is the only copy left
+    and is kept. Best effort: a folder that cannot be read or removed stays.
+    """
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(parent) if _is_stale(e, now)]
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if e.name.startswith(".audit-tmp-"):
+                if _only_report_files(e.path):
+                    shutil.rmtree(e.path)
+                continue
+            with os.scandir(e.path) as it:
+                kept = list(it)
+            if all(
+                k.is_dir(follow_symlinks=False)
+                and (parent / k.name).exists()
+                and _only_report_files(k.path)
+                for k in kept
+            ):
+                shutil.rmtree(e.path)
+        except OSError:
+            continue
+
+
 def _swap_in(tmp: Path, out: Path, parent: Path) -> None:
-    """Moves ``tmp`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
+    """Moves ``tmp`` to ``out``; an existing ``out`` is moved aside first, then deleted.
+
+    Runs with SIGINT held (see :mod:`audit.interrupt`): a Ctrl-C during the renames undoes
+    them, previous report back in place, and raises ``KeyboardInterrupt``.
+    """
     if not out.exists():
         os.rename(tmp, out)
+        if interrupt.pending():
+            os.rename(out, tmp)
+            raise KeyboardInterrupt
         return
-    trash = Path(tempfile.mkdtemp(dir=parent, prefix=".audit-old-"))
+    trash = Path(tempfile.mkdtemp(dir=parent, prefix=_prefix("old")))
+    previous = trash / out.name  # its own name, so a leftover tells which report it was
     try:
-        previous = trash / "previous"
         os.rename(out, previous)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(previous, out)  # put the old report back
-            raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        os.rmdir(trash)
+        raise
+    try:
+        os.rename(tmp, out)
+        if interrupt.pending():
+            os.rename(out, tmp)
+            raise KeyboardInterrupt
+    except BaseException:
+        os.rename(previous, out)  # put the old report back
+        os.rmdir(trash)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
@@ -407,7 +550,9 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
 
     ``out_dir`` is created, or replaced whole if it holds an earlier report. The loss-curve
     PNG is written only when the audit trained. ``report.html`` embeds the PNGs and its CSS,
-    so it reads offline on its own.
+    so it reads offline on its own. A Ctrl-C (``KeyboardInterrupt``) at any moment leaves
+    the previous report as it was; one that lands in the final renames is held until they
+    are undone.
 
     Args:
       result: an ``AuditResult`` or its ``to_dict()`` mapping.
@@ -420,6 +565,7 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     Raises:
       ReportError: ``out_dir`` cannot hold a report (see :func:`check_out_dir`) or writing
         failed; the previous content of ``out_dir`` is then unchanged.
+      KeyboardInterrupt: interrupted; the previous content of ``out_dir`` is unchanged.
     """
     out = check_out_dir(out_dir)
     data = _plain(result_dict(result))
@@ -431,7 +577,8 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=".audit-tmp-"))
+        _clean_leftovers(parent)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=_prefix("tmp")))
     except OSError as e:
         raise ReportError(f"cannot write the report to {os.fspath(out_dir)!r}: {e}") from None
     try:
@@ -444,7 +591,9 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
         (tmp / "report.md").write_text(_markdown(data, pngs), encoding="utf-8")
         (tmp / "report.html").write_text(_html(data, images), encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a report is not secret
-        _swap_in(tmp, out, parent)
+        with interrupt.held():
+            interrupt.raise_if_pending()  # a Ctrl-C that a callback swallowed stops here
+            _swap_in(tmp, out, parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ReportError(f"cannot write the report to {os.fspath(out_dir)!r}: {e}") from None

@@ -5,6 +5,10 @@ import json
 import math
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from hypothesis import given
@@ -305,6 +309,213 @@ def test_symlinked_out_dir_is_refused(fast_plots, tmp_path):
 
 def test_report_error_is_a_value_error():
     assert issubclass(ReportError, ValueError)
+
+
+REFUSED = (
+    "refusing to write the report to {shown!r}: it is {what}, and the report directory is "
+    "replaced as a whole; pass a new folder of its own instead, such as {instead!r}"
+)
+
+
+def test_empty_out_dir_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    message = "the report directory is '', an empty path; pass a folder name such as 'audit-report'"
+    with pytest.raises(ReportError, match=re.escape(message)):
+        check_out_dir("")
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("shown", [".", "./", "../here", "{cwd}"])
+def test_current_directory_is_refused(shown, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    shown = shown.format(cwd=here)
+    message = REFUSED.format(shown=shown, what="the current directory", instead="audit-report")
+    with pytest.raises(ReportError, match=re.escape(message)):
+        write_report(make_result(), shown)
+    assert listing(tmp_path) == ["here"] and listing(here) == []
+
+
+def test_folders_above_the_current_directory_are_refused(tmp_path, monkeypatch):
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    what = f"a folder above the current directory ({os.path.realpath(deep)})"
+    for shown, instead in (("..", "../audit-report"), (str(tmp_path), f"{tmp_path}/audit-report")):
+        message = REFUSED.format(shown=shown, what=what, instead=instead)
+        with pytest.raises(ReportError, match=re.escape(message)):
+            check_out_dir(shown)
+
+
+def test_root_and_home_are_refused(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        ("/", "the filesystem root", "/audit-report"),
+        (str(home), "the home directory", f"{home}/audit-report"),
+    ]
+    for shown, what, instead in cases:
+        message = REFUSED.format(shown=shown, what=what, instead=instead)
+        with pytest.raises(ReportError, match=re.escape(message)):
+            check_out_dir(shown)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_a_place_that_refuses_new_folders_is_found_before_writing():
+    message = (
+        "cannot write the report to '/proc/audit-report': directory '/proc' does not accept "
+        "new folders ("
+    )
+    with pytest.raises(ReportError, match=re.escape(message)) as e:
+        check_out_dir("/proc/audit-report")
+    assert str(e.value).endswith("); pass a path you can write to")
+
+
+def dead_pid():
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(proc.stdout)
+
+
+def leftover(parent, name, files=("report.json",), age_s=0.0):
+    folder = parent / name
+    folder.mkdir()
+    for f in files:
+        (folder / f).write_text("x")
+    if age_s:
+        t = time.time() - age_s
+        os.utime(folder, (t, t))
+    return folder
+
+
+def test_leftovers_of_killed_runs_are_cleaned_and_nothing_else(fast_plots, tmp_path):
+    from audit.report import _HOST, STALE_AFTER_S
+
+    write_report(make_result(), tmp_path / "r")
+    gone, alive = dead_pid(), os.getppid()
+    dead = leftover(tmp_path, f".audit-tmp-{gone}-{_HOST}-abc", REPORT_FILES)
+    running = leftover(tmp_path, f".audit-tmp-{alive}-{_HOST}-abc")
+    other_host = leftover(tmp_path, f".audit-tmp-{gone}-0badc0de-abc")
+    ancient = leftover(tmp_path, ".audit-tmp-k2j4h5g6", age_s=STALE_AFTER_S + 60)
+    foreign = leftover(tmp_path, f".audit-tmp-{gone}-{_HOST}-xyz", ("thesis.tex",))
+    trash_done = leftover(tmp_path, f".audit-old-{gone}-{_HOST}-abc", ())
+    leftover(trash_done, "r", REPORT_FILES)
+    trash_only_copy = leftover(tmp_path, f".audit-old-{gone}-{_HOST}-def", ())
+    leftover(trash_only_copy, "lost", REPORT_FILES)
+    write_report(make_result(), tmp_path / "r")
+    assert not dead.exists() and not ancient.exists() and not trash_done.exists()
+    for kept in (running, other_host, foreign, trash_only_copy):
+        assert kept.exists(), kept.name
+    assert listing(trash_only_copy / "lost") == sorted(REPORT_FILES)
+
+
+def test_a_symlink_that_looks_like_a_leftover_is_never_followed(fast_plots, tmp_path):
+    from audit.report import _HOST
+
+    precious = tmp_path / "precious"
+    leftover(tmp_path, "precious", ("report.json",))
+    (tmp_path / f".audit-tmp-{dead_pid()}-{_HOST}-abc").symlink_to(precious)
+    write_report(make_result(), tmp_path / "r")
+    assert listing(precious) == ["report.json"]
+
+
+def snapshot(out):
+    return {n: (out / n).read_bytes() for n in listing(out)}
+
+
+WRITE_STEPS = [
+    ("plot", lambda mp: mp.setattr(plots, "weight_errors", interrupted)),
+    ("json", lambda mp: patch_write(mp, "report.json")),
+    ("html", lambda mp: patch_write(mp, "report.html")),
+    ("chmod", lambda mp: mp.setattr(os, "chmod", interrupted)),
+    ("rename aside", lambda mp: patch_rename(mp, 1)),
+    ("rename in", lambda mp: patch_rename(mp, 2)),
+]
+
+
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def patch_write(mp, name):
+    from pathlib import Path
+
+    real = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name == name:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    mp.setattr(Path, "write_text", write_text)
+
+
+def patch_rename(mp, n):
+    real, calls = os.rename, []
+
+    def rename(src, dst):
+        calls.append(src)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    mp.setattr(os, "rename", rename)
+
+
+@pytest.mark.parametrize("step", [s for s, _ in WRITE_STEPS])
+def test_ctrl_c_at_any_write_step_keeps_the_previous_report(step, fast_plots, tmp_path):
+    out = tmp_path / "r"
+    write_report(make_result(), out)
+    before = snapshot(out)
+    with pytest.MonkeyPatch.context() as mp:
+        dict(WRITE_STEPS)[step](mp)
+        with pytest.raises(KeyboardInterrupt):
+            write_report(make_result(failing=("w11",)), out)
+    assert snapshot(out) == before
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_sigint_during_the_swap_waits_then_undoes_it(existing, fast_plots, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    if existing:
+        write_report(make_result(), out)
+    before = snapshot(out) if existing else None
+    real = os.rename
+
+    def rename(src, dst):
+        signal.raise_signal(signal.SIGINT)  # held: recorded, the rename goes on
+        real(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(make_result(failing=("w11",)), out)
+    monkeypatch.undo()
+    if existing:
+        assert snapshot(out) == before
+    else:
+        assert not out.exists()
+    assert leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigint_ignored_by_the_process_stays_ignored(fast_plots, tmp_path, monkeypatch):
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        real = os.rename
+
+        def rename(src, dst):
+            signal.raise_signal(signal.SIGINT)
+            real(src, dst)
+
+        monkeypatch.setattr(os, "rename", rename)
+        write_report(make_result(), tmp_path / "r")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "report.json" in listing(tmp_path / "r")
 
 
 # --------------------------------------------------------------------------------------------

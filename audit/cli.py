@@ -1,7 +1,8 @@
 """``jaxbp-audit``: audit handwritten MLP gradients against jax.grad from the command line.
 
 Exit status: 0 when every weight and factor agrees, 1 when something disagrees, 2 for a
-usage or input error (one line on stderr, no traceback).
+usage or input error or a failure of the audited code (one line on stderr, no traceback),
+130 when interrupted (Ctrl-C; the previous report is then left as it was).
 
 Example:
     $ jaxbp-audit                                  # the note's 2-2-1 formulas on XOR
@@ -15,6 +16,7 @@ import argparse
 import math
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -33,8 +35,9 @@ grad_fn(params, x, y) -> grads shaped like params.
 --data takes xor, and, or (the four rows of the truth table), moons, circles (200 points drawn
 with --seed) or a CSV file whose last n_out columns are the targets (n_out: last of --sizes).
 
-exit status: 0 all gradients agree with jax.grad, 1 some disagree, 2 usage or input error
-(one line on stderr; JAXBP_DEBUG=1 shows the whole traceback instead).
+exit status: 0 all gradients agree with jax.grad, 1 some disagree, 2 usage or input error,
+or an exception in your --grad function (one line on stderr; JAXBP_DEBUG=1 shows the whole
+traceback as well), 130 interrupted (the previous report is kept whole).
 
 examples:
   jaxbp-audit
@@ -76,6 +79,21 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = "int"
     return parse
+
+
+def _seed(text: str) -> int:
+    from jaxbp._validate import SEED_MAX, SEED_MIN
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not SEED_MIN <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range; jax.random.key takes a whole number from {SEED_MIN} to "
+            f"{SEED_MAX} (a 64-bit integer), e.g. --seed 0"
+        )
+    return value
 
 
 def _float(*, positive: bool) -> Callable[[str], float]:
@@ -132,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--points", type=_int_at_least(1), default=64, metavar="N",
         help="random (params, x, y) draws to audit at (default 64)",
     )  # fmt: skip
-    run.add_argument("--seed", type=int, default=0, help="seeds every random draw (default 0)")
+    run.add_argument(
+        "--seed", type=_seed, default=0, help="seeds every random draw (default 0)"
+    )  # fmt: skip
     run.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32",
         help="dtype of the audited params and data; references run in float64 (default float32)",
@@ -204,13 +224,69 @@ def _check_seed(args: argparse.Namespace) -> None:
         )
 
 
+def _check_output(args: argparse.Namespace) -> None:
+    import jaxbp
+
+    spec = jaxbp.resolve_output(args.activation, args.loss, args.output_activation)
+    try:
+        jaxbp.check_output_units(spec, args.sizes[-1])
+    except ValueError:
+        sizes = ",".join(map(str, args.sizes))
+        two = ",".join(map(str, (*args.sizes[:-1], 2)))
+        raise ValueError(
+            f"--loss {args.loss} with --sizes {sizes}: softmax over {args.sizes[-1]} output unit "
+            "is 1 whatever its input, so the loss is 0 and every gradient is 0, and a gradient "
+            "function returning zeros would pass; give one output unit per class (e.g. "
+            f"--sizes {two} with one-hot target columns), or use --loss bce for one yes/no "
+            "target"
+        ) from None
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _columns(first: int, last: int) -> str:
+    return f"column {first}" if first == last else f"columns {first}-{last}"
+
+
+def _csv_split(args: argparse.Namespace, table: Any) -> tuple[Any, Any]:
+    """The CSV's columns split as --sizes says: the last ``n_out`` are the targets."""
+    n_cols = table.shape[1]
+    n_in, n_out = args.sizes[0], args.sizes[-1]
+    if n_in + n_out == n_cols:
+        return table[:, :n_in], table[:, n_in:]
+    sizes = ",".join(map(str, args.sizes))
+    hidden = "".join(f"{h}," for h in args.sizes[1:-1])
+    if n_out < n_cols:
+        target = "target" if n_out == 1 else "targets"
+        read = (
+            f"it has {n_cols} columns; the last size, {n_out}, makes "
+            f"{_columns(n_cols - n_out + 1, n_cols)} the {target}, which leaves "
+            f"{_count(n_cols - n_out, 'input')} ({_columns(1, n_cols - n_out)}), but the first "
+            f"size is {n_in}"
+        )
+    else:
+        read = (
+            f"it has {n_cols} columns, too few for the {_count(n_out, 'target')} (the last "
+            f"size) and {_count(n_in, 'input')} (the first size) that --sizes asks for"
+        )
+    fits = [
+        f"--sizes {i},{hidden}{o} for {_count(i, 'input')} and {_count(o, 'target')}"
+        for i, o in ((n_in, n_cols - n_in), (n_cols - n_out, n_out))
+        if i >= 1 and o >= 1
+    ]
+    fix = f"pass {' or '.join(dict.fromkeys(fits))}" if fits else "the file needs 2 columns or more"
+    raise ValueError(f"--sizes {sizes} does not fit {args.data}: {read}; {fix}")
+
+
 def _load_data(args: argparse.Namespace) -> tuple[Any, Any]:
     import jax
+    import jax.numpy as jnp
 
     import jaxbp
 
     name = args.data
-    n_out = args.sizes[-1]
     if name in TRUTH_TABLES:
         return jaxbp.truth_table(name, dtype=args.dtype)
     if name in GENERATED:
@@ -223,7 +299,9 @@ def _load_data(args: argparse.Namespace) -> tuple[Any, Any]:
             f"--data {name!r} is neither a known data set nor an existing file; expected one of "
             f"{', '.join(TRUTH_TABLES + GENERATED)} or the path of a .csv file"
         )
-    return jaxbp.load_csv(name, n_targets=n_out, dtype=args.dtype)
+    # read whole, then split by --sizes here, so a mismatch is told in terms of --sizes
+    x, y = jaxbp.load_csv(name, n_targets=1, dtype=args.dtype)
+    return _csv_split(args, jnp.concatenate([x, y], axis=1))
 
 
 def _check_widths(args: argparse.Namespace, x: Any, y: Any) -> None:
@@ -238,6 +316,17 @@ def _check_widths(args: argparse.Namespace, x: Any, y: Any) -> None:
             f"--sizes {sizes} but {args.data} has {y.shape[1]} target column(s); the last size "
             f"must be {y.shape[1]}"
         )
+
+
+def _check_memory(args: argparse.Namespace, n_data: int) -> None:
+    from audit.budget import memory_problem
+
+    problem = memory_problem(
+        args.sizes, points=args.points, n_data=n_data, steps=args.steps, dtype=args.dtype,
+        option="--{name} {value}",
+    )  # fmt: skip
+    if problem:
+        raise ValueError(problem)
 
 
 def _engine() -> Callable[..., Any]:
@@ -262,6 +351,7 @@ def _run(args: argparse.Namespace) -> int:
     import jax
 
     import jaxbp
+    from audit import interrupt
     from audit.loader import load_grad_fn
     from audit.report import check_out_dir, write_report
     from audit.table import format_table, result_dict, verdict_line
@@ -277,8 +367,11 @@ def _run(args: argparse.Namespace) -> int:
     x, y = _load_data(args)
     _check_widths(args, x, y)  # first: a width that cannot fit the data is the root problem
     _check_seed(args)
+    _check_output(args)
+    _check_memory(args, int(x.shape[0]))
 
     def progress(line: str) -> None:
+        interrupt.raise_if_pending()  # a Ctrl-C that a callback swallowed stops the run here
         if not args.quiet:
             print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
@@ -301,37 +394,81 @@ def _run(args: argparse.Namespace) -> int:
         progress=progress,
         **sharded,
     )
+    interrupt.raise_if_pending()
     if not args.quiet:
         print(format_table(result, color=_use_color(sys.stdout), max_rows=args.max_rows))
-    if args.report:
+    code = 0 if result_dict(result).get("passed") else 1
+    if not args.report:
+        interrupt.raise_if_pending()
+        if args.quiet:
+            print(verdict_line(result))
+        return code
+    # From here a Ctrl-C waits: write_report stops at its swap if one came, the previous
+    # report kept; once the new one is in place the run is done, and a later Ctrl-C is moot.
+    with interrupt.held():
         files = write_report(result, args.out)
         if not args.quiet:
             others = ", ".join(os.path.basename(f) for f in files if not f.endswith(".html"))
             print(f"report: {os.path.join(args.out, 'report.html')} (also {others})")
-    if args.quiet:
-        print(verdict_line(result))
-    return 0 if result_dict(result).get("passed") else 1
+        if args.quiet:
+            print(verdict_line(result))
+    return code
+
+
+def _error_line(e: BaseException) -> str:
+    from audit.loader import LoadError, UserCodeError
+    from audit.report import ReportError
+
+    if isinstance(e, UserCodeError):
+        return f"{_one_line(e)} (JAXBP_DEBUG=1 shows the traceback)"
+    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e):
+        return (
+            f"out of memory ({type(e).__name__}: {_one_line(e)}); lower --points, --steps or "
+            "the network's size"
+        )
+    if isinstance(e, (LoadError, ReportError, ValueError, TypeError, OSError)):
+        # FileNotFoundError is an OSError; every one of these is about the input, not a bug
+        return _one_line(e)
+    what = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else type(e).__name__
+    return (
+        f"internal error, {what}: {_one_line(e)}; rerun with JAXBP_DEBUG=1 for the traceback "
+        "and report it"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``jaxbp-audit`` with ``argv`` (default ``sys.argv[1:]``) and returns the exit status."""
-    from audit.loader import LoadError
-    from audit.report import ReportError
+    """Runs ``jaxbp-audit`` with ``argv`` (default ``sys.argv[1:]``) and returns the exit status.
+
+    0: every gradient agrees; 1: some disagree; 2: a usage or input error, or an exception
+    from the audited code or the audit itself, told in one line on stderr (with
+    ``JAXBP_DEBUG=1`` the traceback is printed too); 130: interrupted, previous report kept.
+    """
+    from audit import interrupt
 
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or argparse's own usage error (already printed)
         return e.code if isinstance(e.code, int) else 2
+    # A command-line run (argv None) only exits after this: a Ctrl-C while the interpreter
+    # shuts down (JAX's exit handlers take a moment) must not turn the outcome into a death
+    # by SIGINT. Called in-process with a list, the previous handler comes back.
+    with interrupt.handling(ignore_after=argv is None):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from audit import interrupt
+
     try:
         return _run(args)
-    except (LoadError, ReportError, ValueError, TypeError, OSError) as e:
-        # FileNotFoundError is an OSError; every one of these is about the input, not a bug.
-        # JAXBP_DEBUG=1 shows the whole traceback, for when it is a bug after all.
-        if os.environ.get("JAXBP_DEBUG") == "1":
-            raise
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        pass
+    except BaseException as e:  # SystemExit included: exit 1 only ever means "disagree"
+        if not interrupt.pending():  # else a Ctrl-C that came out as another error
+            if os.environ.get("JAXBP_DEBUG") == "1":
+                traceback.print_exception(e)
+            print(f"{PROG}: error: {_error_line(e)}", file=sys.stderr)
+            return 2
+    print(f"{PROG}: interrupted", file=sys.stderr)
+    return 130

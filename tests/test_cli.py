@@ -7,6 +7,8 @@ last few run the real audit, in-process and as ``python -m audit``.
 import copy
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -253,7 +255,43 @@ def test_csv_errors(tmp_path, no_engine, capsys):
     assert "line 3, column 2: 'zero' is not a number" in one_error_line(capsys)
     wide = write_csv(tmp_path / "wide.csv", "0,1,2,1\n1,1,0,0\n")
     assert main([*base, str(wide)]) == 2
-    assert "--sizes 2,2,1 but " in (line := one_error_line(capsys)) and "has 3 inputs" in line
+    assert one_error_line(capsys) == (
+        f"jaxbp-audit: error: --sizes 2,2,1 does not fit {wide}: it has 4 columns; the last "
+        "size, 1, makes column 4 the target, which leaves 3 inputs (columns 1-3), but the first "
+        "size is 2; pass --sizes 2,2,2 for 2 inputs and 2 targets or --sizes 3,2,1 for 3 inputs "
+        "and 1 target"
+    )
+
+
+CSV_SPLITS = [
+    (
+        "2,2,2",
+        "it has 3 columns; the last size, 2, makes columns 2-3 the targets, which leaves 1 input "
+        "(column 1), but the first size is 2; pass --sizes 2,2,1 for 2 inputs and 1 target or "
+        "--sizes 1,2,2 for 1 input and 2 targets",
+    ),
+    (
+        "2,5,4,3",
+        "it has 3 columns, too few for the 3 targets (the last size) and 2 inputs (the first "
+        "size) that --sizes asks for; pass --sizes 2,5,4,1 for 2 inputs and 1 target",
+    ),
+    (
+        "3,1",
+        "it has 3 columns; the last size, 1, makes column 3 the target, which leaves 2 inputs "
+        "(columns 1-2), but the first size is 3; pass --sizes 2,1 for 2 inputs and 1 target",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sizes", "message"), CSV_SPLITS)
+def test_csv_columns_that_do_not_fit_the_sizes(sizes, message, tmp_path, no_engine, capsys):
+    path = write_csv(tmp_path / "two_in_one_out.csv", "a,b,t\n0,1,1\n1,1,0\n")
+    argv = ["--grad", "closed_form", "--sizes", sizes, "--data", str(path), "--no-report"]
+    assert main(argv) == 2
+    assert (
+        one_error_line(capsys)
+        == f"jaxbp-audit: error: --sizes {sizes} does not fit {path}: {message}"
+    )
 
 
 def test_out_errors_are_found_before_the_run(tmp_path, no_engine, capsys, monkeypatch):
@@ -299,14 +337,24 @@ def test_real_engine_rejects_gradients_shaped_unlike_params(grads_py, capsys):
     assert "do not match params" in one_error_line(capsys)
 
 
-def run_module(*args):
-    env = {
+def module_env():
+    return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+def run_module(*args, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, "-m", "audit", *args], capture_output=True, text=True, cwd=ROOT,
-        env=env, timeout=120,
+        [sys.executable, "-m", "audit", *args], capture_output=True, text=True, cwd=cwd,
+        env=module_env(), timeout=120,
+    )  # fmt: skip
+
+
+def start_module(*args, cwd=ROOT):
+    return subprocess.Popen(
+        [sys.executable, "-m", "audit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=cwd, env=module_env(),
     )  # fmt: skip
 
 
@@ -325,9 +373,394 @@ def test_python_m_audit_input_error_has_no_traceback():
     ]
 
 
-def test_debug_variable_shows_the_traceback(monkeypatch, tmp_path):
+def test_debug_variable_shows_the_traceback(monkeypatch, tmp_path, capsys):
     missing = str(tmp_path / "missing.csv")
     assert main(["--data", missing, "--no-report"]) == 2  # one line, no traceback
+    line = one_error_line(capsys)
     monkeypatch.setenv("JAXBP_DEBUG", "1")
-    with pytest.raises(FileNotFoundError):
-        main(["--data", missing, "--no-report"])
+    assert main(["--data", missing, "--no-report"]) == 2  # the traceback, and still 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "FileNotFoundError" in err and err.splitlines()[-1] == line
+
+
+# --------------------------------------------------------------------------------------------
+# refusals that would otherwise check nothing
+# --------------------------------------------------------------------------------------------
+
+SOFTMAX_ONE_UNIT = (
+    "jaxbp-audit: error: --loss softmax_ce with --sizes 2,2,1: softmax over 1 output unit is 1 "
+    "whatever its input, so the loss is 0 and every gradient is 0, and a gradient function "
+    "returning zeros would pass; give one output unit per class (e.g. --sizes 2,2,2 with "
+    "one-hot target columns), or use --loss bce for one yes/no target"
+)
+
+
+def test_softmax_over_one_output_unit_is_refused(no_engine, capsys):
+    assert main(["--grad", "closed_form", "--loss", "softmax_ce", "--sizes", "2,2,1"]) == 2
+    assert one_error_line(capsys) == SOFTMAX_ONE_UNIT
+
+
+def test_real_engine_refuses_softmax_over_one_unit_too(capsys):
+    # what the engine sees when called from Python; the CLI's own check comes first
+    with pytest.raises(ValueError, match="loss='softmax_ce' with 1 output unit"):
+        audit.audit_network("closed_form", loss="softmax_ce", points=2, steps=0, fd=False)
+
+
+SEED_RANGE = (
+    "jax.random.key takes a whole number from -9223372036854775808 to 9223372036854775807 "
+    "(a 64-bit integer), e.g. --seed 0"
+)
+
+
+@pytest.mark.parametrize(
+    "seed", ["99999999999999999999999", "9223372036854775808", "-9223372036854775809"]
+)
+def test_seed_out_of_range(seed, no_engine, capsys):
+    assert main(["--seed", seed, "--no-report"]) == 2
+    assert one_error_line(capsys) == (
+        f"jaxbp-audit: error: argument --seed: {seed} is out of range; {SEED_RANGE} "
+        "(see jaxbp-audit --help)"
+    )
+
+
+def test_seed_not_a_number(no_engine, capsys):
+    assert main(["--seed", "1e3", "--no-report"]) == 2
+    assert "argument --seed: '1e3' is not a whole number" in one_error_line(capsys)
+
+
+def test_largest_seed_reaches_the_engine(engine, capsys):
+    assert main(["--seed", "9223372036854775807", "--no-report", "--data", "moons"]) == 0
+    assert engine.calls[0][1]["seed"] == 2**63 - 1
+
+
+def test_points_that_do_not_fit_in_memory_are_refused_first(no_engine, capsys, monkeypatch):
+    import audit.budget
+
+    monkeypatch.setattr(audit.budget, "available_memory", lambda: 8 * 10**9)
+    assert main(["--points", "1000000000"]) == 2
+    assert one_error_line(capsys) == (
+        "jaxbp-audit: error: --points 1000000000 needs about 9.38 TB of memory, but 8 GB is "
+        "available: the audit keeps every point, 69 values each (9 gradients and 60 chain "
+        "factors or deltas) at about 136 bytes a value; the most that fits is --points 823817"
+    )
+    assert main(["--points", "823817", "--steps", "10000000000"]) == 2
+    assert "--steps 10000000000 needs about 1.61 TB of memory" in one_error_line(capsys)
+
+
+OUT_REFUSED = (
+    "jaxbp-audit: error: refusing to write the report to {shown!r}: it is {what}, and the "
+    "report directory is replaced as a whole; pass a new folder of its own instead, such as "
+    "{instead!r}"
+)
+
+
+def test_out_that_is_the_current_directory_or_above_it(tmp_path, no_engine, capsys, monkeypatch):
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["--out", "."]) == 2
+    assert one_error_line(capsys) == OUT_REFUSED.format(
+        shown=".", what="the current directory", instead="audit-report"
+    )
+    assert main(["--out", ".."]) == 2
+    assert one_error_line(capsys) == OUT_REFUSED.format(
+        shown="..", what=f"a folder above the current directory ({here})",
+        instead="../audit-report",
+    )  # fmt: skip
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["--out", str(tmp_path)]) == 2
+    assert one_error_line(capsys) == OUT_REFUSED.format(
+        shown=str(tmp_path), what="the home directory", instead=f"{tmp_path}/audit-report"
+    )
+    assert main(["--out", "/"]) == 2
+    assert one_error_line(capsys) == OUT_REFUSED.format(
+        shown="/", what="the filesystem root", instead="/audit-report"
+    )
+    assert main(["--out", ""]) == 2
+    assert one_error_line(capsys) == (
+        "jaxbp-audit: error: the report directory is '', an empty path; pass a folder name "
+        "such as 'audit-report'"
+    )
+    assert os.listdir(here) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_out_under_proc_is_refused_before_the_run(no_engine, capsys):
+    assert main(["--out", "/proc/audit-report"]) == 2
+    assert one_error_line(capsys).startswith(
+        "jaxbp-audit: error: cannot write the report to '/proc/audit-report': directory '/proc' "
+        "does not accept new folders ("
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# exit 1 only ever means "disagree": the user's code failing is 2, with one line
+# --------------------------------------------------------------------------------------------
+
+FAILING_PY = """
+import sys
+import jaxbp
+
+def runtime(params, x, y):
+    raise RuntimeError("boom")
+
+def index(params, x, y):
+    return params[7]
+
+def key(params, x, y):
+    return {}["missing"]
+
+def recursion(params, x, y):
+    return recursion(params, x, y)
+
+def value(params, x, y):
+    raise ValueError("bad value")
+
+def exits(params, x, y):
+    sys.exit(3)
+
+def as_tuple(params, x, y):
+    return tuple(jaxbp.seed_grads(params, x, y))
+
+def half(params, x, y):
+    import jax
+    return jax.tree.map(lambda g: g.astype("float16"), jaxbp.seed_grads(params, x, y))
+
+def good(params, x, y):
+    return jaxbp.seed_grads(params, x, y)
+
+def bad_factors(params, x, yt):
+    raise IndexError("factor 9 of 3")
+
+good.factors = bad_factors
+"""
+
+USER_FAILURES = [
+    ("runtime", "raised RuntimeError: boom", 6, "runtime"),
+    ("index", "raised IndexError: list index out of range", 9, "index"),
+    ("key", "raised KeyError: 'missing'", 12, "key"),
+    ("recursion", "raised RecursionError: maximum recursion depth exceeded", 15, "recursion"),
+    ("value", "raised ValueError: bad value", 18, "value"),
+    ("exits", "called sys.exit(3)", 21, "exits"),
+    ("good", None, 34, "bad_factors"),
+]
+
+
+@pytest.fixture
+def failing_py(tmp_path):
+    path = tmp_path / "failing.py"
+    path.write_text(textwrap.dedent(FAILING_PY), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("name", "raised", "line", "where"), USER_FAILURES)
+def test_an_exception_in_the_users_function_exits_2_with_one_line(
+    name, raised, line, where, failing_py, capsys
+):
+    spec = f"{failing_py}:{name}"
+    argv = ["--grad", spec, "--points", "2", "--steps", "0", "--no-fd", "--no-report", "--quiet"]
+    assert main(argv) == 2
+    if name == "good":  # its factors function fails, and is named as such
+        spec, raised = f"{spec}.factors", "raised IndexError: factor 9 of 3"
+    assert one_error_line(capsys) == (
+        f"jaxbp-audit: error: {spec} {raised} (at {failing_py}, line {line}, in {where}); fix "
+        "the function, or call it on its own to debug it (JAXBP_DEBUG=1 shows the traceback)"
+    )
+
+
+def test_gradients_in_other_containers_or_dtypes_are_named(failing_py, capsys):
+    base = ["--points", "2", "--steps", "0", "--no-fd", "--no-report", "--grad"]
+    assert main([*base, f"{failing_py}:as_tuple"]) == 2
+    assert one_error_line(capsys).endswith(
+        "as_tuple returned gradients that do not match params: they are a tuple of 2 dicts "
+        "{'W', 'b'}, params are a list of 2 dicts {'W', 'b'}; return a list like params, e.g. "
+        "list(grads)"
+    )
+    assert main([*base, f"{failing_py}:half"]) == 2
+    assert one_error_line(capsys).endswith(
+        "half returned gradients that do not match params: [0]['W'], [0]['b'], [1]['W'], "
+        "[1]['b'] have dtype float16, expected float32 like params; compute them in float32 "
+        "or cast each with .astype(jnp.float32)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("raise RuntimeError('at import')", "failed: RuntimeError: at import"),
+        ("import sys; sys.exit(3)", "called sys.exit(3)"),
+    ],
+)
+def test_an_exception_when_importing_the_users_file_exits_2(body, said, tmp_path, capsys):
+    path = tmp_path / "broken.py"
+    path.write_text(f"x = 1\n{body}\n", encoding="utf-8")
+    assert main(["--grad", f"{path}:grads", "--no-report"]) == 2
+    assert one_error_line(capsys) == (
+        f"jaxbp-audit: error: running '{path}' {said} (at {path}, line 2, in <module>); fix "
+        "the file so that importing it succeeds"
+    )
+
+
+def test_an_internal_error_exits_2_and_debug_shows_its_traceback(monkeypatch, capsys):
+    def broken(grad, **kwargs):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(audit, "audit_network", broken)
+    assert main(["--no-report"]) == 2
+    assert one_error_line(capsys) == (
+        "jaxbp-audit: error: internal error, RuntimeError: engine bug; rerun with "
+        "JAXBP_DEBUG=1 for the traceback and report it"
+    )
+    monkeypatch.setenv("JAXBP_DEBUG", "1")
+    assert main(["--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and 'raise RuntimeError("engine bug")' in err
+
+
+def test_out_of_memory_exits_2(monkeypatch, capsys):
+    def broken(grad, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(audit, "audit_network", broken)
+    assert main(["--no-report"]) == 2
+    assert one_error_line(capsys) == (
+        "jaxbp-audit: error: out of memory (MemoryError: MemoryError); lower --points, --steps "
+        "or the network's size"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C: exit 130 and the previous report whole, wherever it lands
+# --------------------------------------------------------------------------------------------
+
+
+def old_report(path):
+    """A report folder whose files say "old": what an interrupted run must leave alone."""
+    path.mkdir()
+    for name in ("report.json", "report.md", "report.html"):
+        (path / name).write_text("old")
+    return {name: "old" for name in ("report.json", "report.md", "report.html")}
+
+
+def contents(path):
+    return {n: (path / n).read_text(errors="replace") for n in sorted(os.listdir(path))}
+
+
+def interrupted(capsys):
+    out, err = capsys.readouterr()
+    assert err.splitlines()[-1] == "jaxbp-audit: interrupted", err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    return out
+
+
+def test_ctrl_c_during_the_audit_exits_130(monkeypatch, tmp_path, capsys):
+    def stopped(grad, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit, "audit_network", stopped)
+    before = old_report(tmp_path / "r")
+    assert main(["--out", str(tmp_path / "r")]) == 130
+    interrupted(capsys)
+    assert contents(tmp_path / "r") == before
+
+
+@pytest.mark.parametrize("where", ["engine end", "plot", "json", "swap"])
+def test_ctrl_c_at_every_step_keeps_the_previous_report(
+    where, engine, tmp_path, capsys, monkeypatch
+):
+    import gc
+
+    from audit import plots
+
+    # What JAX's _xla_gc_callback did: the KeyboardInterrupt raised inside a gc callback was
+    # printed as "Exception ignored" and dropped, and the run went on to replace the report.
+    def swallowed():
+        def callback(phase, info):
+            gc.callbacks.remove(callback)
+            signal.raise_signal(signal.SIGINT)
+            sum(range(100))
+
+        gc.callbacks.append(callback)
+        gc.collect()
+
+    if where == "engine end":
+        real = audit.audit_network
+
+        def engine_then_swallowed(grad, **kwargs):
+            result = real(grad, **kwargs)
+            swallowed()
+            return result
+
+        monkeypatch.setattr(audit, "audit_network", engine_then_swallowed)
+    elif where == "plot":
+        monkeypatch.setattr(plots, "scatter", lambda data: swallowed() or b"png")
+    elif where == "json":
+        monkeypatch.setattr(json, "dumps", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    else:
+        real_rename = os.rename
+
+        def rename(src, dst):
+            signal.raise_signal(signal.SIGINT)  # held: waits for the renames, then undoes them
+            real_rename(src, dst)
+
+        monkeypatch.setattr(os, "rename", rename)
+    before = old_report(tmp_path / "r")
+    assert main(["--out", str(tmp_path / "r")]) == 130
+    interrupted(capsys)
+    assert contents(tmp_path / "r") == before
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".audit-")] == []
+
+
+def test_sigint_after_the_new_report_is_in_place_is_moot(engine, tmp_path, capsys, monkeypatch):
+    from audit import report
+
+    real = report._swap_in
+
+    def swap_then_sigint(*args):
+        real(*args)
+        signal.raise_signal(signal.SIGINT)  # after the swap: the run is done
+
+    monkeypatch.setattr(report, "_swap_in", swap_then_sigint)
+    old_report(tmp_path / "r")
+    assert main(["--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["passed"] is True
+
+
+def test_handlers_are_restored_after_main(engine, tmp_path, capsys):
+    before = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    main(["--no-report"])
+    assert (signal.getsignal(signal.SIGINT), sys.unraisablehook) == before
+
+
+def test_sigint_at_any_moment_of_a_real_run_is_130_and_a_whole_report(tmp_path):
+    """A real ``python -m audit`` interrupted at several moments: exit 130 with the previous
+    report as it was, or (once the new one is in place) 0 with the new one whole; never a
+    traceback, never "Exception ignored", never a half-written report."""
+    import time
+
+    argv = ["--points", "4", "--steps", "200", "--no-fd", "--quiet", "--out", "r"]
+    t0 = time.perf_counter()
+    first = run_module(*argv, cwd=tmp_path)
+    full = time.perf_counter() - t0
+    assert first.returncode == 0, first.stderr
+    new = contents(tmp_path / "r")
+    seen = set()
+    for fraction in (0.35, 0.7, 0.9, 0.97):
+        shutil.rmtree(tmp_path / "r")
+        before = old_report(tmp_path / "r")
+        proc = start_module(*argv, cwd=tmp_path)
+        time.sleep(fraction * full)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert proc.returncode in (0, 130), (fraction, proc.returncode, err)
+        got = contents(tmp_path / "r")
+        if proc.returncode == 130:
+            assert err.splitlines()[-1] == "jaxbp-audit: interrupted", err
+            assert got == before
+        else:
+            assert set(got) == set(new) and json.loads(got["report.json"])["passed"] is True
+        assert [n for n in os.listdir(tmp_path) if n.startswith(".audit-")] == []
+        seen.add(proc.returncode)
+    assert 130 in seen

@@ -1,0 +1,250 @@
+"""How much memory an audit needs, checked against what the machine has before any work.
+
+The audit keeps every point's values at once (that is how it finds each weight's worst
+point), so its memory grows with ``points x values per point``. Per point it holds, for
+each of the ``P`` parameters and each of the ``batch x F`` chain factors (or layer deltas):
+the handwritten value, the reference, the reference's roundoff, the comparison's abs_err,
+rel_err, allowed error, score and pass flag, a host copy of each after the points are
+joined, and the second-look arrays (``audit/gradients.py``, ``audit/compare.py``): about
+16 float64-sized arrays and 2 in the audited dtype, :data:`VALUE_BYTES` plus twice the
+itemsize in all. Training keeps both loss histories, as arrays and as the report's
+numbers: :data:`STEP_BYTES` per step.
+
+Measured with ``--no-report --steps 0 --no-fd`` on a 2-core CPU (peak RSS, minus a run at
+one point): 2-64-64-1 closed form, 134 bytes per parameter and point in float32 and 141 in
+float64, where this module counts 136 and 144; the 2-2-1 seed audit, 8.2 kB per point,
+where it counts 9.4 kB. To reproduce: ``/usr/bin/time -v jaxbp-audit --grad closed_form
+--sizes 2,64,64,1 --points 4000 --steps 0 --no-fd --no-report`` and the same at 1000 points.
+
+Example:
+    >>> need = audit_memory((2, 2, 1), points=10**9, n_data=4, steps=5000)
+    >>> need.total > 10**12
+    True
+    >>> largest_points((2, 2, 1), available=8 * 2**30, n_data=4, steps=5000)
+    886683
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+__all__ = [
+    "FIXED_BYTES",
+    "STEP_BYTES",
+    "VALUE_BYTES",
+    "MemoryEstimate",
+    "audit_memory",
+    "available_memory",
+    "format_bytes",
+    "largest_points",
+    "memory_problem",
+]
+
+VALUE_BYTES = 16 * 8  # float64-sized arrays kept per value and point (see the module docstring)
+STEP_BYTES = 160  # per training step: two loss histories, as arrays, floats and report text
+FIXED_BYTES = 256 * 2**20  # compiled programs and their scratch space, whatever the size
+SEED_FACTORS = 15  # chain factors the note writes for the 2-2-1 network
+SMALL_BATCH = (3, 64)  # data with 3 to 64 rows is also the random draws' batch
+
+
+def _batch(n_data: int) -> int:
+    """Batch of the random draws (as ``audit.points.random_batch``)."""
+    return n_data if SMALL_BATCH[0] <= n_data <= SMALL_BATCH[1] else 3
+
+
+class MemoryEstimate(NamedTuple):
+    """Bytes an audit needs, by what needs them.
+
+    Attributes:
+      total: all of it, ``fixed + points * per_point + trajectory + training``.
+      per_point: one random point: its ``values`` of ``value_bytes`` each.
+      values: values kept per random point: ``P`` gradients plus ``batch * F`` factors.
+      params: ``P``, the number of parameters.
+      factors: ``batch * F``, factor (or delta) values per random point.
+      value_bytes: bytes per value and point.
+      trajectory: the training checkpoints, each with the whole data set as its batch.
+      training: the loss histories of both training runs.
+      fixed: compiled programs and scratch space.
+    """
+
+    total: int
+    per_point: int
+    values: int
+    params: int
+    factors: int
+    value_bytes: int
+    trajectory: int
+    training: int
+    fixed: int
+
+
+def audit_memory(
+    sizes: Sequence[int],
+    *,
+    points: int,
+    n_data: int = 4,
+    steps: int = 5000,
+    dtype: Any = "float32",
+    checkpoints: int = 5,
+) -> MemoryEstimate:
+    """Estimates the peak memory of :func:`audit.audit_network` with these arguments.
+
+    Args:
+      sizes: layer widths ``(n0, ..., nL)``.
+      points: random points, as ``audit_network(points=...)``.
+      n_data: rows of the training data (4 for the truth tables, 200 for moons).
+      steps: training steps (0: none); dtype: the audited dtype.
+      checkpoints: trajectory checkpoints after initialisation.
+
+    Returns:
+      A :class:`MemoryEstimate`; ``total`` is in bytes.
+    """
+    import numpy as np  # light, and only when asked
+
+    sizes = tuple(int(s) for s in sizes)
+    itemsize = np.dtype(dtype).itemsize
+    value_bytes = VALUE_BYTES + 2 * itemsize
+    n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    # the note's 15 factors for a 2-2-1 network, else every layer's delta: the larger count
+    per_example = max(SEED_FACTORS if sizes == (2, 2, 1) else 0, sum(sizes[1:]))
+    factors = _batch(n_data) * per_example
+    values = n_params + factors
+    per_point = values * value_bytes
+    n_traj = checkpoints + 1 if steps else 1
+    trajectory = n_traj * (n_params + n_data * per_example) * value_bytes
+    training = steps * STEP_BYTES
+    total = FIXED_BYTES + (points + 1) * per_point + trajectory + training
+    return MemoryEstimate(
+        total, per_point, values, n_params, factors, value_bytes, trajectory, training,
+        FIXED_BYTES,
+    )  # fmt: skip
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def _cgroup_room() -> int | None:
+    """Memory left under this container's limit (cgroup v2, then v1), if it has one."""
+    v1 = "/sys/fs/cgroup/memory/memory."
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (v1 + "limit_in_bytes", v1 + "usage_in_bytes"),
+    ):
+        cap, used = _read_int(limit), _read_int(usage)
+        if cap is not None and used is not None and cap < 2**60:  # v1 writes 2**63 for none
+            return max(cap - used, 0)
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: ``MemAvailable`` of ``/proc/meminfo`` (else
+    the free pages ``os.sysconf`` reports), lowered to the container's limit if there is
+    one. None where neither can be read."""
+    found = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
+        try:
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            found = None
+    room = _cgroup_room()
+    if room is not None:
+        found = room if found is None else min(found, room)
+    return found
+
+
+def format_bytes(n: float) -> str:
+    """``1.3 TB``, ``512 MB``: powers of 1000, two or three significant digits."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 999.5 or unit == "PB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.3g} PB"  # pragma: no cover
+
+
+def largest_points(
+    sizes: Sequence[int],
+    *,
+    available: int,
+    n_data: int = 4,
+    steps: int = 5000,
+    dtype: Any = "float32",
+    checkpoints: int = 5,
+) -> int:
+    """The most random points whose audit fits in ``available`` bytes (0 if none does)."""
+    base = audit_memory(sizes, points=0, n_data=n_data, steps=steps, dtype=dtype,
+                        checkpoints=checkpoints)  # fmt: skip
+    return max(int((available - base.total) // base.per_point), 0)
+
+
+def memory_problem(
+    sizes: Sequence[int],
+    *,
+    points: int,
+    n_data: int = 4,
+    steps: int = 5000,
+    dtype: Any = "float32",
+    checkpoints: int = 5,
+    available: int | None = None,
+    option: str = "{name}={value}",
+) -> str | None:
+    """Why an audit with these arguments would not fit in memory, or None when it fits.
+
+    Args:
+      sizes, points, n_data, steps, dtype, checkpoints: as :func:`audit_memory`.
+      available: bytes free (default :func:`available_memory`; None there: always fits).
+      option: how the message spells an argument, ``"{name}={value}"`` for Python and
+        ``"--{name} {value}"`` for the command line.
+
+    Returns:
+      One sentence saying what was asked, what it needs, what is free and the largest
+      ``points`` (or ``steps``) that fits; None when the estimate fits.
+    """
+    if available is None:
+        available = available_memory()
+        if available is None:
+            return None
+    kw = dict(n_data=n_data, steps=steps, dtype=dtype, checkpoints=checkpoints)
+    need = audit_memory(sizes, points=points, **kw)
+    if need.total <= available:
+        return None
+    have = f"but {format_bytes(available)} is available"
+    without_steps = audit_memory(sizes, points=points, **{**kw, "steps": 0})
+    steps_fit = max(int((available - without_steps.total) // STEP_BYTES), 0)
+    if steps and 2 * need.training >= need.total - need.fixed and steps_fit >= 1:
+        return (
+            f"{option.format(name='steps', value=steps)} needs about "
+            f"{format_bytes(need.total)} of memory, {have}: both loss histories are kept, "
+            f"about {STEP_BYTES} bytes a step; the most that fits is "
+            f"{option.format(name='steps', value=steps_fit)}"
+        )
+    most = largest_points(sizes, available=available, **kw)
+    if most >= 1:
+        return (
+            f"{option.format(name='points', value=points)} needs about "
+            f"{format_bytes(need.total)} of memory, {have}: the audit keeps every point, "
+            f"{need.values} values each ({need.params} gradients and {need.factors} chain "
+            f"factors or deltas) at about {need.value_bytes} bytes a value; the most that "
+            f"fits is {option.format(name='points', value=most)}"
+        )
+    return (
+        f"an audit of sizes {','.join(map(str, sizes))} on {n_data} data rows needs about "
+        f"{format_bytes(need.total)} of memory even at "
+        f"{option.format(name='points', value=1)}, {have}; use a smaller network or less data"
+    )

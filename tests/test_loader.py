@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from audit.loader import LoadError, _module_name, load_grad_fn
+from audit.loader import LoadError, UserCodeError, _module_name, guard, load_grad_fn
 
 GOOD = """
 import jaxbp
@@ -58,7 +58,7 @@ def test_module_spec(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     fn = load_grad_fn("audit_loader_test_mod:grads")
     assert fn.__module__ == "audit_loader_test_mod"
-    assert load_grad_fn("jaxbp:seed_grads") is __import__("jaxbp").seed_grads
+    assert load_grad_fn("jaxbp:seed_grads").__wrapped__ is __import__("jaxbp").seed_grads
 
 
 def test_same_file_name_in_two_places_gives_two_modules(tmp_path):
@@ -108,12 +108,37 @@ def test_module_not_importable():
 
 
 def test_module_whose_import_fails(tmp_path, monkeypatch):
-    write(tmp_path / "audit_loader_broken_mod.py", "import no_such_dependency_xyz\n")
+    path = write(tmp_path / "audit_loader_broken_mod.py", "import no_such_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(
-        LoadError, match=r"audit_loader_broken_mod.*No module named 'no_such_dependency_xyz'"
-    ):
+    with pytest.raises(LoadError) as e:
         load_grad_fn("audit_loader_broken_mod:grads")
+    # the module was found: what it imports is missing, and the message says so
+    assert str(e.value) == (
+        "importing module 'audit_loader_broken_mod' failed: ModuleNotFoundError: No module "
+        f"named 'no_such_dependency_xyz' (at {path}, line 1, in <module>); install what it "
+        "imports, or fix the import"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("raise KeyError('k')", "failed: KeyError: 'k'"),
+        ("import sys\nsys.exit(3)", "called sys.exit(3)"),
+        ("import sys\nsys.exit()", "called sys.exit(None)"),
+    ],
+)
+def test_module_that_raises_or_exits_on_import(body, said, tmp_path, monkeypatch):
+    name = f"audit_loader_exit_mod_{abs(hash(body))}"
+    path = write(tmp_path / f"{name}.py", body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    line = body.count("\n") + 1
+    with pytest.raises(LoadError) as e:
+        load_grad_fn(f"{name}:grads")
+    assert str(e.value) == (
+        f"importing module {name!r} {said} (at {path}, line {line}, in <module>); fix the "
+        "module so that importing it succeeds"
+    )
 
 
 def test_missing_attribute_lists_callables(good_file):
@@ -164,8 +189,140 @@ def test_syntax_error_names_the_line(tmp_path):
 
 def test_file_that_raises_on_import(tmp_path):
     path = write(tmp_path / "boom.py", "raise RuntimeError('boom at import')\n")
-    with pytest.raises(LoadError, match="RuntimeError: boom at import"):
+    with pytest.raises(LoadError) as e:
         load_grad_fn(f"{path}:grads")
+    assert str(e.value) == (
+        f"running '{path}' failed: RuntimeError: boom at import (at {path}, line 1, in "
+        "<module>); fix the file so that importing it succeeds"
+    )
+
+
+def test_file_that_exits_on_import(tmp_path):
+    path = write(tmp_path / "exits.py", "import sys\n\nsys.exit(3)\n")
+    with pytest.raises(LoadError) as e:
+        load_grad_fn(f"{path}:grads")
+    assert str(e.value) == (
+        f"running '{path}' called sys.exit(3) (at {path}, line 3, in <module>); fix the file "
+        "so that importing it succeeds"
+    )
+    assert _module_name(str(path)) not in sys.modules
+
+
+RAISING = """
+import sys
+import jax.numpy as jnp
+import jaxbp
+
+def grads(params, x, y):
+    return helper(params)
+
+def helper(params):
+    raise RuntimeError("deep inside")
+
+def exits(params, x, y):
+    sys.exit("bye")
+
+def not_traceable(params, x, y):
+    if float(x[0, 0]) > 1e9:  # a Python branch on a value: JAX cannot trace it
+        return None
+    return jaxbp.seed_grads(params, x, y)
+
+def with_factors(params, x, y):
+    return jaxbp.seed_grads(params, x, y)
+
+def factors(params, x, yt):
+    return {"dE/dA3": jnp.log(-1.0) + [][0]}
+
+with_factors.factors = factors
+with_factors.note = "kept"
+"""
+
+
+@pytest.fixture
+def raising_file(tmp_path):
+    return write(tmp_path / "raising.py", RAISING)
+
+
+def call_every_way(fn, *args):
+    """``fn`` called plainly and under jit, vmap and eval_shape; the exceptions it raised."""
+    import jax
+
+    p, x, y = args
+    ways = [
+        fn,
+        jax.jit(fn),
+        lambda p, x, y: jax.vmap(fn, in_axes=(None, 0, 0))(p, x[None], y[None]),
+        lambda p, x, y: jax.eval_shape(fn, p, x, y),
+    ]
+    raised = []
+    for way in ways:
+        with pytest.raises(BaseException) as e:
+            way(p, x, y)
+        raised.append(e.value)
+    return raised
+
+
+def test_any_exception_of_the_users_function_is_a_user_code_error(raising_file):
+    import jaxbp
+
+    spec = f"{raising_file}:grads"
+    for e in call_every_way(load_grad_fn(spec), *jaxbp.seed_example()):
+        assert type(e) is UserCodeError
+        assert isinstance(e.error, RuntimeError) and e.function == spec
+        assert str(e) == (
+            f"{spec} raised RuntimeError: deep inside (at {raising_file}, line 10, in helper); "
+            "fix the function, or call it on its own to debug it"
+        )
+
+
+def test_sys_exit_in_the_users_function_is_a_user_code_error(raising_file):
+    import jaxbp
+
+    for e in call_every_way(load_grad_fn(f"{raising_file}:exits"), *jaxbp.seed_example()):
+        assert type(e) is UserCodeError and isinstance(e.error, SystemExit)
+        assert str(e).startswith(f"{raising_file}:exits called sys.exit('bye') (at ")
+
+
+def test_user_code_error_is_not_a_value_error():
+    # so that code turning bad input into ValueError lets it through with its own message
+    assert not issubclass(UserCodeError, (ValueError, TypeError))
+
+
+def test_jax_not_traceable_signals_pass_through(raising_file):
+    import jax
+
+    import jaxbp
+
+    fn = load_grad_fn(f"{raising_file}:not_traceable")
+    p, x, y = jaxbp.seed_example()
+    with pytest.raises(jax.errors.ConcretizationTypeError):
+        jax.jit(fn)(p, x, y)
+    assert jax.tree.structure(fn(p, x, y)) == jax.tree.structure(p)  # plain call works
+
+
+def test_guard_keeps_name_attributes_and_guards_factors(raising_file):
+    import jax
+
+    import jaxbp
+
+    spec = f"{raising_file}:with_factors"
+    fn = load_grad_fn(spec)
+    assert fn.__name__ == "with_factors" and fn.note == "kept"
+    assert fn.factors.__name__ == "factors"
+    p, x, y = jaxbp.seed_example()
+    with pytest.raises(UserCodeError) as e:
+        jax.jit(fn.factors)(p, x[0], y[0])
+    assert str(e.value).startswith(
+        f"{spec}.factors raised IndexError: list index out of range (at {raising_file}, line 24"
+    )
+
+
+def test_guard_keeps_a_keyboard_interrupt():
+    def stopped(params, x, y):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        guard(stopped, "stopped")(None, None, None)
 
 
 def test_load_error_is_a_value_error():

@@ -41,8 +41,12 @@ _GD = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
 
 
 def gradient_descent(learning_rate: float) -> optax.GradientTransformation:
-    """Plain gradient descent ``p <- p - learning_rate * dE/dp`` (the note's update)."""
-    return optax.sgd(learning_rate)
+    """Plain gradient descent ``p <- p - learning_rate * dE/dp`` (the note's update).
+
+    Raises:
+      ValueError: ``learning_rate`` is NaN, infinite, zero or negative.
+    """
+    return optax.sgd(check_learning_rate(learning_rate))
 
 
 class FitResult(NamedTuple):

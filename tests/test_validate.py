@@ -453,6 +453,12 @@ def test_learning_rate_must_be_finite_and_positive(rate, why):
         jaxbp.fit(P, X, Y, steps=1, learning_rate=rate)
 
 
+def test_gradient_descent_checks_its_rate_too():
+    message = "learning_rate=-1.0, expected a finite number > 0 (the step size eta of"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        jaxbp.gradient_descent(-1.0)
+
+
 @pytest.mark.parametrize("rate", ["0.5", True, None, jnp.ones(2)])
 def test_learning_rate_that_is_not_a_number(rate):
     with pytest.raises(TypeError, match=r"learning_rate is \w+.* expected a number > 0 such as"):

@@ -1,0 +1,92 @@
+"""Tests for audit.budget: the memory estimate, what is available, and the refusal's words."""
+
+import pytest
+
+from audit import budget
+from audit.budget import (
+    FIXED_BYTES,
+    STEP_BYTES,
+    audit_memory,
+    available_memory,
+    format_bytes,
+    largest_points,
+    memory_problem,
+)
+
+
+def test_estimate_counts_parameters_factors_and_steps():
+    e = audit_memory((2, 2, 1), points=100, n_data=4, steps=5000, dtype="float32")
+    assert (e.params, e.factors, e.values) == (9, 4 * 15, 69)  # seed: 15 factors a row
+    assert e.value_bytes == 16 * 8 + 2 * 4
+    assert e.per_point == 69 * e.value_bytes
+    assert e.training == 5000 * STEP_BYTES and e.fixed == FIXED_BYTES
+    assert e.total == FIXED_BYTES + 101 * e.per_point + e.trajectory + e.training
+    deep = audit_memory((3, 8, 4, 2), points=1, n_data=1000, steps=0, dtype="float64")
+    assert deep.params == 3 * 8 + 8 + 8 * 4 + 4 + 4 * 2 + 2
+    assert deep.factors == 3 * (8 + 4 + 2)  # large data: random draws of batch 3
+    assert deep.value_bytes == 16 * 8 + 2 * 8
+    assert deep.trajectory == 1 * (deep.params + 1000 * 14) * deep.value_bytes
+
+
+def test_estimate_grows_linearly_in_points():
+    a, b = (audit_memory((2, 8, 1), points=n) for n in (1000, 2000))
+    assert b.total - a.total == 1000 * a.per_point
+
+
+def test_largest_points_is_the_boundary():
+    avail = 2 * 10**9
+    most = largest_points((2, 16, 1), available=avail, n_data=200, steps=100)
+    assert audit_memory((2, 16, 1), points=most, n_data=200, steps=100).total <= avail
+    assert audit_memory((2, 16, 1), points=most + 1, n_data=200, steps=100).total > avail
+    assert largest_points((2, 16, 1), available=10, n_data=200) == 0
+
+
+def test_available_memory_is_a_positive_number_here():
+    found = available_memory()
+    assert found is None or found > 0
+
+
+def test_available_memory_follows_a_container_limit(monkeypatch):
+    monkeypatch.setattr(budget, "_cgroup_room", lambda: 123 * 2**20)
+    assert available_memory() <= 123 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (999, "999 B"), (1000, "1 kB"), (8 * 10**9, "8 GB"), (9.384e12, "9.38 TB")],
+)
+def test_format_bytes(n, text):
+    assert format_bytes(n) == text
+
+
+def test_memory_problem_names_what_was_asked_and_the_most_that_fits():
+    message = memory_problem((2, 2, 1), points=10**9, n_data=4, available=8 * 10**9)
+    assert message == (
+        "points=1000000000 needs about 9.38 TB of memory, but 8 GB is available: the audit "
+        "keeps every point, 69 values each (9 gradients and 60 chain factors or deltas) at "
+        "about 136 bytes a value; the most that fits is points=823817"
+    )
+    assert memory_problem((2, 2, 1), points=823817, n_data=4, available=8 * 10**9) is None
+
+
+def test_memory_problem_blames_steps_when_they_are_the_cost():
+    message = memory_problem(
+        (2, 2, 1), points=64, steps=10**10, available=8 * 10**9, option="--{name} {value}"
+    )
+    assert message == (
+        "--steps 10000000000 needs about 1.6 TB of memory, but 8 GB is available: both loss "
+        "histories are kept, about 160 bytes a step; the most that fits is --steps 48318407"
+    )
+
+
+def test_memory_problem_when_even_one_point_does_not_fit():
+    message = memory_problem((2, 2, 1), points=5, n_data=10**10, steps=0, available=10**9)
+    assert message.startswith("an audit of sizes 2,2,1 on 10000000000 data rows needs about ")
+    assert message.endswith(
+        "even at points=1, but 1 GB is available; use a smaller network or less data"
+    )
+
+
+def test_unknown_available_memory_never_refuses(monkeypatch):
+    monkeypatch.setattr(budget, "available_memory", lambda: None)
+    assert memory_problem((2, 2, 1), points=10**12) is None

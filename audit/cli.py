@@ -354,7 +354,7 @@ def _run(args: argparse.Namespace) -> int:
     from audit import interrupt
     from audit.loader import load_grad_fn
     from audit.report import check_out_dir, write_report
-    from audit.table import format_table, result_dict, verdict_line
+    from audit.table import format_table, verdict_line
 
     # references and finite differences run in float64; the audited values keep --dtype
     jax.config.update("jax_enable_x64", True)
@@ -397,7 +397,11 @@ def _run(args: argparse.Namespace) -> int:
     interrupt.raise_if_pending()
     if not args.quiet:
         print(format_table(result, color=_use_color(sys.stdout), max_rows=args.max_rows))
-    code = 0 if result_dict(result).get("passed") else 1
+    # 2 when nothing disagrees but jax.grad was never finite for some weight or factor:
+    # the input left the reference nothing to judge, which is neither agreement nor a slip
+    code = {"passed": 0, "failed": 1}.get(result.verdict, 2)
+    if code == 2:
+        print(f"{PROG}: error: {verdict_line(result)}", file=sys.stderr)
     if not args.report:
         interrupt.raise_if_pending()
         if args.quiet:

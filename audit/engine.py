@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp
+from audit.budget import memory_problem
 from audit.compare import Tolerance, default_tolerance, unjudged_note
 from audit.diagnose import diagnose
 from audit.factors import delta_factors, seed_factor_audit
@@ -44,7 +45,7 @@ from audit.points import (
 from audit.result import AuditResult, number
 from audit.saturation import saturation_fn
 from audit.training import compare_training, finite_checkpoints
-from jaxbp._validate import check_dtype, check_sizes
+from jaxbp._validate import check_dtype, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import _batch_loss
 from jaxbp.seed import check_seed_choices
@@ -416,6 +417,8 @@ def audit_network(
     sizes = check_sizes(sizes)
     dt = check_dtype(dtype, "dtype")
     spec = resolve_output(activation, loss, output_activation)
+    jaxbp.check_output_units(spec, sizes[-1])
+    seed = check_seed(seed)
     points = _positive_int(points, "points")
     steps = _positive_int(steps, "steps", 0)
     checkpoints = _positive_int(checkpoints, "checkpoints")
@@ -426,6 +429,10 @@ def audit_network(
         raise ValueError(f"learning_rate={learning_rate!r}, expected a finite number > 0")
     grad_fn, grad_name, factor_kind = _resolve_grad(grad, sizes, spec, factors_fn)
     x, y = _check_data(data, sizes, dt)
+    problem = memory_problem(sizes, points=points, n_data=x.shape[0], steps=steps, dtype=dt,
+                             checkpoints=checkpoints)  # fmt: skip
+    if problem:
+        raise ValueError(problem)
     tol = default_tolerance(dt, rtol, atol)
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
     act, out_act, loss_name = spec.names

@@ -132,6 +132,19 @@ def test_failing_result_exits_1(engine, capsys):
     assert "FAIL" in out
 
 
+def test_a_result_nothing_could_judge_exits_2_not_0_or_1(engine, capsys):
+    result = make_result()
+    result["passed"] = False
+    result["weights"][0].update(status="not_judged", passed=False, reference="nan")
+    engine.result = result
+    assert main(["--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "jaxbp-audit: error: NOT JUDGED: nothing disagrees with jax.grad at 70 points, but 1 "
+        "weight (w11) not judged"
+    )
+
+
 def test_quiet_prints_only_the_verdict(engine, tmp_path, capsys):
     assert main(["--quiet", "--out", str(tmp_path / "r")]) == 0
     out, err = capsys.readouterr()
@@ -322,6 +335,25 @@ def test_real_default_audit_passes(tmp_path, capsys):
     assert data["passed"] is True
     assert data["files"] == sorted(os.listdir(out), key=data["files"].index)
     assert data["training"]["steps"] == 200
+
+
+def test_real_seed_16_passes_its_float32_rounding_flagged(capsys):
+    # the note's correct dA2/dz2 loses 4 digits in float32 at this seed: not a wrong formula
+    assert main(["--seed", "16", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("dA2/dz2"))
+    assert "PASS*" in row and "loses 4 digits in float32 here" in row
+    assert out.rstrip().splitlines()[-1] == (
+        "PASSED: 9/9 weights, 15/15 factors agree with jax.grad at 71 points; 1 factor "
+        "(dA2/dz2) passes as rounding (PASS*)"
+    )
+
+
+def test_real_diverging_reference_is_not_blamed_on_the_handwritten_side(capsys):
+    assert main(["--lr", "1e30", "--points", "8", "--steps", "500", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    assert "JAX's factor was not finite at" in " ".join(out.split())
 
 
 def test_real_audit_of_swapped_weights_fails(grads_py, capsys):

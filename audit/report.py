@@ -38,7 +38,9 @@ from audit.table import (
     factor_cells,
     header_line,
     hint_text,
+    legend,
     number,
+    outcome,
     points_line,
     result_dict,
     sci,
@@ -216,7 +218,9 @@ def _json(data: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 _WEIGHT_COLS = ("weight", "handwritten", "jax.grad", "finite diff", "abs err", "rel err")
-_FACTOR_COLS = ("factor", "handwritten", "jax.grad", "abs err", "rel err", "verdict", "worst point")
+_FACTOR_COLS = (
+    "factor", "handwritten", "jax.grad", "abs err", "rel err", "verdict", "worst point", "hint",
+)  # fmt: skip
 
 
 def _worst(row: Mapping[str, Any]) -> str:
@@ -232,7 +236,7 @@ def _weight_cells(w: Mapping[str, Any]) -> list[str]:
 
 
 def _factor_cells(f: Mapping[str, Any]) -> list[str]:
-    return [*factor_cells(f), _worst(f)]
+    return [*factor_cells(f), _worst(f), hint_text(f)]
 
 
 def _config_rows(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -278,8 +282,7 @@ def _md_table(
 
 def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
     alt = plots.describe(data)
-    head = "PASSED" if data.get("passed") else "FAILED"
-    lines = [f"# Gradient audit: {head}", "", f"**{_md_escape(verdict_line(data))}**", ""]
+    lines = [f"# Gradient audit: {outcome(data)}", "", f"**{_md_escape(verdict_line(data))}**", ""]
     lines += [f"`{header_line(data)}`", ""]
     tol = tolerance_lines(data, width=10_000)
     lines += [f"Tolerance: {tol[0].removeprefix('tolerance: ')}.", ""]
@@ -297,8 +300,11 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
     factors = data.get("factors") or []
     if factors:
         lines += ["", "## Chain-rule factors", ""]
-        right_f = [False, True, True, True, True, False, False]
+        right_f = [False, True, True, True, True, False, False, False]
         lines += _md_table(_FACTOR_COLS, [_factor_cells(f) for f in factors], right_f)
+    marks = legend([*(data.get("weights") or []), *factors])
+    if marks:
+        lines += ["", *(f"- {_md_escape(m)}" for m in marks)]
     first = data.get("first_failing_factor")
     lines += ["", f"First failing factor: **{_md_escape(first)}**" if first else "No factor fails."]
     notes = data.get("notes") or []
@@ -329,7 +335,8 @@ body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em;
        padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; }
 .verdict { font-size: 1.15em; font-weight: 600; padding: 0.5em 0.8em; border-radius: 4px; }
-.pass { color: #1b6e2f; } .fail { color: #a4161a; }
+.pass { color: #1b6e2f; } .fail { color: #a4161a; } .flag { color: #8a5a00; }
+.unjudged { color: #555; }
 .verdict.pass { background: #e6f4ea; } .verdict.fail { background: #fbe9e9; }
 code { background: #f3f3f3; padding: 0.1em 0.3em; border-radius: 3px; }
 table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
@@ -346,6 +353,9 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+_VERDICT_CLASS = {"PASS": "pass", "PASS*": "flag", "NOT JUDGED": "unjudged"}
+
+
 def _html_table(
     header: Sequence[str],
     rows: Sequence[Sequence[str]],
@@ -360,7 +370,7 @@ def _html_table(
         for i, cell in enumerate(row):
             cls = "num" if numeric[i] else ""
             if i == verdict_col:
-                cls = "pass" if cell == "PASS" else "fail"
+                cls = _VERDICT_CLASS.get(cell, "fail")
             cells.append(f'<td class="{cls}">{_e(cell)}</td>' if cls else f"<td>{_e(cell)}</td>")
         out.append(('<tr class="fail">' if failed else "<tr>") + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -370,7 +380,7 @@ def _html_table(
 def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
     alt = plots.describe(data)
     state = "pass" if data.get("passed") else "fail"
-    head = "PASSED" if data.get("passed") else "FAILED"
+    head = outcome(data)
     tol = tolerance_lines(data, width=10_000)
     weights = data.get("weights") or []
     factors = data.get("factors") or []
@@ -396,10 +406,13 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
         body += _html_table(
             _FACTOR_COLS,
             [_factor_cells(f) for f in factors],
-            [False, True, True, True, True, False, False],
+            [False, True, True, True, True, False, False, False],
             [bool(f.get("passed")) for f in factors],
             verdict_col=5,
         )
+    marks = legend([*weights, *factors])
+    if marks:
+        body += ["<ul>", *(f"<li>{_e(m)}</li>" for m in marks), "</ul>"]
     first = data.get("first_failing_factor")
     body.append(
         f'<p>First failing factor: <strong class="fail">{_e(first)}</strong></p>'

@@ -96,6 +96,17 @@ def passing(text: str) -> bool:
     return text in ("PASS", "PASS*")
 
 
+def outcome(data: Mapping[str, Any]) -> str:
+    """``PASSED``, ``FAILED`` or ``NOT JUDGED`` (nothing disagrees, but some weight or factor
+    was never judgeable), for headings."""
+    if data.get("passed"):
+        return "PASSED"
+    rows = [*(data.get("weights") or []), *(data.get("factors") or [])]
+    if not count_failing(rows) and any(status(r) == "not_judged" for r in rows):
+        return "NOT JUDGED"
+    return "FAILED"
+
+
 def legend(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per special verdict that appears among ``rows``."""
     shown = {verdict(r) for r in rows}

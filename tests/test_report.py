@@ -191,6 +191,41 @@ def test_markdown_tables_and_links(fast_plots, tmp_path):
     assert "| delta_2 (dE/dz_2) |" in md
 
 
+def _flagged_result():
+    result = make_result()
+    text = "loses 4 digits in float32 here: cancellation in 1 - A near saturation; agrees ..."
+    result["factors"][1].update(
+        status="precision", manual=2.1696e-05, reference=2.1650e-05,
+        precision={"digits_lost": 4, "points": 3, "how": "float64", "text": text},
+    )  # fmt: skip
+    return result
+
+
+def test_every_format_shows_and_counts_a_rounding_pass(fast_plots, tmp_path):
+    write_report(_flagged_result(), tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| dA3/dz3 |"))
+    assert "| PASS* |" in row and "loses 4 digits in float32 here" in row
+    verdict = "1 factor (dA3/dz3) passes as rounding (PASS*)"
+    assert verdict in md and verdict in page
+    assert "- PASS*: agrees once rounding" in md
+    assert '<td class="flag">PASS*</td>' in page and "loses 4 digits in float32 here" in page
+    assert format_table(_flagged_result()).count("PASS*") >= 2  # the cell and the legend
+
+
+def test_a_never_judged_weight_heads_the_report_as_not_judged(fast_plots, tmp_path):
+    result = make_result()
+    result["passed"] = False
+    result["weights"][0].update(status="not_judged", passed=False, reference="nan")
+    write_report(result, tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert md.startswith("# Gradient audit: NOT JUDGED")
+    assert '<td class="unjudged">NOT JUDGED</td>' in page
+    assert "jax.grad was not finite at every point" in md
+
+
 def test_report_without_training_has_no_loss_curve(fast_plots, tmp_path):
     files = write_report(make_result(training=False), tmp_path / "r")
     assert "loss_curves.png" not in listing(tmp_path / "r")

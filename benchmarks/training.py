@@ -9,6 +9,8 @@ recorded. That loop is the floor of overhead, measured in the same run.
 from __future__ import annotations
 
 import itertools
+import statistics
+import time
 from typing import Any
 
 import jax
@@ -57,11 +59,7 @@ def _fits(params, x, y, *, steps: int, grads, learning_rate: float) -> dict[str,
     return fns
 
 
-def run_seed(*, quick: bool, repeats: int) -> dict[str, Any]:
-    """SGD steps per second of the 2-2-1 network on XOR, full batch."""
-    steps = 2_000 if quick else 100_000
-    x, y = jaxbp.truth_table("xor", dtype=jnp.float32)
-    params = mlp_data((2, 2, 1), 4, seed=3, scale=False)[0]
+def _seed_rows(params, x, y, *, steps: int, repeats: int) -> dict[str, Any]:
     jax.clear_caches()  # the first call of each compiles, so first - median is its compile time
     t = measure_round_robin(
         _fits(params, x, y, steps=steps, grads=SEED_GRADS, learning_rate=2.0), repeats=repeats
@@ -74,9 +72,63 @@ def run_seed(*, quick: bool, repeats: int) -> dict[str, Any]:
             steps_per_s=rate,
             fraction_of_bare=rate / bare,
             us_per_step=1e6 / rate,
+            us_per_call=1e6 * t[name].median_s,
             **t[name].as_dict(),
         )
-    return dict(steps_per_call=steps, batch=4, dtype="float32", results=rows)
+    return rows
+
+
+def _per_call_drift(params, x, y, *, steps: int, calls: int) -> dict[str, Any]:
+    """``calls`` fit calls in a row: do late calls cost more than early ones?
+
+    A cost that grows with the number of calls (a cache that keeps growing, state piling up)
+    shows as a ratio above 1 between the median of the last tenth and of the first tenth.
+    """
+    from jaxbp.train import _run_chunk
+
+    def call():
+        return jaxbp.fit(params, x, y, steps=steps, grad="seed", learning_rate=2.0)
+
+    jax.block_until_ready(call())
+    entries = _run_chunk._cache_size()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - t0)
+    tenth = max(calls // 10, 1)
+    first, last = statistics.median(times[:tenth]), statistics.median(times[-tenth:])
+    return dict(
+        calls=calls,
+        steps_per_call=steps,
+        first_tenth_median_us=1e6 * first,
+        last_tenth_median_us=1e6 * last,
+        last_over_first=last / first,
+        compiled_loops_added=_run_chunk._cache_size() - entries,
+    )
+
+
+def run_seed(*, quick: bool, repeats: int) -> dict[str, Any]:
+    """SGD steps per second of the 2-2-1 network on XOR, full batch, through ``jaxbp.fit``.
+
+    5,000 steps a call is what ``jaxbp-audit`` runs: there the cost of a call outside the
+    compiled loop shows. A long call (100,000 steps) shows the loop's own speed.
+    """
+    steps = 2_000 if quick else 5_000
+    long_steps = 10_000 if quick else 100_000
+    x, y = jaxbp.truth_table("xor", dtype=jnp.float32)
+    params = mlp_data((2, 2, 1), 4, seed=3, scale=False)[0]
+    rows = _seed_rows(params, x, y, steps=steps, repeats=repeats)
+    long_rows = _seed_rows(params, x, y, steps=long_steps, repeats=repeats)
+    drift = _per_call_drift(params, x, y, steps=steps, calls=50 if quick else 500)
+    return dict(
+        steps_per_call=steps,
+        batch=4,
+        dtype="float32",
+        results=rows,
+        long_call=dict(steps_per_call=long_steps, results=long_rows),
+        per_call_drift=drift,
+    )
 
 
 def mlp_flops(sizes, batch: int) -> dict[str, int]:

@@ -54,6 +54,10 @@ def test_quick_run_prints_the_table_and_writes_valid_json(tmp_path):
     seed = data["sections"]["seed"]["results"]
     assert set(seed) == {"bare", "seed", "closed_form", "autodiff"}
     assert all(r["steps_per_s"] > 0 and r["steady_compiles"] == 0 for r in seed.values())
+    long_call = data["sections"]["seed"]["long_call"]["results"]
+    assert set(long_call) == set(seed)
+    drift = data["sections"]["seed"]["per_call_drift"]
+    assert drift["compiled_loops_added"] == 0 and drift["last_over_first"] > 0
     assert data["sections"]["mlp"]["flops_per_step"]["total"] > 0
     assert data["quick"] and data["targets"] == []  # targets are judged on full runs only
     for title in ("1 seed XOR", "2 mlp", "3 audit", "5 scaling"):

@@ -227,3 +227,94 @@ def test_a_resumed_run_equals_one_long_run():
         jaxbp.fit(p0, x, y, steps=2, optimizer=optax.sgd(0.1), opt_state=a.opt_state)
     with pytest.raises(ValueError, match=r"start_step=-1, expected an int >= 0"):
         jaxbp.fit(p0, x, y, steps=2, start_step=-1)
+
+
+def test_default_optimizer_state_is_the_one_optax_builds():
+    # the state is built inside the compiled call; it must equal inject_hyperparams(sgd)'s own
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(10), dtype=jnp.float64)
+    result = jaxbp.fit(p0, x, y, steps=7, learning_rate=0.3)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.3)
+    state = opt.init(p0)
+    params = p0
+    for _ in range(7):
+        updates, state = opt.update(closed_form_grads(params, x, y), state, params)
+        params = optax.apply_updates(params, updates)
+    assert jax.tree.structure(result.opt_state) == jax.tree.structure(state)
+    for u, v in zip(jax.tree.leaves(result.opt_state), jax.tree.leaves(state), strict=True):
+        assert u.dtype == v.dtype
+        np.testing.assert_array_equal(u, v)
+    assert_params_close(result.params, params, rtol=1e-14)
+
+
+def test_int_and_float_learning_rates_share_the_compiled_loop():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(11), dtype=jnp.float64)
+    a = jaxbp.fit(p0, x, y, steps=3, learning_rate=1.0)
+    before = _run_chunk._cache_size()
+    b = jaxbp.fit(p0, x, y, steps=3, learning_rate=1)
+    c = jaxbp.fit(p0, x, y, steps=3, learning_rate=np.float32(1.0))
+    assert _run_chunk._cache_size() == before
+    np.testing.assert_array_equal(a.losses, b.losses)
+    np.testing.assert_array_equal(a.losses, c.losses)
+
+
+def test_repeated_calls_compile_nothing_new():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(12), dtype=jnp.float64)
+    params = p0
+    for _ in range(2):
+        params = jaxbp.fit(params, x, y, steps=3, grad="autodiff").params
+    before = _run_chunk._cache_size()
+    for i in range(20):  # new params each time, as a resumed run passes them
+        params = jaxbp.fit(params, x, y, steps=3, grad="autodiff", learning_rate=0.1 + i).params
+    assert _run_chunk._cache_size() == before
+
+
+def test_data_is_checked_again_whenever_it_may_have_changed():
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(13), dtype=jnp.float64)
+    jaxbp.fit(p0, x, y, steps=2)
+    jaxbp.fit(p0, x, y, steps=2)  # the same arrays pass again
+    bad = x.at[2, 1].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"x contains 1 NaN/Inf .*index \(2, 1\)"):
+        jaxbp.fit(p0, bad, y, steps=2)
+    # NumPy arrays change in place: checked on every call
+    xn, yn = np.array(x), np.array(y)
+    jaxbp.fit(p0, xn, yn, steps=2)
+    yn[3, 0] = np.inf
+    with pytest.raises(ValueError, match=r"y contains 1 NaN/Inf .*index \(3, 0\)"):
+        jaxbp.fit(p0, xn, yn, steps=2)
+    # other params of another layout with the same data are checked too
+    wide = jaxbp.init((3, 5, 2), key=jax.random.key(13), dtype=jnp.float64)
+    jaxbp.fit(wide, x, y, steps=2)
+    with pytest.raises(TypeError, match="params mix dtypes"):
+        mixed = [dict(wide[0]), {"W": wide[1]["W"].astype(jnp.float32), "b": wide[1]["b"]}]
+        jaxbp.fit(mixed, x, y, steps=2)
+
+
+def test_fit_keeps_no_reference_to_the_data():
+    import gc
+    import weakref
+
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(14), dtype=jnp.float64)
+    jaxbp.fit(p0, x, y, steps=2)
+    refs = weakref.ref(x), weakref.ref(y)
+    del x, y
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is None
+
+
+def test_a_wrong_grad_fn_is_refused_on_every_call():
+    # the check runs when the loop is traced; a refused trace is not cached
+    x, y = regression_data()
+    p0 = jaxbp.init((3, 4, 2), key=jax.random.key(15), dtype=jnp.float64)
+
+    def transposed(params, x, y):
+        g = jaxbp.closed_form_grads(params, x, y)
+        return [{"W": g[0]["W"].T, "b": g[0]["b"]}, g[1]]
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"transposed returned gradients that do not match"):
+            jaxbp.fit(p0, x, y, steps=2, grad=transposed)

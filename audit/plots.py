@@ -2,7 +2,8 @@
 
 Each function builds its own ``matplotlib.figure.Figure`` on an Agg canvas, so nothing
 touches pyplot's global figure list and no display is needed. The PNGs carry no software
-tag or timestamp, so the same result gives the same bytes.
+tag or timestamp, so the same result gives the same bytes. matplotlib is imported when the
+first figure is drawn, not with this module: ``import audit`` stays light.
 
 Example:
     >>> png = weight_errors(result)  # doctest: +SKIP
@@ -15,13 +16,14 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from audit.table import number, result_dict, sci
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["loss_curves", "scatter", "weight_errors"]
 
@@ -39,7 +41,16 @@ _MAX_TICKS = 60
 _MAX_LABELS = 20
 
 
+def _figure(**kwargs: Any) -> Figure:
+    """A new ``Figure``; the first call imports matplotlib (about a second)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
@@ -100,7 +111,7 @@ def loss_curves(result: Any) -> bytes:
     with np.errstate(invalid="ignore"):
         diff = np.abs(manual[:n] - auto[:n])
 
-    fig = Figure(figsize=(7.0, 5.6), layout="constrained")
+    fig = _figure(figsize=(7.0, 5.6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     drawn = False
     for y, label, style in (
@@ -190,7 +201,7 @@ def weight_errors(result: Any) -> bytes:
     floor = lo / 10  # the axis floor; an error of exactly 0 gets a short stub above it
 
     width = min(max(6.0, 0.35 * n + 2.0), 16.0)
-    fig = Figure(figsize=(width, 4.2), layout="constrained")
+    fig = _figure(figsize=(width, 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(n)
     zero = np.isfinite(rel) & (rel == 0)
@@ -254,7 +265,7 @@ def scatter(result: Any) -> bytes:
     names = [str(w.get("name")) for w in weights]
     ok = np.isfinite(man) & np.isfinite(ref)
 
-    fig = Figure(figsize=(5.6, 5.2), layout="constrained")
+    fig = _figure(figsize=(5.6, 5.2), layout="constrained")
     ax = fig.subplots()
     title = "handwritten vs jax.grad at each weight's worst point"
     if ok.any():

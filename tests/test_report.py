@@ -711,3 +711,23 @@ def test_plots_leave_no_pyplot_figures():
     for plot in PLOTS:
         plot(make_result())
     assert plt.get_fignums() == before
+
+
+@pytest.mark.parametrize("module", ["audit", "jaxbp", "audit.cli", "audit.report"])
+def test_importing_does_not_import_matplotlib(module):
+    # matplotlib takes about a second to import: only drawing a plot may pull it in
+    code = f"import {module}, sys; print('matplotlib' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
+
+
+def test_drawing_a_plot_imports_matplotlib():
+    code = (
+        "import sys, audit.plots as p; before = 'matplotlib' in sys.modules; "
+        "png = p.scatter({'weights': []}); print(before, png[:4] == b'\\x89PNG', "
+        "'matplotlib' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "True", "True"]

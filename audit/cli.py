@@ -35,6 +35,10 @@ grad_fn(params, x, y) -> grads shaped like params.
 --data takes xor, and, or (the four rows of the truth table), moons, circles (200 points drawn
 with --seed) or a CSV file whose last n_out columns are the targets (n_out: last of --sizes).
 
+Compiled programs are kept in $XDG_CACHE_HOME/jaxbp/jax (default ~/.cache/jaxbp/jax), so a
+second run loads them instead of compiling again; --no-cache or JAXBP_NO_CACHE=1 turns this
+off. Delete that folder to reclaim its space.
+
 exit status: 0 all gradients agree with jax.grad, 1 some disagree, 2 usage or input error,
 or an exception in your --grad function (one line on stderr; JAXBP_DEBUG=1 shows the whole
 traceback as well), 130 interrupted (the previous report is kept whole).
@@ -184,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--devices", type=_int_at_least(1), default=1, metavar="N",
         help="split the audit points over the first N devices JAX sees (default 1)",
+    )  # fmt: skip
+    run.add_argument(
+        "--no-cache", dest="cache", action="store_false",
+        help="neither read nor fill the compilation cache in $XDG_CACHE_HOME/jaxbp/jax "
+        "(default ~/.cache/jaxbp/jax), which spares a second run most compiling; "
+        "JAXBP_NO_CACHE=1 does the same",
     )  # fmt: skip
 
     out = p.add_argument_group("output")
@@ -458,7 +468,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # shuts down (JAX's exit handlers take a moment) must not turn the outcome into a death
     # by SIGINT. Called in-process with a list, the previous handler comes back.
     with interrupt.handling(ignore_after=argv is None):
+        if argv is None:  # a process of its own, whose JAX settings are this run's to choose
+            _compilation_cache(args)
         return _main(args)
+
+
+def _compilation_cache(args: argparse.Namespace) -> None:
+    """JAX's persistent compilation cache on, unless asked not to or its folder is not usable."""
+    from audit import compile_cache
+
+    if not args.cache or compile_cache.disabled_by_env():
+        compile_cache.disable()
+        return
+    why_off = compile_cache.enable(compile_cache.cache_dir())
+    if why_off is not None and not args.quiet:
+        print(f"{PROG}: compilation cache off: {why_off}", file=sys.stderr, flush=True)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -369,17 +369,22 @@ def test_real_engine_rejects_gradients_shaped_unlike_params(grads_py, capsys):
     assert "do not match params" in one_error_line(capsys)
 
 
-def module_env():
-    return {
+def module_env(**extra):
+    """The test's environment for a ``python -m audit`` run: no compilation cache, so nothing
+    is written into the user's cache folder (the cache tests pass their own folder)."""
+    env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "JAXBP_NO_CACHE": "1",
     }
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
 
 
-def run_module(*args, cwd=ROOT):
+def run_module(*args, cwd=ROOT, **env):
     return subprocess.run(
         [sys.executable, "-m", "audit", *args], capture_output=True, text=True, cwd=cwd,
-        env=module_env(), timeout=120,
+        env=module_env(**env), timeout=120,
     )  # fmt: skip
 
 
@@ -806,3 +811,101 @@ def test_sigint_at_any_moment_of_a_real_run_is_130_and_a_whole_report(tmp_path):
         assert [n for n in os.listdir(tmp_path) if n.startswith(".audit-")] == []
         seen.add(proc.returncode)
     assert 130 in seen
+
+
+# --------------------------------------------------------------------------------------------
+# the persistent compilation cache (command-line runs only)
+
+SMALL_RUN = ("--points", "4", "--steps", "20", "--no-fd", "--no-report")
+
+
+def cache_env(cache_home, **extra):
+    """A cache folder of the test's own; matplotlib keeps its usual one (no font rebuild)."""
+    import matplotlib
+
+    env = dict(
+        XDG_CACHE_HOME=str(cache_home), JAXBP_NO_CACHE=None, MPLCONFIGDIR=matplotlib.get_cachedir()
+    )
+    return {**env, **extra}
+
+
+def test_cache_folder_follows_xdg_cache_home(monkeypatch, tmp_path):
+    from audit import compile_cache
+
+    home = Path(os.path.expanduser("~"))
+    assert compile_cache.cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "jaxbp" / "jax"
+    for unset in ({}, {"XDG_CACHE_HOME": ""}, {"XDG_CACHE_HOME": "relative/dir"}):
+        assert compile_cache.cache_dir(unset) == home / ".cache" / "jaxbp" / "jax"
+    for value, off in (("1", True), ("yes", True), ("0", False), ("", False)):
+        assert compile_cache.disabled_by_env({"JAXBP_NO_CACHE": value}) is off
+    assert compile_cache.disabled_by_env({}) is False
+
+
+def test_second_run_finds_what_the_first_compiled(tmp_path):
+    folder = tmp_path / "cache" / "jaxbp" / "jax"
+    first = run_module(*SMALL_RUN, **cache_env(tmp_path / "cache"))
+    assert first.returncode == 0, first.stderr
+    written = sorted(os.listdir(folder))
+    assert written, "the first run wrote no cache entry"
+    second = run_module(*SMALL_RUN, **cache_env(tmp_path / "cache"))
+    assert second.returncode == 0, second.stderr
+    # every program of the second run was found: it added nothing
+    assert sorted(os.listdir(folder)) == written
+
+    def untimed(out):
+        return [line for line in out.splitlines() if not line.startswith("time: ")]
+
+    assert untimed(second.stdout) == untimed(first.stdout)  # the same audit, loaded
+    assert "compilation cache" not in first.stderr + second.stderr
+
+
+@pytest.mark.parametrize("how", ["--no-cache", "JAXBP_NO_CACHE=1"])
+def test_no_cache_writes_nothing(how, tmp_path):
+    flag, env = ((how,), {}) if how.startswith("--") else ((), {"JAXBP_NO_CACHE": "1"})
+    proc = run_module(*SMALL_RUN, *flag, **cache_env(tmp_path / "cache", **env))
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "cache" / "jaxbp").exists()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_unwritable_cache_folder_leaves_the_cache_off_and_the_run_whole(quiet, tmp_path):
+    blocker = tmp_path / "not-a-folder"  # a file: no folder can be made under it, even as root
+    blocker.write_text("")
+    args = (*SMALL_RUN, "--quiet") if quiet else SMALL_RUN
+    proc = run_module(*args, **cache_env(blocker))
+    assert proc.returncode == 0, proc.stderr
+    off = [line for line in proc.stderr.splitlines() if "compilation cache" in line]
+    if quiet:
+        assert off == []
+        assert proc.stdout.startswith("PASSED")
+    else:
+        assert off == [
+            f"jaxbp-audit: compilation cache off: cannot write to {blocker}/jaxbp/jax "
+            "(NotADirectoryError: Not a directory)"
+        ]
+        assert "PASSED" in proc.stdout
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
+
+
+def test_main_called_from_python_leaves_the_jax_cache_settings_alone(engine, monkeypatch, tmp_path):
+    import jax
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("JAXBP_NO_CACHE", raising=False)
+    names = ("jax_compilation_cache_dir", "jax_enable_compilation_cache",
+             "jax_persistent_cache_min_compile_time_secs")  # fmt: skip
+    before = {n: getattr(jax.config, n) for n in names}
+    assert main(["--no-report", "--quiet"]) == 0
+    assert {n: getattr(jax.config, n) for n in names} == before
+    assert not (tmp_path / "jaxbp").exists()
+
+
+def test_damaged_cache_entries_cost_a_compilation_not_the_run(tmp_path):
+    folder = tmp_path / "cache" / "jaxbp" / "jax"
+    assert run_module(*SMALL_RUN, **cache_env(tmp_path / "cache")).returncode == 0
+    for name in os.listdir(folder):  # as a run killed while writing would leave them
+        (folder / name).write_bytes(b"not a program")
+    proc = run_module(*SMALL_RUN, **cache_env(tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr
+    assert "PASSED" in proc.stdout
+    assert "Warning" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from audit.points import PointGroup
 from jaxbp.params import Params
 
-__all__ = ["mlp_data", "normal", "points"]
+__all__ = ["mlp_data", "normal", "perturbed", "points"]
 
 
 def normal(shape: tuple[int, ...], *, seed: int, scale: float = 1.0) -> jnp.ndarray:
@@ -57,3 +58,22 @@ def points(sizes, n: int, *, batch: int = 3, seed: int = 0) -> PointGroup:
     y = jnp.asarray(rng.uniform(size=(n, batch, sizes[-1])), jnp.float32)
     labels = tuple(f"random draw {i}" for i in range(n))
     return PointGroup(("random",) * n, params, x, y, labels)
+
+
+def perturbed(params: Params, n: int, *, seed: int, spread: float = 0.5) -> Params:
+    """``params`` and ``n - 1`` perturbations of it, stacked on a leading ``(n,)`` axis.
+
+    The perturbations are drawn as :func:`audit.check_gradients` draws its extra points: each
+    leaf plus ``spread`` times its RMS (1 for an all-zero leaf) times standard normal noise.
+    Point 0 is ``params`` itself. Leaves are float32 NumPy arrays, on the host, so that a loop
+    over the points can slice them without a device call each.
+    """
+    rng = np.random.default_rng(seed)
+
+    def stack(a) -> np.ndarray:
+        a = np.asarray(a, np.float32)
+        rms = np.sqrt(np.mean(a * a)) if np.any(a) else np.float32(1.0)
+        noise = rng.standard_normal((n - 1, *a.shape), dtype=np.float32)
+        return np.concatenate([a[None], a + np.float32(spread) * rms * noise])
+
+    return jax.tree.map(stack, params)

@@ -4,9 +4,10 @@ For each device count ``N`` it builds ``jaxbp.data_mesh(N)`` and times
 
 - training: ``jaxbp.fit`` of a 64-256-256-10 sigmoid MLP, full batch of 4096 split over the
   ``N`` devices (steps per second), with the largest loss difference from one device;
-- audit: :func:`audit.gradients.evaluate` (handwritten gradients, float64 reference,
-  roundoff and comparison) at random points of a 16-32-32-8 network split over the ``N``
-  devices (points per second).
+- audit: ``audit.audit_network("closed_form", sizes=(16, 32, 32, 8), points=n, steps=0,
+  fd=False, mesh=mesh)``, the public call, its random points split over the ``N`` devices
+  (points per second, every audited point counted), with the largest difference of the
+  weights' scores from one device.
 
 The script starts itself again with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``
 in its environment, so that a machine with one CPU shows 8 virtual devices. Those devices
@@ -42,11 +43,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import audit  # noqa: E402
 import jaxbp  # noqa: E402
-from audit.compare import default_tolerance  # noqa: E402
-from audit.gradients import evaluate, layout_of  # noqa: E402
-from audit.points import random_points  # noqa: E402
-from benchmarks.audit_bench import x64  # noqa: E402
+from benchmarks.data import mlp_data  # noqa: E402
 from benchmarks.timing import machine, measure  # noqa: E402
 
 __all__ = ["main", "run_devices"]
@@ -73,34 +72,38 @@ def _training(mesh, *, sizes, batch, steps, repeats) -> dict[str, Any]:
     return dict(steps_per_s=steps / t.median_s, losses=np.asarray(run().losses), **t.as_dict())
 
 
-def _audit(mesh, *, sizes, points, repeats) -> dict[str, Any]:
-    group = random_points(sizes, points, key=jax.random.key(0), loss="mse", dtype=jnp.float32)
-    layout = layout_of(jax.tree.map(lambda a: a[0], group.params))
-    grad_fn, ref_fn = jaxbp.closed_form(), jaxbp.autodiff()
-    tol = default_tolerance(jnp.float32)
+def _audit(mesh, *, sizes, points, examples, repeats) -> dict[str, Any]:
+    data = mlp_data(sizes, examples)[1:]
+    seen = {}
 
     def run():
-        return evaluate(grad_fn, ref_fn, [group], traced=True, ref_dtype=jnp.float64, tol=tol,
-                        layout=layout, mesh=mesh)  # fmt: skip
+        seen["result"] = audit.audit_network("closed_form", sizes=sizes, data=data, points=points,
+                                             steps=0, fd=False, mesh=mesh)  # fmt: skip
+        return seen["result"].passed
 
     t = measure(run, repeats=repeats)
+    r = seen["result"]
     return dict(
-        points_per_s=points / t.median_s, score=np.asarray(run().worst.score), **t.as_dict()
+        points_per_s=r.points["total"] / t.median_s,
+        score=np.array([float(w["score"]) for w in r.weights]),
+        passed=r.passed,
+        **t.as_dict(),
     )
 
 
 def run_devices(*, quick: bool, repeats: int) -> dict[str, Any]:
     """Steps/s and audit points/s for each device count in :data:`COUNTS` that is present."""
     train = dict(sizes=(64, 256, 256, 10), batch=512 if quick else 4096, steps=5 if quick else 20)
-    aud = dict(sizes=(16, 32, 32, 8), points=256 if quick else 4096)
+    # with steps=0 the audit adds one point (the initial parameters): 256 or 4096 in all,
+    # which split over 1, 2, 4 and 8 devices without padding
+    aud = dict(sizes=(16, 32, 32, 8), points=255 if quick else 4095, examples=8)
     counts = [n for n in COUNTS if n <= jax.device_count()]
     rows = []
     base = None
     for n in counts:
         mesh = None if n == 1 else jaxbp.data_mesh(n)
         tr = _training(mesh, repeats=repeats, **train)
-        with x64():  # as the CLI audits: float64 references
-            au = _audit(mesh, repeats=repeats, **aud)
+        au = _audit(mesh, repeats=repeats, **aud)
         if base is None:
             base = tr.pop("losses"), au.pop("score")
             loss_diff = score_diff = 0.0
@@ -116,7 +119,14 @@ def run_devices(*, quick: bool, repeats: int) -> dict[str, Any]:
         )
     return dict(
         training=dict(train, sizes=list(train["sizes"]), grad="closed_form", dtype="float32"),
-        audit=dict(aud, sizes=list(aud["sizes"]), dtype="float32 audited, float64 reference"),
+        audit=dict(
+            aud,
+            sizes=list(aud["sizes"]),
+            call="audit_network",
+            steps=0,
+            fd=False,
+            dtype="float32 audited, float64 reference",
+        ),
         skipped=[n for n in COUNTS if n not in counts],
         results=rows,
     )
@@ -153,7 +163,8 @@ def format_rows(section: dict[str, Any]) -> str:
     title = (
         f"training {'-'.join(map(str, tr['sizes']))} sigmoid mse, full batch {tr['batch']} "
         f"split over the devices, {tr['steps']} steps per call; audit "
-        f"{'-'.join(map(str, au['sizes']))}, {au['points']} points split over the devices"
+        f"{'-'.join(map(str, au['sizes']))}, {au['points']} random points and the initial "
+        "one split over the devices"
     )
     return title + "\n" + "\n".join(lines)
 

@@ -3,11 +3,16 @@
 Sections (``--only`` takes a comma-separated subset):
 
 - ``seed``: the 2-2-1 network on XOR, steps per second through :func:`jaxbp.fit` for every
-  gradient, beside a bare ``lax.scan`` + ``jax.grad`` loop.
+  gradient, beside a bare ``lax.scan`` + ``jax.grad`` loop: 5,000-step calls (what
+  ``jaxbp-audit`` runs, where the cost of a call shows), one long call, and 500 calls in a
+  row (does a call cost more the more calls came before it?).
 - ``mlp``: a 64-256-256-10 sigmoid MLP, batch 512: time per step and FLOP/s against the
   machine's float32 matmul throughput.
-- ``audit``: points per second of the vectorised audit, against a ``check_grads`` loop.
-- ``cli``: wall time, peak memory and time split of the default ``python -m audit`` run.
+- ``audit``: points per second of the public audit calls, beside the limit, a naive loop and
+  a ``check_grads`` loop; the first call's latency.
+- ``cli``: wall time and peak memory of the default ``python -m audit`` run, a first run (empty
+  compilation cache) and one with the cache warm, beside a bare
+  ``python -c "import jax, optax, matplotlib"``; where the time of each goes.
 - ``scaling``: time against batch size, width and audit points; recompilation counts.
 
 Every figure is a median after a warm-up; compile time is reported apart.

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.compare import Comparison, Tolerance, concat, unjudged_note, worst_over_points
-from audit.gradients import compare_rows, runs_in, second_look
-from audit.points import PointGroup, shard_points, to_host
+from audit.compare import Tolerance, concat, unjudged_note, worst_over_points
+from audit.gradients import compare_rows, in_two_passes, runs_in, second_look
+from audit.points import PointGroup
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec
 from jaxbp.reference import _deltas, seed_factors_autodiff
@@ -58,20 +58,20 @@ def _seed_group(params, x, y, *, factors_fn, names, ref_dtype, tol, look):
     )  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "widths", "ref_dtype", "tol", "look"))
-def _delta_group(params, x, y, *, spec, widths, ref_dtype, tol, look):
+@functools.partial(jax.jit, static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "full"))
+def _delta_group(tree, *, spec, widths, ref_dtype, tol, look, full):
+    params, x, y = tree
     return compare_rows(
         _delta_rows(spec, True), _delta_rows(spec, False), None, params, x, y,
         ref_dtype=ref_dtype, segments=np.repeat(np.arange(len(widths)), widths), tol=tol,
-        look=look,
+        look=look, full=full,
     )  # fmt: skip
 
 
-def _rows_on_host(result, group: PointGroup):
-    """A group's (manual, reference, comparison) rows on the host, padded points dropped."""
-    n = group.size * int(group.x.shape[1])  # rows are (point, example) pairs
-    m, r, cmp = result
-    return to_host(m, n), to_host(r, n), Comparison(*(to_host(a, n) for a in cmp))
+def _group_rows(program, group: PointGroup, mesh):
+    """A group's (manual, reference, comparison) rows on the host, in two passes."""
+    tree = (group.params, group.x, group.y)
+    return in_two_passes(program, tree, group.size, int(group.x.shape[1]), mesh)
 
 
 def _cause(name: str) -> str:
@@ -140,7 +140,10 @@ def seed_factor_audit(
       was not finite.
     """
     g0 = groups[0]
-    first = jax.tree.map(lambda a: a[0], g0.params), g0.x[0, 0], g0.y[0, 0]
+    first = (
+        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), g0.params),
+        *(jax.ShapeDtypeStruct(a.shape[2:], a.dtype) for a in (g0.x, g0.y)),
+    )
     sample = jax.eval_shape(factors_fn, *first)
     ref_names = list(jax.eval_shape(seed_factors_autodiff, *first).keys())
     ref_names = [k for k in _NOTE_ORDER if k in ref_names]
@@ -152,14 +155,9 @@ def seed_factor_audit(
         )
     dt = jnp.dtype(ref_dtype).name
     look = second_look(g0.x.dtype, dt, runs_in(factors_fn, first, dt))
-    results = [
-        _rows_on_host(
-            _seed_group(*shard_points(mesh, (g.params, g.x, g.y)), factors_fn=factors_fn,
-                        names=names, ref_dtype=dt, tol=tol, look=look),
-            g,
-        )
-        for g in groups
-    ]  # fmt: skip
+    program = functools.partial(_seed_group, factors_fn=factors_fn, names=names, ref_dtype=dt,
+                                tol=tol, look=look)  # fmt: skip
+    results = [_group_rows(program, g, mesh) for g in groups]
     return _entries(list(names), np.arange(len(names)), results, groups, dtype=g0.x.dtype)
 
 
@@ -187,14 +185,9 @@ def delta_factors(
     widths = tuple(int(leaf.shape[1]) for leaf in jax.tree.leaves(groups[0].params)[1::2])
     dt = jnp.dtype(ref_dtype).name
     look = second_look(groups[0].x.dtype, dt, True)  # the closed form is dtype-generic
-    results = [
-        _rows_on_host(
-            _delta_group(*shard_points(mesh, (g.params, g.x, g.y)), spec=spec, widths=widths,
-                         ref_dtype=dt, tol=tol, look=look),
-            g,
-        )
-        for g in groups
-    ]  # fmt: skip
+    program = functools.partial(_delta_group, spec=spec, widths=widths, ref_dtype=dt, tol=tol,
+                                look=look)  # fmt: skip
+    results = [_group_rows(program, g, mesh) for g in groups]
     names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
     segments = np.repeat(np.arange(len(widths)), widths)
     entries, notes = _entries(names, segments, results, groups, dtype=groups[0].x.dtype)

@@ -31,7 +31,9 @@ __all__ = [
     "Layout",
     "evaluate",
     "finite_differences",
+    "in_two_passes",
     "layout_of",
+    "point_shapes",
     "runs_in",
     "second_look",
 ]
@@ -74,6 +76,13 @@ def _point(group: PointGroup, i: int):
     return jax.tree.map(lambda a: a[i], (group.params, group.x, group.y))
 
 
+def point_shapes(group: PointGroup):
+    """Shapes and dtypes of one point ``(params, x, y)``: enough to trace, nothing to compute."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (group.params, group.x, group.y)
+    )
+
+
 def is_traceable(grad_fn: Callable, group: PointGroup) -> bool:
     """Check ``grad_fn``'s output pytree on the first point; False if it cannot be traced.
 
@@ -81,12 +90,13 @@ def is_traceable(grad_fn: Callable, group: PointGroup) -> bool:
       ValueError: the gradients' structure or shapes differ from the params (naming the
         leaves), or ``grad_fn`` fails for another reason.
     """
-    params, x, y = _point(group, 0)
+    params, x, y = point_shapes(group)
     who = getattr(grad_fn, "__name__", "grad_fn")
     try:
         shapes = jax.eval_shape(grad_fn, params, x, y)
         traced = True
     except _UNTRACEABLE:
+        params, x, y = _point(group, 0)
         shapes = jax.tree.map(jnp.asarray, grad_fn(params, x, y))
         traced = False
     except (TypeError, ValueError) as e:
@@ -99,14 +109,23 @@ def runs_in(fn: Callable, args: tuple, dtype) -> bool:
     """Whether ``fn(*args)`` computes in ``dtype`` when its float inputs are cast to it.
 
     A function that casts to a dtype of its own, or fails on the wider inputs, cannot be
-    re-evaluated in ``dtype`` to tell rounding from a wrong formula.
+    re-evaluated in ``dtype`` to tell rounding from a wrong formula. ``args`` may be arrays
+    or ``jax.ShapeDtypeStruct``; a function JAX cannot trace needs arrays.
     """
-    wide = _cast(args, dtype)
+
+    def widen(a):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            return a
+        if isinstance(a, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(a.shape, dtype)
+        return np.asarray(a).astype(dtype)
+
+    wide = jax.tree.map(widen, args)
     try:
         out = jax.eval_shape(fn, *wide)
     except _UNTRACEABLE:
         try:
-            out = jax.tree.map(jnp.asarray, fn(*jax.tree.map(np.asarray, wide)))
+            out = jax.tree.map(jnp.asarray, fn(*wide))
         except Exception:  # any failure means "not in this dtype"
             return False
     except Exception:  # as above
@@ -192,13 +211,27 @@ def roundoff(flat_fn: Callable, params, x, y, reference: jax.Array) -> jax.Array
 
 
 def compare_rows(
-    manual_fn, ref_fn, manual, params, x, y, *, ref_dtype, segments, tol, look=None, wide=None
+    manual_fn,
+    ref_fn,
+    manual,
+    params,
+    x,
+    y,
+    *,
+    ref_dtype,
+    segments,
+    tol,
+    look=None,
+    wide=None,
+    full=True,
 ):
     """Traced body shared by the gradient and factor audits for one point group.
 
     ``manual_fn``/``ref_fn`` map ``(params, x, y)`` stacked over points to ``(rows, P)``;
     ``manual`` is given instead of ``manual_fn`` for a function JAX cannot trace, and then
     ``wide`` is its value in ``ref_dtype`` (or None). ``look`` is :func:`second_look`'s answer.
+    ``full=False`` is the first pass of :func:`in_two_passes`: the plain rule only, without
+    the reference's roundoff and the second look, which can only turn a failure into a pass.
     """
     if manual is None:
         manual = manual_fn(params, x, y)
@@ -206,6 +239,8 @@ def compare_rows(
     reference = ref_fn(*wide_args)
     rnd = recheck = spread = None
     narrower = jax.tree.leaves(params)[0].dtype != jnp.dtype(ref_dtype)
+    if not full:
+        look, narrower = None, False
     if narrower:
         rnd = roundoff(ref_fn, params, x, y, reference)
     if look == "recheck":
@@ -223,16 +258,54 @@ def compare_rows(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look", "traced"),
-)
-def _evaluate_group(
-    manual, wide, params, x, y, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look, traced
-):
+    static_argnames=(
+        "grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look", "traced", "full",
+    ),
+)  # fmt: skip
+def _evaluate_group(tree, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look, traced, full):
+    manual, wide, params, x, y = tree
     segments = np.repeat(np.arange(len(shapes)), [int(np.prod(s)) for s in shapes])
     return compare_rows(
         _flat_of(grad_fn) if traced else None, _flat_of(ref_grad_fn), manual, params, x, y,
-        ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide,
+        ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide, full=full,
     )  # fmt: skip
+
+
+def _bucket(n: int) -> int:
+    """``n`` rounded up to a power of two, so second passes of nearby sizes share a program."""
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def in_two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh=None):
+    """Compare every point with the plain rule, then give only the failing points the rest.
+
+    ``program(tree, full=...)`` maps stacked points (``n`` on every leaf's leading axis;
+    None leaves allowed) to ``(manual, reference, Comparison)`` with ``rows_per_point`` rows
+    per point. The first pass (``full=False``) skips the reference's roundoff estimate and
+    the second look; both can only turn a failure into a pass, so the points where nothing
+    fails are already judged exactly as the full rule judges them, and only the others run
+    again with ``full=True``. Correct gradients rarely fail the plain rule, so most audits
+    pay for two gradient evaluations per point, not six.
+
+    Returns:
+      ``(manual, reference, Comparison)`` as NumPy arrays of ``n * rows_per_point`` rows.
+    """
+    rows = n * rows_per_point
+    m, r, cmp = program(shard_points(mesh, tree), full=False)
+    m, r = np.array(to_host(m, rows)), np.array(to_host(r, rows))
+    cmp = Comparison(*(np.array(to_host(a, rows)) for a in cmp))
+    failed = (cmp.judged & ~cmp.passed).reshape(n, -1).any(axis=1)
+    bad = np.flatnonzero(failed)
+    if bad.size:
+        idx = np.concatenate([bad, np.repeat(bad[-1:], _bucket(bad.size) - bad.size)])
+        sub = jax.tree.map(lambda a: np.asarray(a)[idx], tree)
+        m2, r2, cmp2 = program(shard_points(mesh, sub), full=True)
+        k = bad.size * rows_per_point
+        at = (bad[:, None] * rows_per_point + np.arange(rows_per_point)).ravel()
+        m[at], r[at] = to_host(m2, k), to_host(r2, k)
+        for whole, part in zip(cmp, cmp2, strict=True):
+            whole[at] = to_host(part, k)
+    return m, r, cmp
 
 
 def _flat_of(fn):
@@ -258,9 +331,10 @@ def evaluate(
 ) -> Evaluation:
     """Handwritten and reference gradients at every point of every group, compared.
 
-    One compiled call per group computes the handwritten gradients, the reference (on the
-    points cast to ``ref_dtype``), the reference's roundoff in the audited dtype, the second
-    look (``look``, :func:`second_look`'s answer for ``grad_fn``) and the comparison. The
+    Per group, one compiled call computes the handwritten gradients, the reference (on the
+    points cast to ``ref_dtype``) and the comparison; the points where something fails get
+    the reference's roundoff in the audited dtype and the second look (``look``,
+    :func:`second_look`'s answer for ``grad_fn``) in a second call (:func:`in_two_passes`). The
     reference side always runs with 64-bit types on; when the caller has them off, the
     handwritten gradients are computed first, as the caller's own code would compute them.
     With a ``mesh`` the points are split over its ``"data"`` devices (see
@@ -277,14 +351,15 @@ def evaluate(
         with jax.enable_x64(True):
             if not traced and look == "recheck":
                 wide = _flat_grads_loop(grad_fn, _cast_group(g, ref_dtype))
-            m, r, cmp = _evaluate_group(
-                *shard_points(mesh, (given, wide, g.params, g.x, g.y)), grad_fn=grad_fn,
-                ref_grad_fn=ref_grad_fn, ref_dtype=jnp.dtype(ref_dtype).name,
-                shapes=layout.shapes, tol=tol, look=look, traced=traced,
+            program = functools.partial(
+                _evaluate_group, grad_fn=grad_fn, ref_grad_fn=ref_grad_fn,
+                ref_dtype=jnp.dtype(ref_dtype).name, shapes=layout.shapes, tol=tol, look=look,
+                traced=traced,
             )  # fmt: skip
-        manual.append(to_host(m, g.size))
-        reference.append(to_host(r, g.size))
-        parts.append(Comparison(*(to_host(a, g.size) for a in cmp)))
+            m, r, cmp = in_two_passes(program, (given, wide, g.params, g.x, g.y), g.size, 1, mesh)
+        manual.append(m)
+        reference.append(r)
+        parts.append(cmp)
     manual_all, ref_all = np.concatenate(manual), np.concatenate(reference)
     cmp_all = concat(parts)
     return Evaluation(manual_all, ref_all, cmp_all, worst_over_points(manual_all, ref_all, cmp_all))

@@ -319,15 +319,18 @@ def worst_over_points(manual, reference, cmp: Comparison) -> Worst:
     Runs in NumPy on the host (the arrays are already there for the report). Ties go to the
     first point.
     """
-    score = np.nan_to_num(np.asarray(cmp.score, np.float64), nan=np.inf)
+    score = np.asarray(cmp.score)  # never NaN: inf where either side is not finite
     passed, judged = np.asarray(cmp.passed), np.asarray(cmp.judged)
     flag = np.asarray(cmp.flag)
     failed = judged & ~passed
-    # rank: failing 3 > flagged 2 > passing 1 > not judgeable 0; the worst point has the
-    # largest rank, then the largest score
-    rank = np.where(failed, 3, np.where(flag > 0, 2, np.where(judged, 1, 0)))
-    top = rank == rank.max(axis=0, keepdims=True)
-    idx = np.argmax(np.where(top, score, -1.0), axis=0)
+    if judged.all() and passed.all() and not flag.any():  # the common case: all plain passes
+        idx = np.argmax(score, axis=0)
+    else:
+        # rank: failing 3 > flagged 2 > passing 1 > not judgeable 0; the worst point has the
+        # largest rank, then the largest score
+        rank = np.where(failed, 3, np.where(flag > 0, 2, np.where(judged, 1, 0)))
+        top = rank == rank.max(axis=0, keepdims=True)
+        idx = np.argmax(np.where(top, score, -1.0), axis=0)
 
     def at(a):
         return np.take_along_axis(np.asarray(a), idx[None, :], axis=0)[0]
@@ -349,4 +352,6 @@ def worst_over_points(manual, reference, cmp: Comparison) -> Worst:
 
 def concat(parts: list[Comparison]) -> Comparison:
     """Join the comparisons of several point groups along the points axis (on the host)."""
+    if len(parts) == 1:
+        return Comparison(*(np.asarray(a) for a in parts[0]))
     return Comparison(*(np.concatenate([np.asarray(p[f]) for p in parts]) for f in range(7)))

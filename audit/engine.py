@@ -38,7 +38,9 @@ from audit.gradients import (
 from audit.mistakes import missing_derivative_grads
 from audit.points import (
     PointGroup,
+    joined,
     merge_same_shapes,
+    numbered,
     random_batch,
     random_points,
     stack_points,
@@ -162,7 +164,7 @@ def _compare_groups(
             "a single output, an empty batch), so a gradient returning zeros would pass and "
             "nothing can be checked; audit a loss that varies with the parameters"
         )
-    labels = [lab for g in groups for lab in g.labels]
+    labels = joined([g.labels for g in groups])
     point_source = [src for g in groups for src in g.sources]
     failed = worst.n_failed > 0
     unjudged = unjudged_note(ev.comparison.judged, ev.manual, ev.reference, labels, names)
@@ -704,7 +706,7 @@ def check_gradients(
         stacked,
         jax.tree.map(repeated, x),
         jax.tree.map(repeated, y),
-        ("given point", *(f"perturbed point {i}" for i in range(points))),
+        numbered("perturbed point", n, first=["given point"]),
     )
 
     traced = is_traceable(grad_fn, group)

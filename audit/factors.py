@@ -18,7 +18,7 @@ import numpy as np
 
 from audit.compare import Tolerance, concat, unjudged_note, worst_over_points
 from audit.gradients import compare_rows, in_two_passes, runs_in, second_look
-from audit.points import PointGroup
+from audit.points import Labels, PointGroup, joined
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec
 from jaxbp.reference import _deltas, seed_factors_autodiff
@@ -50,11 +50,15 @@ def _delta_rows(spec: OutputSpec, manual: bool):
     return rows
 
 
-@functools.partial(jax.jit, static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look"))
-def _seed_group(params, x, y, *, factors_fn, names, ref_dtype, tol, look):
+@functools.partial(
+    jax.jit, static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "full")
+)
+def _seed_group(tree, *, factors_fn, names, ref_dtype, tol, look, full):
+    params, x, y = tree
     return compare_rows(
         _seed_rows(factors_fn, names), _seed_rows(seed_factors_autodiff, names), None,
         params, x, y, ref_dtype=ref_dtype, segments=np.arange(len(names)), tol=tol, look=look,
+        full=full,
     )  # fmt: skip
 
 
@@ -91,14 +95,17 @@ def _entries(names, segments, results, groups, *, dtype) -> tuple[list[dict], li
     w = worst_over_points(manual, reference, cmp)
     score = np.nan_to_num(np.asarray(w.score, np.float64), nan=np.inf)
     rank = w.rank()
-    row_point, row_label = [], []  # rows are (point, example) pairs in group order
-    start = 0
-    for g in groups:
-        b = g.x.shape[1]
-        for i in range(g.size):
-            row_point += [start + i] * b
-            row_label += [f"{g.labels[i]}, example {e}" for e in range(b)]
-        start += g.size
+    # rows are (point, example) pairs in group order; labels are made only when shown
+    batches = [int(g.x.shape[1]) for g in groups]
+    starts = np.cumsum([0] + [g.size for g in groups[:-1]])
+    row_point = np.concatenate([
+        start + np.repeat(np.arange(g.size), b)
+        for g, b, start in zip(groups, batches, starts, strict=True)
+    ])  # fmt: skip
+    row_label = joined([
+        Labels(lambda r, g=g, b=b: f"{g.labels[r // b]}, example {r % b}", g.size * b)
+        for g, b in zip(groups, batches, strict=True)
+    ])  # fmt: skip
     out = []
     for f, name in enumerate(names):
         cols = np.flatnonzero(segments == f)
@@ -111,7 +118,7 @@ def _entries(names, segments, results, groups, *, dtype) -> tuple[list[dict], li
                 name=name,
                 **w.values_at(c),
                 **verdict,
-                worst_point=dict(index=row_point[row], label=row_label[row]),
+                worst_point=dict(index=int(row_point[row]), label=row_label[row]),
             )
         )
     col_names = [

@@ -7,6 +7,7 @@ along a leading axis so a whole group is evaluated by one ``vmap``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -22,8 +23,11 @@ from jaxbp.sharding import DATA, data_size
 
 __all__ = [
     "RANDOM_BATCH",
+    "Labels",
     "PointGroup",
+    "joined",
     "merge_same_shapes",
+    "numbered",
     "random_batch",
     "random_points",
     "shard_points",
@@ -42,6 +46,43 @@ def random_batch(n_data: int) -> int:
     return n_data if 3 <= n_data <= 64 else RANDOM_BATCH
 
 
+class Labels(Sequence):
+    """Point labels made on demand: ``fn(i)`` for ``i < n``, so a million points cost nothing
+    until the report names one of them. Sequences of strings join with :func:`joined`."""
+
+    def __init__(self, fn: Callable[[int], str], n: int):
+        self._fn, self._n = fn, int(n)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        i = int(i)
+        if not -self._n <= i < self._n:
+            raise IndexError(f"label {i} of {self._n}")
+        return self._fn(i % self._n)
+
+
+def joined(parts: Sequence[Sequence[str]]) -> Labels:
+    """The labels of several groups, one after another, still made on demand."""
+    parts = list(parts)
+    ends = np.cumsum([len(p) for p in parts])
+
+    def label(i: int) -> str:
+        k = int(np.searchsorted(ends, i, side="right"))
+        return parts[k][i - (int(ends[k - 1]) if k else 0)]
+
+    return Labels(label, int(ends[-1]) if len(ends) else 0)
+
+
+def numbered(stem: str, n: int, first: Sequence[str] = ()) -> Labels:
+    """``first``, then ``"{stem} 0"``, ``"{stem} 1"``, ... up to ``n`` labels in all."""
+    head = tuple(first)
+    return Labels(lambda i: head[i] if i < len(head) else f"{stem} {i - len(head)}", n)
+
+
 class PointGroup(NamedTuple):
     """Points with equal shapes, evaluated together.
 
@@ -57,7 +98,7 @@ class PointGroup(NamedTuple):
     params: Params
     x: jax.Array
     y: jax.Array
-    labels: tuple[str, ...]
+    labels: Sequence[str]
 
     @property
     def size(self) -> int:
@@ -96,7 +137,7 @@ def merge_same_shapes(groups: list[PointGroup]) -> list[PointGroup]:
                     jax.tree.map(lambda a, b: jnp.concatenate([a, b]), h.params, g.params),
                     jnp.concatenate([h.x, g.x]),
                     jnp.concatenate([h.y, g.y]),
-                    h.labels + g.labels,
+                    joined([h.labels, g.labels]),
                 )
                 break
         else:
@@ -120,7 +161,7 @@ def random_points(
     """
     params, x, y = _draw_all(key, sizes=tuple(sizes), n=n, loss=loss, dtype=jnp.dtype(dtype).name,
                              batch=batch)  # fmt: skip
-    return PointGroup(("random",) * n, params, x, y, tuple(f"random draw {i}" for i in range(n)))
+    return PointGroup(("random",) * n, params, x, y, numbered("random draw", n))
 
 
 @functools.partial(jax.jit, static_argnames=("sizes", "n", "loss", "dtype", "batch"))

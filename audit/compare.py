@@ -69,9 +69,14 @@ __all__ = [
     "DEFAULT_TOLERANCES",
     "ROUNDING",
     "WIDENED",
+    "Summary",
     "Tolerance",
     "compare",
     "default_tolerance",
+    "joined",
+    "merge",
+    "summarize",
+    "worst_of",
     "worst_over_points",
 ]
 
@@ -288,28 +293,25 @@ class Worst(NamedTuple):
 
 
 def unjudged_note(
-    judged: np.ndarray,
-    manual: np.ndarray,
-    reference: np.ndarray,
+    n_rows: int,
+    total: int,
+    first: np.ndarray,
     labels: Sequence[str],
     names: Sequence[str],
 ) -> str | None:
     """A note on the points where the reference was not finite, or None when there are none.
 
-    ``judged``, ``manual``, ``reference``: ``(n_points, P)``; ``labels`` name the points and
-    ``names`` the elements.
+    ``n_rows`` of ``total`` points hold a non-finite reference; ``first`` is
+    ``(point, element, manual, reference)`` of the first (point -1 when none); ``labels``
+    name the points and ``names`` the elements.
     """
-    judged = np.asarray(judged)
-    bad_points = np.flatnonzero(~judged.all(axis=1))
-    if not bad_points.size:
+    if not n_rows or first[0] < 0:
         return None
-    k = int(bad_points[0])
-    j = int(np.flatnonzero(~judged[k])[0])
+    k, j = int(first[0]), int(first[1])
     return (
-        f"jax.grad was not finite at {bad_points.size} of {judged.shape[0]} points (first: "
-        f"{labels[k]}, {names[j]}: jax.grad {float(reference[k, j]):.4g}, handwritten "
-        f"{float(manual[k, j]):.4g}); there the reference cannot judge, so those values are "
-        "neither passed nor failed"
+        f"jax.grad was not finite at {n_rows} of {total} points (first: {labels[k]}, "
+        f"{names[j]}: jax.grad {float(first[3]):.4g}, handwritten {float(first[2]):.4g}); "
+        "there the reference cannot judge, so those values are neither passed nor failed"
     )
 
 
@@ -348,6 +350,115 @@ def worst_over_points(manual, reference, cmp: Comparison) -> Worst:
         np.sum(flag > 0, axis=0),
         np.sum(~judged, axis=0),
     )
+
+
+class Summary(NamedTuple):
+    """A comparison reduced over its rows on the device: what the report needs, ``(P,)`` each.
+
+    ``rank`` is 3 failing, 2 passing on the second look, 1 passing, 0 not judgeable, -1 no
+    row counted; ``index`` is the worst row (largest rank, then largest score, first on
+    ties) and the value fields are that row's. The last three fields are global: whether a
+    judged reference is non-zero anywhere, how many rows hold a non-finite reference, and
+    the first such (row, element) with its handwritten and reference values.
+    """
+
+    index: jax.Array
+    rank: jax.Array
+    manual: jax.Array
+    reference: jax.Array
+    abs_err: jax.Array
+    rel_err: jax.Array
+    allowed: jax.Array
+    score: jax.Array
+    flag: jax.Array
+    n_failed: jax.Array
+    n_flagged: jax.Array
+    n_unjudged: jax.Array
+    nonzero: jax.Array  # ()
+    unjudged_rows: jax.Array  # ()
+    first_unjudged: jax.Array  # (4,) row, element, manual, reference; row -1 when none
+
+
+def summarize(manual, reference, cmp: Comparison, keep, valid) -> Summary:
+    """Reduce ``(rows, P)`` over its rows, counting only rows where ``keep`` (``(rows,)``).
+
+    ``valid`` marks the real rows (the rest pad the points to fill devices or a program's
+    size): the global fields count every valid row, the per-element ones only kept rows.
+    Traced: one pass over the arrays, nothing of size ``rows * P`` leaves the device.
+    """
+    keep2, valid2 = keep[:, None], valid[:, None]
+    failed = cmp.judged & ~cmp.passed & keep2
+    rank = jnp.where(
+        ~keep2, -1, jnp.where(failed, 3, jnp.where(cmp.flag > 0, 2, jnp.where(cmp.judged, 1, 0)))
+    ).astype(jnp.int8)
+    top = jnp.max(rank, axis=0)
+    idx = jnp.argmax(jnp.where(rank == top[None], cmp.score, -1.0), axis=0)
+
+    def at(a):
+        return jnp.take_along_axis(a, idx[None, :], axis=0)[0]
+
+    unjudged = ~cmp.judged & valid2
+    first = jnp.argmax(unjudged.ravel())
+    row, col = first // unjudged.shape[1], first % unjudged.shape[1]
+    any_unjudged = unjudged.ravel()[first]
+    return Summary(
+        idx.astype(jnp.int32), top, at(manual), at(reference), at(cmp.abs_err),
+        at(cmp.rel_err), at(cmp.allowed), at(cmp.score), at(cmp.flag),
+        jnp.sum(failed, axis=0, dtype=jnp.int32),
+        jnp.sum((cmp.flag > 0) & keep2, axis=0, dtype=jnp.int32),
+        jnp.sum(~cmp.judged & keep2, axis=0, dtype=jnp.int32),
+        jnp.any(cmp.judged & valid2 & (reference != 0)),
+        jnp.sum(jnp.any(unjudged, axis=1), dtype=jnp.int32),
+        jnp.stack([
+            jnp.where(any_unjudged, row, -1).astype(jnp.float64),
+            col.astype(jnp.float64),
+            manual[row, col].astype(jnp.float64),
+            reference[row, col].astype(jnp.float64),
+        ]),
+    )  # fmt: skip
+
+
+def merge(a: Summary, b: Summary) -> Summary:
+    """Two summaries of disjoint rows (NumPy, row indices already global) as one."""
+    a = Summary(*(np.asarray(f) for f in a))
+    b = Summary(*(np.asarray(f) for f in b))
+    take_b = (b.rank > a.rank) | (
+        (b.rank == a.rank) & ((b.score > a.score) | ((b.score == a.score) & (b.index < a.index)))
+    )
+    picked = [np.where(take_b, fb, fa) for fa, fb in zip(a[:9], b[:9], strict=True)]
+    counts = [fa + fb for fa, fb in zip(a[9:12], b[9:12], strict=True)]
+    return Summary(*picked, *counts, a.nonzero, a.unjudged_rows, a.first_unjudged)
+
+
+def joined(parts: Sequence[Summary], rows: Sequence[int]) -> Summary:
+    """Summaries of consecutive blocks of ``rows[k]`` rows each, as one over all of them."""
+    total = None
+    offset = 0
+    for s, n in zip(parts, rows, strict=True):
+        s = Summary(*(np.asarray(f) for f in s))
+        first = s.first_unjudged.copy()
+        if first[0] >= 0:
+            first[0] += offset
+        s = s._replace(index=s.index + offset, first_unjudged=first)
+        if total is None:
+            total = s
+        else:
+            total = merge(total, s)._replace(
+                nonzero=total.nonzero | s.nonzero,
+                unjudged_rows=total.unjudged_rows + s.unjudged_rows,
+                first_unjudged=total.first_unjudged if total.first_unjudged[0] >= 0 else first,
+            )
+        offset += n
+    return total
+
+
+def worst_of(s: Summary) -> Worst:
+    """The :class:`Worst` of a (host) summary."""
+    s = Summary(*(np.asarray(f) for f in s))
+    return Worst(
+        s.index, s.manual, s.reference, s.abs_err, s.rel_err, s.allowed, s.score,
+        s.n_failed, s.flag, s.n_flagged, s.n_unjudged,
+    )  # fmt: skip
 
 
 def concat(parts: list[Comparison]) -> Comparison:

@@ -38,7 +38,7 @@ from audit.gradients import (
 from audit.mistakes import missing_derivative_grads
 from audit.points import (
     PointGroup,
-    joined,
+    joined_labels,
     merge_same_shapes,
     numbered,
     random_batch,
@@ -156,18 +156,17 @@ def _compare_groups(
                   layout=layout, look=look, mesh=mesh)  # fmt: skip
     worst = jax.tree.map(np.asarray, ev.worst)
     timing["compare_s"] = time.perf_counter() - t0
-    judged = np.asarray(ev.comparison.judged)
-    if not np.any(np.asarray(ev.reference)[judged] != 0):
+    if not ev.nonzero:
         raise ValueError(
             f"jax.grad of the loss is exactly 0 for every parameter at all {n_points} points: "
             "the loss does not depend on the parameters there (a constant loss, a softmax over "
             "a single output, an empty batch), so a gradient returning zeros would pass and "
             "nothing can be checked; audit a loss that varies with the parameters"
         )
-    labels = joined([g.labels for g in groups])
+    labels = joined_labels([g.labels for g in groups])
     point_source = [src for g in groups for src in g.sources]
     failed = worst.n_failed > 0
-    unjudged = unjudged_note(ev.comparison.judged, ev.manual, ev.reference, labels, names)
+    unjudged = unjudged_note(ev.unjudged_rows, n_points, ev.first_unjudged, labels, names)
     if unjudged:
         notes.append(unjudged)
 
@@ -211,10 +210,11 @@ def _compare_groups(
             k: (np.asarray(v, np.float64)[rows], texts)
             for k, (v, texts) in (candidates() if candidates else {}).items()
         }
+        manual_at, reference_at, failed_at = ev.rows(rows)
         hints = diagnose(
             fail_idx,
-            np.asarray(ev.manual, dtype=np.float64)[rows],
-            np.asarray(ev.reference, dtype=np.float64)[rows],
+            np.asarray(manual_at, dtype=np.float64),
+            np.asarray(reference_at, dtype=np.float64),
             names=names,
             leaf_of=layout.segments,
             leaf_shapes=layout.shapes,
@@ -224,7 +224,7 @@ def _compare_groups(
             floor=tol.floor,
             rtol=max(10 * tol.rtol, 1e-6),
             candidates=cands,
-            failed_at=(np.asarray(ev.comparison.judged) & ~np.asarray(ev.comparison.passed))[rows],
+            failed_at=failed_at,
         )
         timing["diagnose_s"] = time.perf_counter() - t0
     saturated = (

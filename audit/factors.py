@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.compare import Tolerance, concat, unjudged_note, worst_over_points
-from audit.gradients import compare_rows, in_two_passes, runs_in, second_look
-from audit.points import Labels, PointGroup, joined
+from audit.compare import Summary, Tolerance, joined, unjudged_note, worst_of
+from audit.gradients import compare_rows, finish, in_two_passes, runs_in, second_look
+from audit.points import Labels, PointGroup, joined_labels
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec
 from jaxbp.reference import _deltas, seed_factors_autodiff
@@ -51,31 +51,36 @@ def _delta_rows(spec: OutputSpec, manual: bool):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "full")
+    jax.jit, static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "mode")
 )
-def _seed_group(tree, *, factors_fn, names, ref_dtype, tol, look, full):
+def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode):
     params, x, y = tree
-    return compare_rows(
+    result = compare_rows(
         _seed_rows(factors_fn, names), _seed_rows(seed_factors_autodiff, names), None,
         params, x, y, ref_dtype=ref_dtype, segments=np.arange(len(names)), tol=tol, look=look,
-        full=full,
+        full=mode != "first",
     )  # fmt: skip
+    return finish(result, valid, mode=mode, rows_per_point=x.shape[1])
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "full"))
-def _delta_group(tree, *, spec, widths, ref_dtype, tol, look, full):
+@functools.partial(jax.jit, static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "mode"))
+def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode):
     params, x, y = tree
-    return compare_rows(
+    result = compare_rows(
         _delta_rows(spec, True), _delta_rows(spec, False), None, params, x, y,
         ref_dtype=ref_dtype, segments=np.repeat(np.arange(len(widths)), widths), tol=tol,
-        look=look, full=full,
+        look=look, full=mode != "first",
     )  # fmt: skip
+    return finish(result, valid, mode=mode, rows_per_point=x.shape[1])
 
 
-def _group_rows(program, group: PointGroup, mesh):
-    """A group's (manual, reference, comparison) rows on the host, in two passes."""
-    tree = (group.params, group.x, group.y)
-    return in_two_passes(program, tree, group.size, int(group.x.shape[1]), mesh)
+def _summaries(program, groups: list[PointGroup], mesh) -> Summary:
+    """Every group's rows, compared in two passes and summarized as one."""
+    parts = [
+        in_two_passes(program, (g.params, g.x, g.y), g.size, int(g.x.shape[1]), mesh)
+        for g in groups
+    ]
+    return joined(parts, [g.size * int(g.x.shape[1]) for g in groups])
 
 
 def _cause(name: str) -> str:
@@ -87,13 +92,10 @@ def _cause(name: str) -> str:
     return "rounding"
 
 
-def _entries(names, segments, results, groups, *, dtype) -> tuple[list[dict], list[str]]:
+def _entries(names, segments, summary: Summary, groups, *, dtype) -> tuple[list[dict], list[str]]:
     """One entry per factor, its worst (point, example) over all rows of all groups; notes."""
-    manual = np.concatenate([np.asarray(m) for m, _, _ in results])
-    reference = np.concatenate([np.asarray(r) for _, r, _ in results])
-    cmp = concat([c for _, _, c in results])
-    w = worst_over_points(manual, reference, cmp)
-    score = np.nan_to_num(np.asarray(w.score, np.float64), nan=np.inf)
+    w = worst_of(summary)
+    score = np.asarray(w.score, np.float64)
     rank = w.rank()
     # rows are (point, example) pairs in group order; labels are made only when shown
     batches = [int(g.x.shape[1]) for g in groups]
@@ -102,7 +104,7 @@ def _entries(names, segments, results, groups, *, dtype) -> tuple[list[dict], li
         start + np.repeat(np.arange(g.size), b)
         for g, b, start in zip(groups, batches, starts, strict=True)
     ])  # fmt: skip
-    row_label = joined([
+    row_label = joined_labels([
         Labels(lambda r, g=g, b=b: f"{g.labels[r // b]}, example {r % b}", g.size * b)
         for g, b in zip(groups, batches, strict=True)
     ])  # fmt: skip
@@ -125,7 +127,8 @@ def _entries(names, segments, results, groups, *, dtype) -> tuple[list[dict], li
         names[f] if np.sum(segments == f) == 1 else f"{names[f]}[{int(np.sum(segments[:c] == f))}]"
         for c, f in enumerate(segments)
     ]
-    note = unjudged_note(cmp.judged, manual, reference, row_label, col_names)
+    note = unjudged_note(int(summary.unjudged_rows), len(row_label), summary.first_unjudged,
+                         row_label, col_names)  # fmt: skip
     return out, [note.replace("jax.grad", "JAX's factor")] if note else []
 
 
@@ -164,7 +167,7 @@ def seed_factor_audit(
     look = second_look(g0.x.dtype, dt, runs_in(factors_fn, first, dt))
     program = functools.partial(_seed_group, factors_fn=factors_fn, names=names, ref_dtype=dt,
                                 tol=tol, look=look)  # fmt: skip
-    results = [_group_rows(program, g, mesh) for g in groups]
+    results = _summaries(program, groups, mesh)
     return _entries(list(names), np.arange(len(names)), results, groups, dtype=g0.x.dtype)
 
 
@@ -194,7 +197,7 @@ def delta_factors(
     look = second_look(groups[0].x.dtype, dt, True)  # the closed form is dtype-generic
     program = functools.partial(_delta_group, spec=spec, widths=widths, ref_dtype=dt, tol=tol,
                                 look=look)  # fmt: skip
-    results = [_group_rows(program, g, mesh) for g in groups]
+    results = _summaries(program, groups, mesh)
     names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
     segments = np.repeat(np.arange(len(widths)), widths)
     entries, notes = _entries(names, segments, results, groups, dtype=groups[0].x.dtype)

@@ -18,10 +18,13 @@ import numpy as np
 from audit.compare import (
     DEFAULT_TOLERANCES,
     Comparison,
+    Summary,
     Tolerance,
     compare,
-    concat,
-    worst_over_points,
+    joined,
+    merge,
+    summarize,
+    worst_of,
 )
 from audit.points import PointGroup, shard_points, to_host
 from jaxbp._validate import check_grads_like
@@ -29,7 +32,9 @@ from jaxbp._validate import check_grads_like
 __all__ = [
     "Evaluation",
     "Layout",
+    "detail_rows",
     "evaluate",
+    "finish",
     "finite_differences",
     "in_two_passes",
     "layout_of",
@@ -156,15 +161,20 @@ def _flat_grads_loop(grad_fn: Callable, group: PointGroup) -> jax.Array:
 
 
 class Evaluation(NamedTuple):
-    """Every point's flat gradients, their comparison, and the worst case per element.
+    """The worst case per element over every point, and how to look closer at some points.
 
-    All arrays are NumPy, ``(n_points, P)`` except ``worst`` (``P`` per field).
+    ``worst`` holds NumPy ``(P,)`` fields; ``nonzero``: whether a judged reference value is
+    non-zero anywhere; ``unjudged_rows``: how many points hold a non-finite reference;
+    ``first_unjudged``: ``(point, element, manual, reference)`` of the first one (point -1
+    when none). ``rows(points)`` evaluates again at the given point indices and returns
+    ``(manual, reference, failed)`` as ``(len(points), P)`` NumPy arrays, for the diagnosis.
     """
 
-    manual: np.ndarray
-    reference: np.ndarray
-    comparison: Comparison
     worst: object  # compare.Worst
+    nonzero: bool
+    unjudged_rows: int
+    first_unjudged: np.ndarray
+    rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _cast(tree, dtype):
@@ -256,19 +266,42 @@ def compare_rows(
     return manual, reference, cmp
 
 
+def finish(result, valid, *, mode: str, rows_per_point: int):
+    """Traced tail of every audit program: the whole comparison (``mode="detail"``), or its
+    :class:`audit.compare.Summary` (``"first"``, ``"second"``; see :func:`in_two_passes`).
+
+    ``valid`` is the number of real rows; rows past it pad the points.
+    """
+    manual, reference, cmp = result
+    if mode == "detail":
+        return result
+    n_rows = manual.shape[0]
+    ok = jnp.arange(n_rows) < valid
+    if mode == "second":
+        return summarize(manual, reference, cmp, ok, ok), None
+    failed = cmp.judged & ~cmp.passed & ok[:, None]
+    bad = jnp.any(failed.reshape(n_rows // rows_per_point, -1), axis=1)
+    keep = ok & ~jnp.repeat(bad, rows_per_point, total_repeat_length=n_rows)
+    return summarize(manual, reference, cmp, keep, ok), bad
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look", "traced", "full",
+        "grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look", "traced", "mode",
     ),
 )  # fmt: skip
-def _evaluate_group(tree, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look, traced, full):
+def _evaluate_group(
+    tree, valid, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look, traced, mode
+):
     manual, wide, params, x, y = tree
     segments = np.repeat(np.arange(len(shapes)), [int(np.prod(s)) for s in shapes])
-    return compare_rows(
+    result = compare_rows(
         _flat_of(grad_fn) if traced else None, _flat_of(ref_grad_fn), manual, params, x, y,
-        ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide, full=full,
+        ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide,
+        full=mode != "first",
     )  # fmt: skip
+    return finish(result, valid, mode=mode, rows_per_point=1)
 
 
 def _bucket(n: int) -> int:
@@ -276,37 +309,46 @@ def _bucket(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
-def in_two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh=None):
+def _subset(tree, points: np.ndarray):
+    """The stacked points at ``points``, padded by repeating the last to a power of two."""
+    idx = np.concatenate([points, np.repeat(points[-1:], _bucket(points.size) - points.size)])
+    return jax.tree.map(lambda a: np.asarray(a)[idx], tree)
+
+
+def in_two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh=None) -> Summary:
     """Compare every point with the plain rule, then give only the failing points the rest.
 
-    ``program(tree, full=...)`` maps stacked points (``n`` on every leaf's leading axis;
-    None leaves allowed) to ``(manual, reference, Comparison)`` with ``rows_per_point`` rows
-    per point. The first pass (``full=False``) skips the reference's roundoff estimate and
-    the second look; both can only turn a failure into a pass, so the points where nothing
-    fails are already judged exactly as the full rule judges them, and only the others run
-    again with ``full=True``. Correct gradients rarely fail the plain rule, so most audits
-    pay for two gradient evaluations per point, not six.
+    ``program(tree, valid, mode=...)`` is a jitted function ending in :func:`finish`, over
+    stacked points (``n`` on every leaf's leading axis; None leaves allowed) with
+    ``rows_per_point`` rows each. The first pass (``mode="first"``) skips the reference's
+    roundoff estimate and the second look; both can only turn a failure into a pass, so the
+    points where nothing fails are already judged exactly as the full rule judges them. Only
+    the others run again (``mode="second"``), and the two summaries merge. Correct gradients
+    rarely fail the plain rule, so most audits pay for two gradient evaluations per point,
+    not six, and nothing of size ``n * P`` leaves the device.
 
     Returns:
-      ``(manual, reference, Comparison)`` as NumPy arrays of ``n * rows_per_point`` rows.
+      The merged :class:`audit.compare.Summary` (NumPy), row indices counted over all points.
     """
     rows = n * rows_per_point
-    m, r, cmp = program(shard_points(mesh, tree), full=False)
-    m, r = to_host(m, rows), to_host(r, rows)
-    cmp = Comparison(*(to_host(a, rows) for a in cmp))
-    failed = (cmp.judged & ~cmp.passed).reshape(n, -1).any(axis=1)
-    bad = np.flatnonzero(failed)
-    if bad.size:
-        m, r, cmp = np.array(m), np.array(r), Comparison(*(np.array(a) for a in cmp))  # writable
-        idx = np.concatenate([bad, np.repeat(bad[-1:], _bucket(bad.size) - bad.size)])
-        sub = jax.tree.map(lambda a: np.asarray(a)[idx], tree)
-        m2, r2, cmp2 = program(shard_points(mesh, sub), full=True)
-        k = bad.size * rows_per_point
-        at = (bad[:, None] * rows_per_point + np.arange(rows_per_point)).ravel()
-        m[at], r[at] = to_host(m2, k), to_host(r2, k)
-        for whole, part in zip(cmp, cmp2, strict=True):
-            whole[at] = to_host(part, k)
-    return m, r, cmp
+    s1, bad = program(shard_points(mesh, tree), rows, mode="first")
+    s1 = Summary(*(np.asarray(f) for f in s1))
+    bad_points = np.flatnonzero(to_host(bad, n))
+    if not bad_points.size:
+        return s1
+    s2, _ = program(shard_points(mesh, _subset(tree, bad_points)), bad_points.size *
+                    rows_per_point, mode="second")  # fmt: skip
+    s2 = Summary(*(np.asarray(f) for f in s2))
+    local = s2.index
+    global_rows = bad_points[local // rows_per_point] * rows_per_point + local % rows_per_point
+    return merge(s1, s2._replace(index=global_rows))
+
+
+def detail_rows(program: Callable, tree, points: np.ndarray, rows_per_point: int, mesh=None):
+    """``(manual, reference, Comparison)`` rows of the given points, the full rule applied."""
+    k = points.size * rows_per_point
+    m, r, cmp = program(shard_points(mesh, _subset(tree, points)), k, mode="detail")
+    return to_host(m, k), to_host(r, k), Comparison(*(to_host(a, k) for a in cmp))
 
 
 def _flat_of(fn):
@@ -333,16 +375,16 @@ def evaluate(
     """Handwritten and reference gradients at every point of every group, compared.
 
     Per group, one compiled call computes the handwritten gradients, the reference (on the
-    points cast to ``ref_dtype``) and the comparison; the points where something fails get
-    the reference's roundoff in the audited dtype and the second look (``look``,
-    :func:`second_look`'s answer for ``grad_fn``) in a second call (:func:`in_two_passes`). The
-    reference side always runs with 64-bit types on; when the caller has them off, the
-    handwritten gradients are computed first, as the caller's own code would compute them.
-    With a ``mesh`` the points are split over its ``"data"`` devices (see
-    :func:`audit.points.shard_points`).
+    points cast to ``ref_dtype``), the comparison and its reduction to each element's worst
+    case; the points where something fails get the reference's roundoff in the audited dtype
+    and the second look (``look``, :func:`second_look`'s answer for ``grad_fn``) in a second
+    call (:func:`in_two_passes`). The reference side always runs with 64-bit types on; when
+    the caller has them off, the handwritten gradients are computed first, as the caller's
+    own code would compute them. With a ``mesh`` the points are split over its ``"data"``
+    devices (see :func:`audit.points.shard_points`).
     """
     own_x64 = jax.config.jax_enable_x64
-    manual, reference, parts = [], [], []
+    summaries, trees, programs = [], [], []
     for g in groups:
         given = wide = None
         if not traced:
@@ -357,13 +399,32 @@ def evaluate(
                 ref_dtype=jnp.dtype(ref_dtype).name, shapes=layout.shapes, tol=tol, look=look,
                 traced=traced,
             )  # fmt: skip
-            m, r, cmp = in_two_passes(program, (given, wide, g.params, g.x, g.y), g.size, 1, mesh)
-        manual.append(m)
-        reference.append(r)
-        parts.append(cmp)
-    manual_all, ref_all = (a[0] if len(a) == 1 else np.concatenate(a) for a in (manual, reference))
-    cmp_all = concat(parts)
-    return Evaluation(manual_all, ref_all, cmp_all, worst_over_points(manual_all, ref_all, cmp_all))
+            tree = (given, wide, g.params, g.x, g.y)
+            summaries.append(in_two_passes(program, tree, g.size, 1, mesh))
+        trees.append(tree)
+        programs.append(program)
+    total = joined(summaries, [g.size for g in groups])
+    starts = np.cumsum([0] + [g.size for g in groups])
+
+    def rows(points: np.ndarray):
+        parts = []
+        for k, (tree, program) in enumerate(zip(trees, programs, strict=True)):
+            local = points[(points >= starts[k]) & (points < starts[k + 1])] - starts[k]
+            if local.size:
+                with jax.enable_x64(True):
+                    parts.append(detail_rows(program, tree, local, 1, mesh))
+        m = np.concatenate([p[0] for p in parts])
+        r = np.concatenate([p[1] for p in parts])
+        failed = np.concatenate([p[2].judged & ~p[2].passed for p in parts])
+        return m, r, failed
+
+    return Evaluation(
+        worst_of(total),
+        bool(total.nonzero),
+        int(total.unjudged_rows),
+        total.first_unjudged,
+        rows,
+    )
 
 
 def fd_step(p: jax.Array) -> jax.Array:

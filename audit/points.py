@@ -25,7 +25,7 @@ __all__ = [
     "RANDOM_BATCH",
     "Labels",
     "PointGroup",
-    "joined",
+    "joined_labels",
     "merge_same_shapes",
     "numbered",
     "random_batch",
@@ -48,7 +48,7 @@ def random_batch(n_data: int) -> int:
 
 class Labels(Sequence):
     """Point labels made on demand: ``fn(i)`` for ``i < n``, so a million points cost nothing
-    until the report names one of them. Sequences of strings join with :func:`joined`."""
+    until the report names one of them. Sequences of strings join with :func:`joined_labels`."""
 
     def __init__(self, fn: Callable[[int], str], n: int):
         self._fn, self._n = fn, int(n)
@@ -65,7 +65,7 @@ class Labels(Sequence):
         return self._fn(i % self._n)
 
 
-def joined(parts: Sequence[Sequence[str]]) -> Labels:
+def joined_labels(parts: Sequence[Sequence[str]]) -> Labels:
     """The labels of several groups, one after another, still made on demand."""
     parts = list(parts)
     ends = np.cumsum([len(p) for p in parts])
@@ -137,7 +137,7 @@ def merge_same_shapes(groups: list[PointGroup]) -> list[PointGroup]:
                     jax.tree.map(lambda a, b: jnp.concatenate([a, b]), h.params, g.params),
                     jnp.concatenate([h.x, g.x]),
                     jnp.concatenate([h.y, g.y]),
-                    joined([h.labels, g.labels]),
+                    joined_labels([h.labels, g.labels]),
                 )
                 break
         else:

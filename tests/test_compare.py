@@ -12,7 +12,10 @@ from audit.compare import (
     Tolerance,
     compare,
     default_tolerance,
+    merge,
+    summarize,
     unjudged_note,
+    worst_of,
     worst_over_points,
 )
 
@@ -208,11 +211,38 @@ def test_the_worst_point_prefers_failures_then_flags_then_the_largest_score():
 
 
 def test_the_unjudged_note_names_the_point_the_element_and_both_sides():
-    judged = np.array([[True, True], [True, False]])
-    note = unjudged_note(judged, np.array([[1, 2], [3, 0.0]]), np.array([[1, 2], [3, np.nan]]),
-                         ["random draw 0", "step 5000"], ["w11", "dA3/dz3"])  # fmt: skip
+    first = np.array([1, 1, 0.0, np.nan])  # point 1, element 1: handwritten 0, jax.grad nan
+    note = unjudged_note(1, 2, first, ["random draw 0", "step 5000"], ["w11", "dA3/dz3"])
     assert note.startswith(
         "jax.grad was not finite at 1 of 2 points (first: step 5000, dA3/dz3: jax.grad nan, "
         "handwritten 0)"
     )
-    assert unjudged_note(judged[:1], np.ones((1, 2)), np.ones((1, 2)), ["a"], ["x", "y"]) is None
+    assert unjudged_note(0, 2, np.array([-1, 0, 0, 0.0]), ["a", "b"], ["x", "y"]) is None
+
+
+def test_the_device_summary_equals_the_host_reduction():
+    # the reduction that runs on the device against worst_over_points in NumPy, on values
+    # with failures, NaN on either side, flags, ties and rows that are not counted
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(40, 6))
+    m = r * (1 + rng.choice([0, 1e-4, 3e-3, 2e-2], size=r.shape))
+    m[rng.random(r.shape) < 0.05] = np.nan
+    r[rng.random(r.shape) < 0.05] = np.inf
+    m[:, 5] = r[:, 5]  # exact everywhere: ties at score 0 go to the first point
+    recheck = np.where(rng.random(r.shape) < 0.5, r, m)
+    seg = np.array([0, 0, 1, 1, 2, 2])
+    cmp = compare(jnp.asarray(m), jnp.asarray(r), None, seg, 3, TOL, recheck=jnp.asarray(recheck),
+                  recheck_tol=DEFAULT_TOLERANCES["float64"])  # fmt: skip
+    keep = np.ones(40, bool)
+    host = worst_over_points(m, r, cmp)
+    dev = worst_of(summarize(jnp.asarray(m), jnp.asarray(r), cmp, jnp.asarray(keep),
+                             jnp.asarray(keep)))  # fmt: skip
+    for field in ("index", "n_failed", "n_flagged", "n_unjudged", "flag"):
+        np.testing.assert_array_equal(getattr(dev, field), getattr(host, field), err_msg=field)
+    np.testing.assert_array_equal(dev.score, host.score)
+    # rows left out count nowhere, and merging two halves gives the whole
+    a = summarize(jnp.asarray(m), jnp.asarray(r), cmp, jnp.arange(40) < 25, jnp.ones(40, bool))
+    b = summarize(jnp.asarray(m), jnp.asarray(r), cmp, jnp.arange(40) >= 25, jnp.ones(40, bool))
+    both = worst_of(merge(a, b))
+    for field in ("index", "n_failed", "n_flagged", "n_unjudged", "flag"):
+        np.testing.assert_array_equal(getattr(both, field), getattr(host, field), err_msg=field)

@@ -24,7 +24,8 @@ one process: medians after a warm-up, with the first call (compilation included)
 
 ``vs_limit`` and ``vs_naive`` divide a public call's points per second by the limit's and the
 naive loop's. A public call whose two smaller sizes predict more than ``MAX_CALL_S`` seconds
-per call is not run at the next size; the row says so and gives the estimate.
+per call is not run at the next size, and one the audit refuses (its memory check) is not
+timed; the row says why. ``peak_rss_mb`` is this process's peak resident memory so far.
 
 :func:`first_call` times the first ``check_gradients`` call on a 2-2-1 network with 16
 points in a fresh Python process, imports timed apart: the latency a user's test suite pays.
@@ -36,6 +37,7 @@ import functools
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
@@ -239,12 +241,20 @@ def time_case(
     limit, chunk = limit_fn(net, n)
     m = min(naive_points, n)
     key = jax.random.key(0)
-    seen: dict[str, audit.AuditResult] = {}
+    seen: dict[str, tuple[bool, int]] = {}  # verdict and points audited, not the whole result
+    refused: dict[str, str] = {}
 
     def public(name: str, call: Callable[[], audit.AuditResult]) -> Callable[[], bool]:
         def run() -> bool:
-            seen[name] = call()
-            return seen[name].passed
+            if name in refused:
+                return False
+            try:
+                r = call()
+            except ValueError as e:  # the audit refuses points it estimates will not fit
+                refused[name] = str(e)
+                return False
+            seen[name] = bool(r.passed), int(r.points["total"])
+            return r.passed
 
         return run
 
@@ -303,13 +313,16 @@ def time_case(
                 estimated_s_per_call=skipped[k],
             )
             continue
-        r = seen[k]
-        total = int(r.points["total"])
+        if k in refused:  # its timings, partly of refusals, mean nothing
+            cols[k] = dict(skipped="refused: " + refused[k].split(": ")[0], error=refused[k])
+            del t[k]
+            continue
+        passed, total = seen[k]
         rate = total / t[k].median_s
         cols[k] = dict(
             points=total,
             points_per_s=rate,
-            passed=bool(r.passed),
+            passed=passed,
             vs_limit=rate / lim,
             vs_naive=rate / naive,
             **t[k].as_dict(),
@@ -325,6 +338,7 @@ def time_case(
         params=n_params,
         repeats=timed,
         warmup=warmup,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         columns=cols,
     )
 

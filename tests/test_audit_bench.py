@@ -61,12 +61,24 @@ def test_plan_cuts_the_timed_calls_to_the_budget():
     assert (timed, warmup) == (1, 0)
 
 
-def test_a_public_call_predicted_too_slow_is_not_run_and_says_why():
-    history = {"check_gradients": [(4, MAX_CALL_S), (8, 2 * MAX_CALL_S)]}
-    row = time_case(xor_net(), 16, repeats=1, naive_points=4, history=history, quick=False)
+def _refuse(n):
+    raise ValueError(f"points={n} needs about 9 GB of memory, but 1 GB is available: details")
 
-    skipped = row["columns"]["check_gradients"]
-    assert "points_per_s" not in skipped
-    assert skipped["estimated_s_per_call"] == pytest.approx(4 * MAX_CALL_S)
-    assert "predicted" in skipped["skipped"]
-    assert row["columns"]["check_gradients_no_fd"]["points_per_s"] > 0
+
+def test_a_call_predicted_too_slow_or_refused_is_not_timed_and_says_why():
+    history = {"check_gradients": [(4, MAX_CALL_S), (8, 2 * MAX_CALL_S)]}
+    net = xor_net()._replace(audit_network=_refuse)
+    row = time_case(net, 16, repeats=1, naive_points=4, history=history, quick=False)
+
+    cols = row["columns"]
+    slow, refused = cols["check_gradients"], cols["audit_network"]
+    assert "points_per_s" not in slow and "points_per_s" not in refused
+    assert slow["estimated_s_per_call"] == pytest.approx(4 * MAX_CALL_S)
+    assert "predicted" in slow["skipped"]
+    assert (
+        refused["skipped"] == "refused: points=16 needs about 9 GB of memory, but 1 GB is available"
+    )
+    assert cols["check_gradients_no_fd"]["points_per_s"] > 0
+    assert history["check_gradients_no_fd"] == [(16, cols["check_gradients_no_fd"]["median_s"])]
+    assert "audit_network" not in history
+    assert row["peak_rss_mb"] > 0

@@ -106,7 +106,7 @@ def _split_rows(sp: dict, title: str) -> list[tuple]:
     cache = sp.get("cache", {})
     hits = f", {cache['hits']} programs loaded from the cache" if cache.get("hits") else ""
     out = [(title, f"{sp['wall_s']:.2f} s", hits.lstrip(", "), None)]
-    out.append(("  python start", f"{sp['python_start_s']:.2f} s", "", None))
+    out.append(("  python start and exit", f"{sp['python_start_s']:.2f} s", "", None))
     out.append(("  imports", f"{sp['import_s']:.2f} s", "", None))
     phases: dict[str, list[float]] = {}
     for p in sp.get("engine_phases", []):

@@ -229,6 +229,10 @@ def audit_checks() -> None:
             used == ([str(jax.devices()[0])], {"data": 1}),
         )
 
+    with jax.enable_x64(False):  # the handwritten side runs first, then the padded points
+        off = audit.audit_network("seed", mesh=mesh, points=13, steps=60, checkpoints=2, fd=False)
+    check("audit_network with 64-bit types off: 13 points on 8 devices pass", off.passed)
+
     def bad_grads(params, xb, yb):  # the factor 2 of a summed (not averaged) batch
         return jax.tree.map(lambda g: 2 * g, jaxbp.closed_form_grads(params, xb, yb))
 

@@ -459,10 +459,3 @@ def worst_of(s: Summary) -> Worst:
         s.index, s.manual, s.reference, s.abs_err, s.rel_err, s.allowed, s.score,
         s.n_failed, s.flag, s.n_flagged, s.n_unjudged,
     )  # fmt: skip
-
-
-def concat(parts: list[Comparison]) -> Comparison:
-    """Join the comparisons of several point groups along the points axis (on the host)."""
-    if len(parts) == 1:
-        return Comparison(*(np.asarray(a) for a in parts[0]))
-    return Comparison(*(np.concatenate([np.asarray(p[f]) for p in parts]) for f in range(7)))

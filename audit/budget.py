@@ -32,21 +32,30 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
+    "CROWDED",
+    "DEFAULT_SHARE",
     "FIXED_BYTES",
     "STEP_BYTES",
     "VALUE_BYTES",
     "MemoryEstimate",
     "audit_memory",
     "available_memory",
+    "clear_if_crowded",
+    "default_budget",
     "format_bytes",
     "largest_points",
+    "memory_maps",
     "memory_problem",
+    "parse_bytes",
+    "points_per_call",
+    "traced_bytes",
 ]
 
 VALUE_BYTES = 16 * 8  # float64-sized arrays kept per value and point (see the module docstring)
 STEP_BYTES = 160  # per training step: two loss histories, as arrays, floats and report text
 FIXED_BYTES = 256 * 2**20  # compiled programs and their scratch space, whatever the size
 SEED_FACTORS = 15  # chain factors the note writes for the 2-2-1 network
+DEFAULT_SHARE = 0.5  # of the free memory (host or accelerator) one audit call may take
 SMALL_BATCH = (3, 64)  # data with 3 to 64 rows is also the random draws' batch
 
 
@@ -247,4 +256,125 @@ def memory_problem(
         f"an audit of sizes {','.join(map(str, sizes))} on {n_data} data rows needs about "
         f"{format_bytes(need.total)} of memory even at "
         f"{option.format(name='points', value=1)}, {have}; use a smaller network or less data"
+    )
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def parse_bytes(text: str) -> int:
+    """``"4GiB"``, ``"500 MB"``, ``"2e9"`` as a number of bytes (> 0).
+
+    Raises:
+      ValueError: not a positive number with an optional unit (B, kB, MB, GB, TB, KiB, MiB,
+        GiB, TiB; case ignored).
+    """
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = m and m.group(2).lower()
+    if not m or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
+        raise ValueError(
+            f"memory size {text!r} is not understood; expected a positive number of bytes with "
+            "an optional unit, such as 4GiB, 500MB or 2e9"
+        )
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def default_budget() -> int:
+    """Bytes one audit call may use at once: :data:`DEFAULT_SHARE` of the free memory of
+    JAX's default device (its ``memory_stats`` on an accelerator, :func:`available_memory`
+    on the CPU); 4 GiB where neither says."""
+    import jax
+
+    device = jax.devices()[0]
+    free = None
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    else:
+        free = available_memory()
+    return int(DEFAULT_SHARE * free) if free else 4 * 2**30
+
+
+def traced_bytes(fn, *args) -> int:
+    """Bytes of every value ``fn(*args)`` computes, as JAX traces it (``args`` may be
+    ``jax.ShapeDtypeStruct``): what one evaluation would hold if nothing were freed or fused,
+    an upper bound on its working memory. Nested programs count once; of a ``cond``'s
+    branches, the largest."""
+    import jax
+    import numpy as np
+
+    def jaxpr_bytes(jaxpr) -> int:
+        total = 0
+        for eqn in jaxpr.eqns:
+            for v in eqn.outvars:
+                aval = v.aval
+                if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                    size = int(np.prod(aval.shape, dtype=np.int64))
+                    total += size * np.dtype(aval.dtype).itemsize
+            subs = []
+            for p in eqn.params.values():
+                for q in p if isinstance(p, (tuple, list)) else (p,):
+                    inner = getattr(q, "jaxpr", q)
+                    if hasattr(inner, "eqns"):
+                        subs.append(jaxpr_bytes(inner))
+            total += max(subs, default=0)
+        return total
+
+    return jaxpr_bytes(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def points_per_call(per_point: int, budget: int, n: int) -> int:
+    """How many of ``n`` points one compiled call evaluates within ``budget`` bytes, at
+    ``per_point`` bytes each: ``n`` when all fit, else the largest power of two that fits
+    (so the calls share one program), at least 1."""
+    fit = max(int(budget // max(per_point, 1)), 1)
+    return n if fit >= n else 1 << (fit.bit_length() - 1)
+
+
+CROWDED = 0.75  # of the kernel's memory-mapping limit, past which an audit first clears caches
+
+
+def _count_lines(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return None
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """``(mappings, limit)``: the memory mappings this process holds and the most the kernel
+    allows one process (``vm.max_map_count``); None where either cannot be read (not Linux).
+
+    Every program XLA compiles for the CPU maps its code: a process that compiles tens of
+    thousands of programs (thousands of audits of new functions) reaches the limit, and the
+    next compilation aborts the process.
+    """
+    count = _count_lines("/proc/self/maps")
+    limit = _read_int("/proc/sys/vm/max_map_count")
+    return None if count is None or limit is None else (count, limit)
+
+
+def clear_if_crowded(share: float = CROWDED) -> str | None:
+    """Clear JAX's in-memory compilation caches when this process holds more than ``share``
+    of the memory mappings it may (:func:`memory_maps`), so the next compilation has room.
+
+    Returns:
+      A note saying so, or None when nothing was done. Cleared programs compile again when
+      next called (the persistent cache, where on, still serves them).
+    """
+    found = memory_maps()
+    if found is None or found[0] <= share * found[1]:
+        return None
+    import jax
+
+    jax.clear_caches()
+    return (
+        f"this process held {found[0]} memory mappings of the {found[1]} the kernel allows "
+        "(vm.max_map_count), most of them compiled programs; JAX's in-memory compilation "
+        "caches were cleared before the audit so the next compilation has room"
     )

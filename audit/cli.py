@@ -86,6 +86,18 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _bytes(text: str) -> int:
+    from audit.budget import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_bytes.__name__ = "size"
+
+
 def _seed(text: str) -> int:
     from jaxbp._validate import SEED_MAX, SEED_MIN
 
@@ -189,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--devices", type=_int_at_least(1), default=1, metavar="N",
         help="split the audit points over the first N devices JAX sees (default 1)",
+    )  # fmt: skip
+    run.add_argument(
+        "--memory", type=_bytes, default=None, metavar="SIZE",
+        help="memory one compiled call may use, such as 4GiB or 500MB: the points are "
+        "evaluated in calls of as many as fit (default half the free memory)",
     )  # fmt: skip
     run.add_argument(
         "--no-cache", dest="cache", action="store_false",
@@ -403,6 +420,7 @@ def _run(args: argparse.Namespace) -> int:
         atol=args.atol,
         fd=args.fd,
         progress=progress,
+        memory=args.memory,
         **sharded,
     )
     interrupt.raise_if_pending()

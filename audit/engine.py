@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp
-from audit.budget import memory_problem
+from audit.budget import clear_if_crowded, memory_problem
 from audit.compare import Tolerance, default_tolerance, unjudged_note
 from audit.diagnose import diagnose
 from audit.factors import delta_factors, seed_factor_audit
@@ -127,8 +127,10 @@ def _compare_groups(
     progress,
     timing: dict,
     mesh: jax.sharding.Mesh | None = None,
-) -> tuple[list[dict], list[str]]:
-    """The per-weight part shared by both entry points: weights and notes.
+    memory: int | None = None,
+) -> tuple[list[dict], list[str], int]:
+    """The per-weight part shared by both entry points: weights, notes, and the most points
+    one compiled call took.
 
     ``traced`` is :func:`audit.gradients.is_traceable` of ``grad_fn``, found by the caller.
     """
@@ -153,7 +155,7 @@ def _compare_groups(
     n_points = sum(g.size for g in groups)
     _say(progress, f"comparing {len(names)} weights at {n_points} points")
     ev = evaluate(grad_fn, ref_grad_fn, groups, traced=traced, ref_dtype=ref_dtype, tol=tol,
-                  layout=layout, look=look, mesh=mesh)  # fmt: skip
+                  layout=layout, look=look, mesh=mesh, memory=memory)  # fmt: skip
     worst = jax.tree.map(np.asarray, ev.worst)
     timing["compare_s"] = time.perf_counter() - t0
     if not ev.nonzero:
@@ -256,7 +258,7 @@ def _compare_groups(
                 worst_point=dict(index=k, source=point_source[k], label=labels[k]),
             )
         )  # fmt: skip
-    return weights, notes
+    return weights, notes, ev.points_per_call
 
 
 def _spread_note(grad_fn: Callable, dtype, ref_dtype) -> str:
@@ -377,6 +379,7 @@ def audit_network(
     factors_fn: Callable | None = None,
     progress: Callable[[str], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    memory: int | None = None,
 ) -> AuditResult:
     """Audit handwritten gradients of an MLP against ``jax.grad``.
 
@@ -410,6 +413,11 @@ def audit_network(
         (:func:`jaxbp.data_mesh`) for the gradient and factor comparisons; any point count
         works (the last point is repeated to fill the devices, and the copies are dropped).
         None (default): one device. The report's ``config["devices"]`` lists those used.
+      memory: bytes one compiled call may use (an int > 0): the points are evaluated in
+        calls of as many as fit, by an upper-bound estimate of each point's working memory.
+        None (default): half the free memory of the default device
+        (:func:`audit.budget.default_budget`). ``config["points_per_call"]`` says how many
+        one call took. The verdict does not depend on it.
 
     Returns:
       An :class:`AuditResult`.
@@ -430,6 +438,7 @@ def audit_network(
     steps = _positive_int(steps, "steps", 0)
     checkpoints = _positive_int(checkpoints, "checkpoints")
     fd_max = _positive_int(fd_max, "fd_max")
+    memory = _positive_int(memory, "memory") if memory is not None else None
     if mesh is not None:
         data_size(mesh)
     if not np.isfinite(learning_rate) or learning_rate <= 0:
@@ -440,6 +449,7 @@ def audit_network(
                              checkpoints=checkpoints)  # fmt: skip
     if problem:
         raise ValueError(problem)
+    crowded = clear_if_crowded()
     tol = default_tolerance(dt, rtol, atol)
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
     act, out_act, loss_name = spec.names
@@ -474,14 +484,14 @@ def audit_network(
     groups = merge_same_shapes(groups)
 
     names = jaxbp.param_names(sizes)
-    weights, notes = _compare_groups(
+    weights, notes, per_call = _compare_groups(
         grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, traced=traced, names=names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
         candidates=lambda: missing_derivative_grads(spec, groups, sizes),
         saturation=saturation_fn(spec, groups, sizes), progress=progress, timing=timing,
-        mesh=mesh,
+        mesh=mesh, memory=memory,
     )  # fmt: skip
-    notes = pre_notes + notes
+    notes = ([crowded] if crowded else []) + pre_notes + notes
     if not traced:
         notes.append("training with the handwritten gradients needs a traceable grad_fn: skipped")
 
@@ -493,13 +503,13 @@ def audit_network(
         fn = jaxbp.seed_factors if factor_kind == "seed" else factor_kind
         with jax.enable_x64(True):
             factors, factor_notes = seed_factor_audit(
-                fn, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh
+                fn, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh, memory=memory
             )
     elif factor_kind == "delta":
         _say(progress, "auditing each layer's delta dE/dz")
         with jax.enable_x64(True):
             factors, factor_notes = delta_factors(
-                spec, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh
+                spec, groups, ref_dtype=ref_dtype, tol=tol, mesh=mesh, memory=memory
             )
     timing["factors_s"] = time.perf_counter() - t0
     notes += factor_notes
@@ -523,6 +533,8 @@ def audit_network(
         fd=fd,
         fd_max=fd_max,
         reference_dtype=jnp.dtype(ref_dtype).name,
+        memory=memory,
+        points_per_call=per_call,
         **_environment(mesh),
     )
     timing["total_s"] = time.perf_counter() - t_start
@@ -645,6 +657,7 @@ def check_gradients(
     names: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    memory: int | None = None,
 ) -> AuditResult:
     """Audit ``grad_fn`` against ``jax.grad(loss_fn)`` on any pytree.
 
@@ -655,7 +668,7 @@ def check_gradients(
       points: extra points: ``params`` perturbed by ``spread`` times each leaf's RMS (or 1
         for an all-zero leaf) times standard normal noise; needs ``key``.
       key: PRNG key for the perturbations.
-      rtol, atol, fd, fd_max, progress, mesh: as in :func:`audit_network`.
+      rtol, atol, fd, fd_max, progress, mesh, memory: as in :func:`audit_network`.
       names: one name per scalar parameter in flatten order; default the leaf paths.
 
     Returns:
@@ -679,6 +692,7 @@ def check_gradients(
         )
     dt = next(iter(dtypes))
     points = _positive_int(points, "points", 0)
+    memory = _positive_int(memory, "memory") if memory is not None else None
     if mesh is not None:
         data_size(mesh)
     if points and key is None:
@@ -694,6 +708,7 @@ def check_gradients(
         )
     tol = default_tolerance(dt, rtol, atol)
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
+    crowded = clear_if_crowded()
 
     n = points + 1
     stacked = _perturbed(params, key, spread, points=points) if points else _stacked(params)
@@ -710,10 +725,10 @@ def check_gradients(
     )
 
     traced = is_traceable(grad_fn, group)
-    weights, notes = _compare_groups(
+    weights, notes, per_call = _compare_groups(
         grad_fn, _autodiff_of(loss_fn), loss_fn, [group], traced=traced, names=all_names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max, candidates=None, saturation=None,
-        progress=progress, timing=timing, mesh=mesh,
+        progress=progress, timing=timing, mesh=mesh, memory=memory,
     )  # fmt: skip
     timing["total_s"] = time.perf_counter() - t_start
     return AuditResult(
@@ -728,6 +743,8 @@ def check_gradients(
             fd=fd,
             fd_max=fd_max,
             reference_dtype=jnp.dtype(ref_dtype).name,
+            memory=memory,
+            points_per_call=per_call,
             **_environment(mesh),
         ),
         tolerance=_tolerance_dict(tol),
@@ -735,7 +752,7 @@ def check_gradients(
         weights=weights,
         factors=[],
         first_failing_factor=None,
-        notes=notes,
+        notes=([crowded] if crowded else []) + notes,
         training=None,
         timing=timing,
     )

@@ -16,8 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit.budget import default_budget, points_per_call
 from audit.compare import Summary, Tolerance, joined, unjudged_note, worst_of
-from audit.gradients import compare_rows, finish, in_two_passes, runs_in, second_look
+from audit.gradients import (
+    bytes_per_point,
+    compare_rows,
+    finish,
+    in_two_passes,
+    runs_in,
+    second_look,
+)
 from audit.points import Labels, PointGroup, joined_labels
 from jaxbp.backprop import _backprop
 from jaxbp.losses import OutputSpec
@@ -74,12 +82,17 @@ def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode):
     return finish(result, valid, mode=mode, rows_per_point=x.shape[1])
 
 
-def _summaries(program, groups: list[PointGroup], mesh) -> Summary:
-    """Every group's rows, compared in two passes and summarized as one."""
-    parts = [
-        in_two_passes(program, (g.params, g.x, g.y), g.size, int(g.x.shape[1]), mesh)
-        for g in groups
-    ]
+def _summaries(program, groups: list[PointGroup], mesh, memory, ref_rows) -> Summary:
+    """Every group's rows, compared in two passes and summarized as one; each call takes as
+    many points as fit in ``memory`` bytes (None: the default budget) by the estimate of
+    :func:`audit.gradients.bytes_per_point` for the reference ``ref_rows``."""
+    budget = default_budget() if memory is None else memory
+    ref_dtype = program.keywords["ref_dtype"]
+    parts = []
+    for g in groups:
+        chunk = points_per_call(bytes_per_point(ref_rows, g, ref_dtype), budget, g.size)
+        tree = (g.params, g.x, g.y)
+        parts.append(in_two_passes(program, tree, g.size, int(g.x.shape[1]), mesh, chunk))
     return joined(parts, [g.size * int(g.x.shape[1]) for g in groups])
 
 
@@ -139,11 +152,13 @@ def seed_factor_audit(
     ref_dtype,
     tol: Tolerance,
     mesh: jax.sharding.Mesh | None = None,
+    memory: int | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Check ``factors_fn(params, x, yt) -> {name: scalar}`` (one example) for every example.
 
     Factors are those of :func:`jaxbp.seed_factors_autodiff` that ``factors_fn`` returns, in
-    the note's chain order. With a ``mesh`` the points are split over its devices.
+    the note's chain order. With a ``mesh`` the points are split over its devices; each
+    compiled call takes as many points as fit in ``memory`` bytes (None: the default budget).
 
     Returns:
       ``(entries, notes)``: one entry per factor, and notes on points where JAX's own factor
@@ -167,7 +182,7 @@ def seed_factor_audit(
     look = second_look(g0.x.dtype, dt, runs_in(factors_fn, first, dt))
     program = functools.partial(_seed_group, factors_fn=factors_fn, names=names, ref_dtype=dt,
                                 tol=tol, look=look)  # fmt: skip
-    results = _summaries(program, groups, mesh)
+    results = _summaries(program, groups, mesh, memory, _seed_rows(seed_factors_autodiff, names))
     return _entries(list(names), np.arange(len(names)), results, groups, dtype=g0.x.dtype)
 
 
@@ -185,11 +200,12 @@ def delta_factors(
     ref_dtype,
     tol: Tolerance,
     mesh: jax.sharding.Mesh | None = None,
+    memory: int | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Check every layer's closed-form delta against ``jax.grad`` with respect to ``z_l``.
 
     Entries are named ``delta_l (dE/dz_l)`` and listed from the output layer backwards.
-    With a ``mesh`` the points are split over its devices. Returns ``(entries, notes)`` as
+    ``mesh`` and ``memory`` as in :func:`seed_factor_audit`. Returns ``(entries, notes)`` as
     :func:`seed_factor_audit` does.
     """
     widths = tuple(int(leaf.shape[1]) for leaf in jax.tree.leaves(groups[0].params)[1::2])
@@ -197,7 +213,7 @@ def delta_factors(
     look = second_look(groups[0].x.dtype, dt, True)  # the closed form is dtype-generic
     program = functools.partial(_delta_group, spec=spec, widths=widths, ref_dtype=dt, tol=tol,
                                 look=look)  # fmt: skip
-    results = _summaries(program, groups, mesh)
+    results = _summaries(program, groups, mesh, memory, _delta_rows(spec, False))
     names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
     segments = np.repeat(np.arange(len(widths)), widths)
     entries, notes = _entries(names, segments, results, groups, dtype=groups[0].x.dtype)

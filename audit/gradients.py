@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit.budget import default_budget, points_per_call, traced_bytes
 from audit.compare import (
     DEFAULT_TOLERANCES,
     Comparison,
@@ -30,8 +31,10 @@ from audit.points import PointGroup, shard_points, to_host
 from jaxbp._validate import check_grads_like
 
 __all__ = [
+    "EVALUATIONS",
     "Evaluation",
     "Layout",
+    "bytes_per_point",
     "detail_rows",
     "evaluate",
     "finish",
@@ -168,6 +171,7 @@ class Evaluation(NamedTuple):
     ``first_unjudged``: ``(point, element, manual, reference)`` of the first one (point -1
     when none). ``rows(points)`` evaluates again at the given point indices and returns
     ``(manual, reference, failed)`` as ``(len(points), P)`` NumPy arrays, for the diagnosis.
+    ``points_per_call``: the most points one compiled call evaluated (the memory budget).
     """
 
     worst: object  # compare.Worst
@@ -175,6 +179,7 @@ class Evaluation(NamedTuple):
     unjudged_rows: int
     first_unjudged: np.ndarray
     rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    points_per_call: int
 
 
 def _cast(tree, dtype):
@@ -309,13 +314,28 @@ def _bucket(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
-def _subset(tree, points: np.ndarray):
-    """The stacked points at ``points``, padded by repeating the last to a power of two."""
-    idx = np.concatenate([points, np.repeat(points[-1:], _bucket(points.size) - points.size)])
+def _take(tree, points: np.ndarray, size: int):
+    """The stacked points at ``points``, padded to ``size`` by repeating the last one.
+
+    Taken on the host: a gather on the device would compile once per leaf shape."""
+    idx = np.concatenate([points, np.repeat(points[-1:], size - points.size)])
     return jax.tree.map(lambda a: np.asarray(a)[idx], tree)
 
 
-def in_two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh=None) -> Summary:
+def _subset(tree, points: np.ndarray):
+    """The stacked points at ``points``, padded by repeating the last to a power of two."""
+    return _take(tree, points, _bucket(points.size))
+
+
+def _chunks(n: int, chunk: int | None):
+    """``(start, stop)`` of consecutive calls of at most ``chunk`` points (None: one call)."""
+    step = n if chunk is None else max(int(chunk), 1)
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def in_two_passes(
+    program: Callable, tree, n: int, rows_per_point: int, mesh=None, chunk: int | None = None
+) -> Summary:
     """Compare every point with the plain rule, then give only the failing points the rest.
 
     ``program(tree, valid, mode=...)`` is a jitted function ending in :func:`finish`, over
@@ -327,9 +347,22 @@ def in_two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh=Non
     rarely fail the plain rule, so most audits pay for two gradient evaluations per point,
     not six, and nothing of size ``n * P`` leaves the device.
 
+    ``chunk`` (a power of two, see :func:`audit.budget.points_per_call`) caps the points of
+    one call, so the device holds at most that many points' values at once; the last call is
+    padded to the same size, and all calls share one program. None: one call.
+
     Returns:
       The merged :class:`audit.compare.Summary` (NumPy), row indices counted over all points.
     """
+    parts, rows = [], []
+    for a, b in _chunks(n, chunk):
+        sub = tree if (a, b) == (0, n) else _take(tree, np.arange(a, b), chunk)
+        parts.append(_two_passes(program, sub, b - a, rows_per_point, mesh))
+        rows.append((b - a) * rows_per_point)
+    return parts[0] if len(parts) == 1 else joined(parts, rows)
+
+
+def _two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh) -> Summary:
     rows = n * rows_per_point
     s1, bad = program(shard_points(mesh, tree), rows, mode="first")
     s1 = Summary(*(np.asarray(f) for f in s1))
@@ -344,11 +377,25 @@ def in_two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh=Non
     return merge(s1, s2._replace(index=global_rows))
 
 
-def detail_rows(program: Callable, tree, points: np.ndarray, rows_per_point: int, mesh=None):
-    """``(manual, reference, Comparison)`` rows of the given points, the full rule applied."""
-    k = points.size * rows_per_point
-    m, r, cmp = program(shard_points(mesh, _subset(tree, points)), k, mode="detail")
-    return to_host(m, k), to_host(r, k), Comparison(*(to_host(a, k) for a in cmp))
+def detail_rows(
+    program: Callable, tree, points: np.ndarray, rows_per_point: int, mesh=None,
+    chunk: int | None = None,
+):  # fmt: skip
+    """``(manual, reference, Comparison)`` rows of the given points, the full rule applied,
+    at most ``chunk`` points a call (None: one call)."""
+    parts = []
+    for a, b in _chunks(points.size, chunk):
+        some = points[a:b]
+        k = some.size * rows_per_point
+        m, r, cmp = program(shard_points(mesh, _subset(tree, some)), k, mode="detail")
+        parts.append((to_host(m, k), to_host(r, k), Comparison(*(to_host(c, k) for c in cmp))))
+    if len(parts) == 1:
+        return parts[0]
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        Comparison(*(np.concatenate(f) for f in zip(*(p[2] for p in parts), strict=True))),
+    )
 
 
 def _flat_of(fn):
@@ -358,6 +405,17 @@ def _flat_of(fn):
 @functools.partial(jax.jit, static_argnames=("grad_fn",))
 def _manual_group(params, x, y, *, grad_fn):
     return _flat_of(grad_fn)(params, x, y)
+
+
+def _manual_in_chunks(grad_fn, g: PointGroup, chunk: int, mesh) -> np.ndarray:
+    """``(n, P)`` handwritten gradients of every point of ``g``, ``chunk`` points a call, on
+    the host without the padding (the tree is padded again for the comparison)."""
+    tree = (g.params, g.x, g.y)
+    out = []
+    for a, b in _chunks(g.size, chunk):
+        sub = tree if (a, b) == (0, g.size) else _take(tree, np.arange(a, b), chunk)
+        out.append(to_host(_manual_group(*shard_points(mesh, sub), grad_fn=grad_fn), b - a))
+    return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 def evaluate(
@@ -371,6 +429,7 @@ def evaluate(
     layout: Layout,
     look: str | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    memory: int | None = None,
 ) -> Evaluation:
     """Handwritten and reference gradients at every point of every group, compared.
 
@@ -381,17 +440,22 @@ def evaluate(
     call (:func:`in_two_passes`). The reference side always runs with 64-bit types on; when
     the caller has them off, the handwritten gradients are computed first, as the caller's
     own code would compute them. With a ``mesh`` the points are split over its ``"data"``
-    devices (see :func:`audit.points.shard_points`).
+    devices (see :func:`audit.points.shard_points`). Each call takes at most as many points
+    as fit in ``memory`` bytes (None: :func:`audit.budget.default_budget`), as
+    :func:`bytes_per_point` estimates them.
     """
     own_x64 = jax.config.jax_enable_x64
-    summaries, trees, programs = [], [], []
+    budget = default_budget() if memory is None else memory
+    summaries, trees, programs, chunks = [], [], [], []
     for g in groups:
         given = wide = None
+        per_point = bytes_per_point(_flat_of(ref_grad_fn), g, ref_dtype)
+        chunk = points_per_call(per_point, budget, g.size)
         if not traced:
             given = _flat_grads_loop(grad_fn, g)
         elif not own_x64:
-            given = _manual_group(*shard_points(mesh, (g.params, g.x, g.y)), grad_fn=grad_fn)
-            given = to_host(given, g.size)  # drop the padding: the tree is padded again below
+            given = _manual_in_chunks(grad_fn, g, chunk, mesh)
+        chunks.append(chunk)
         with jax.enable_x64(True):
             if not traced and look == "recheck":
                 wide = _flat_grads_loop(grad_fn, _cast_group(g, ref_dtype))
@@ -401,7 +465,7 @@ def evaluate(
                 traced=traced,
             )  # fmt: skip
             tree = (given, wide, g.params, g.x, g.y)
-            summaries.append(in_two_passes(program, tree, g.size, 1, mesh))
+            summaries.append(in_two_passes(program, tree, g.size, 1, mesh, chunk))
         trees.append(tree)
         programs.append(program)
     total = joined(summaries, [g.size for g in groups])
@@ -413,7 +477,7 @@ def evaluate(
             local = points[(points >= starts[k]) & (points < starts[k + 1])] - starts[k]
             if local.size:
                 with jax.enable_x64(True):
-                    parts.append(detail_rows(program, tree, local, 1, mesh))
+                    parts.append(detail_rows(program, tree, local, 1, mesh, chunks[k]))
         m = np.concatenate([p[0] for p in parts])
         r = np.concatenate([p[1] for p in parts])
         failed = np.concatenate([p[2].judged & ~p[2].passed for p in parts])
@@ -425,7 +489,31 @@ def evaluate(
         int(total.unjudged_rows),
         total.first_unjudged,
         rows,
+        max(chunks),
     )
+
+
+EVALUATIONS = 3 + NUDGES  # gradients one point costs under the full rule: handwritten,
+# reference, the recheck and the reference's nudged copies
+
+
+def bytes_per_point(rows_fn: Callable, group: PointGroup, ref_dtype) -> int:
+    """Working memory one point of ``group`` takes in an audit program, an upper bound.
+
+    ``rows_fn(params, x, y) -> (rows, values)`` is the reference over stacked points (as
+    :func:`compare_rows` takes it). Counted: :data:`EVALUATIONS` times what it computes at one
+    point in ``ref_dtype`` (:func:`audit.budget.traced_bytes`), plus the comparison's arrays
+    (16 float64 numbers per value).
+    """
+    with jax.enable_x64(True):
+        one = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(
+                (1, *a.shape[1:]), ref_dtype if jnp.issubdtype(a.dtype, jnp.floating) else a.dtype
+            ),
+            (group.params, group.x, group.y),
+        )
+        values = int(np.prod(jax.eval_shape(rows_fn, *one).shape))
+        return EVALUATIONS * traced_bytes(rows_fn, *one) + 16 * 8 * values
 
 
 def fd_step(p: jax.Array) -> jax.Array:

@@ -90,3 +90,83 @@ def test_memory_problem_when_even_one_point_does_not_fit():
 def test_unknown_available_memory_never_refuses(monkeypatch):
     monkeypatch.setattr(budget, "available_memory", lambda: None)
     assert memory_problem((2, 2, 1), points=10**12) is None
+
+
+# --- the budget of one compiled call -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [("4GiB", 4 * 2**30), ("500MB", 5 * 10**8), ("2e9", 2 * 10**9), (" 1.5 kib ", 1536), ("7", 7)],
+)
+def test_parse_bytes(text, n):
+    assert budget.parse_bytes(text) == n
+
+
+@pytest.mark.parametrize("text", ["", "lots", "0", "-1GB", "4XB", "0.1"])
+def test_parse_bytes_refuses_what_is_not_a_size(text):
+    with pytest.raises(ValueError, match=f"memory size {text!r} is not understood"):
+        budget.parse_bytes(text)
+
+
+@pytest.mark.parametrize(
+    ("per_point", "room", "n", "want"),
+    [(10, 100, 5, 5), (10, 100, 10, 10), (10, 100, 11, 8), (30, 100, 50, 2), (1000, 10, 4, 1)],
+)
+def test_points_per_call_is_all_or_a_power_of_two_that_fits(per_point, room, n, want):
+    assert budget.points_per_call(per_point, room, n) == want
+
+
+def test_traced_bytes_counts_every_value_computed():
+    import jax
+    import jax.numpy as jnp
+
+    def f(a, b):  # a @ b: (3, 4) float32 = 48 bytes; + 1: 48 more; sum: a float32 scalar, 4
+        return jnp.sum(a @ b + 1.0)
+
+    a = jax.ShapeDtypeStruct((3, 5), jnp.float32)
+    b = jax.ShapeDtypeStruct((5, 4), jnp.float32)
+    assert budget.traced_bytes(f, a, b) == 48 + 48 + 4
+    # a nested program counts its own values once, beside its output
+    assert budget.traced_bytes(jax.jit(f), a, b) == 4 + 48 + 48 + 4
+
+
+def test_default_budget_is_half_what_is_free_here():
+    free = available_memory()
+    assert 0.4 * free <= budget.default_budget() <= 0.6 * free
+
+
+# --- memory mappings: compiled programs must not exhaust them ------------------------------
+
+
+def test_memory_maps_are_counted_here():
+    count, limit = budget.memory_maps()
+    assert 0 < count < limit
+
+
+def test_an_audit_in_a_crowded_process_clears_the_caches_first(monkeypatch):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import audit
+
+    f = jax.jit(lambda a: a + 1)
+    f(jnp.ones(2))
+    assert f._cache_size() == 1
+    assert budget.clear_if_crowded() is None  # this process is far from the limit
+    assert f._cache_size() == 1
+    limit = budget.memory_maps()[1]
+    monkeypatch.setattr(budget, "memory_maps", lambda: (int(0.8 * limit), limit))
+
+    def loss_fn(p, x, y):
+        return jnp.sum((p * x - y) ** 2)
+
+    def grad_fn(p, x, y):
+        return 2 * x * (p * x - y)
+
+    x, y = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    result = audit.check_gradients(grad_fn, loss_fn, np.array([0.3, 0.7]), x, y, fd=False)
+    assert result.passed
+    assert f._cache_size() == 0
+    assert any("memory mappings" in n and "cleared" in n for n in result.notes)

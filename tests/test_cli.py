@@ -104,7 +104,7 @@ def test_default_run_passes_writes_the_report_and_calls_the_engine(engine, tmp_p
     assert kw == dict(
         sizes=(2, 2, 1), activation="sigmoid", loss="mse", output_activation=None,
         data_name="xor", points=64, seed=0, dtype="float32", steps=5000, learning_rate=2.0,
-        rtol=None, atol=None, fd=True,
+        rtol=None, atol=None, fd=True, memory=None,
     )  # fmt: skip
 
 
@@ -113,6 +113,7 @@ def test_options_reach_the_engine(engine, capsys):
         "--grad", "closed_form", "--sizes", "2,5,3,1", "--activation", "tanh", "--loss", "bce",
         "--points", "7", "--seed", "3", "--dtype", "float64", "--steps", "0", "--lr", "0.5",
         "--rtol", "1e-3", "--atol", "1e-6", "--no-fd", "--no-report", "--data", "and",
+        "--memory", "1.5GiB",
     ]  # fmt: skip
     assert main(argv) == 0
     [(grad, kw)] = engine.calls
@@ -121,6 +122,7 @@ def test_options_reach_the_engine(engine, capsys):
     assert (kw["sizes"], kw["activation"], kw["loss"]) == ((2, 5, 3, 1), "tanh", "bce")
     assert (kw["points"], kw["seed"], kw["dtype"], kw["steps"]) == (7, 3, "float64", 0)
     assert (kw["learning_rate"], kw["rtol"], kw["atol"], kw["fd"]) == (0.5, 1e-3, 1e-6, False)
+    assert kw["memory"] == 3 * 2**29
     assert "report:" not in capsys.readouterr().out
 
 
@@ -227,6 +229,8 @@ BAD_ARGS = [
     (["--activation", "softplus"], "argument --activation: invalid choice: 'softplus'"),
     (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--memory", "lots"], "argument --memory: memory size 'lots' is not understood"),
+    (["--memory", "0"], "argument --memory: memory size '0' is not understood"),
     (["--data", "spiral"], "--data 'spiral' is neither a known data set nor an existing file"),
     (["--grad", "seed", "--sizes", "2,3,1"], "--grad seed is the note's 2-2-1 sigmoid network"),
     (["--activation", "tanh"], "but got --activation tanh; use --grad closed_form"),

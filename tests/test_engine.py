@@ -348,6 +348,8 @@ def test_gradients_of_the_wrong_structure_name_the_leaf():
         (dict(rtol=-1.0), r"rtol=-1.0, expected a finite number >= 0"),
         (dict(activation="softplus"), r"activation='softplus' is not known"),
         (dict(learning_rate=0.0), r"learning_rate=0.0, expected a finite number > 0"),
+        (dict(memory=0), r"memory=0, expected an int >= 1"),
+        (dict(memory=2.5e9), r"memory=2500000000.0, expected an int >= 1"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(kwargs, message):
@@ -539,3 +541,57 @@ def test_check_gradients_refuses_what_checks_nothing(case, message):
     grad = (lambda p, b, y: {"w": jnp.zeros(3)}) if case == "constant" else _lin_grad
     with pytest.raises(ValueError, match=message):
         audit.check_gradients(grad, loss, w, batch, None, points=3, key=jax.random.key(0))
+
+
+# --- a memory budget: the points in several calls, the same verdict -------------------------
+
+
+def _verdicts(result):
+    return [(e["name"], e["status"]) for e in result.weights + result.factors]
+
+
+@pytest.mark.parametrize("grad", ["seed", "swapped"])
+def test_a_small_memory_budget_splits_the_calls_not_the_verdict(grad):
+    grad_fn = "seed" if grad == "seed" else _batched(*BROKEN["swapped_w12_w21"][:1], "swapped")
+    whole = audit.audit_network(grad_fn, **QUICK)
+    # 50 kB: the estimate of one point of the 2-2-1 audit (batch 4) is about 10 kB, so a few
+    # points per call, the last call padded; by default the 22 points of a batch of 4 (the
+    # random draws and the trajectory) go in one call
+    split = audit.audit_network(grad_fn, memory=50_000, **QUICK)
+    assert whole.config["points_per_call"] == 22
+    assert 1 < split.config["points_per_call"] < 8
+    assert split.config["memory"] == 50_000 and whole.config["memory"] is None
+    assert _verdicts(split) == _verdicts(whole)
+    assert split.failed_weights == whole.failed_weights
+    for a, b in zip(split.weights, whole.weights, strict=True):
+        np.testing.assert_allclose(float(a["reference"]), float(b["reference"]), rtol=1e-12)
+
+
+def test_check_gradients_in_calls_of_one_point():
+    def loss_fn(p, x, y):
+        return jnp.mean((jnp.tanh(x @ p["w"]) - y) ** 2)
+
+    def grad_fn(p, x, y):
+        t = jnp.tanh(x @ p["w"])
+        return {"w": x.T @ (2 * (t - y) * (1 - t * t)) / y.size}
+
+    def halved_w1(p, x, y):
+        g = grad_fn(p, x, y)
+        return {"w": g["w"].at[1].multiply(0.5)}
+
+    x = jax.random.normal(jax.random.key(0), (6, 3))
+    y = jax.random.normal(jax.random.key(1), (6,))
+    params = {"w": jnp.array([0.5, -1.0, 2.0])}
+    kw = dict(points=20, key=jax.random.key(2), fd=False)
+    for fn, failing in ((grad_fn, []), (halved_w1, ["['w'][1]"])):
+        whole = audit.check_gradients(fn, loss_fn, params, x, y, **kw)
+        split = audit.check_gradients(fn, loss_fn, params, x, y, memory=1, **kw)
+        assert (whole.config["points_per_call"], split.config["points_per_call"]) == (21, 1)
+        assert whole.failed_weights == split.failed_weights == failing
+        assert _verdicts(split) == _verdicts(whole)
+        # the worst case of a failing weight is the largest error over all points, found
+        # whichever call holds it
+        for name in failing:
+            a, b = split.weight(name), whole.weight(name)
+            assert a["worst_point"]["index"] == b["worst_point"]["index"]
+            np.testing.assert_allclose(float(a["abs_err"]), float(b["abs_err"]), rtol=1e-12)

@@ -13,6 +13,7 @@ Two entry points:
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -239,26 +240,66 @@ def _compare_groups(
             f"{[names[i] for i in np.flatnonzero(saturated & failed)][:8]}"
         )
 
-    weights = []
-    for i, name in enumerate(names):
-        k = int(worst.index[i])
-        cause = "cancellation in 1 - A near saturation" if saturated[i] else "rounding"
-        verdict = worst.verdict_at(i, dt, cause)
-        hint = hints.get(i)
-        if verdict["precision"]:
-            hint = verdict["precision"]["text"]
-        weights.append(
-            dict(
-                name=name,
-                **worst.values_at(i),
-                finite_diff=None if np.isnan(fd_values[i]) else number(fd_values[i]),
-                **verdict,
-                hint=hint,
-                saturated=bool(saturated[i]),
-                worst_point=dict(index=k, source=point_source[k], label=labels[k]),
-            )
-        )  # fmt: skip
+    weights = _weight_entries(
+        worst, names, dt, fd_values=fd_values, hints=hints, saturated=saturated,
+        labels=labels, point_source=point_source,
+    )  # fmt: skip
     return weights, notes, ev.points_per_call
+
+
+def _json_numbers(a: np.ndarray) -> list:
+    """``a`` as a list of JSON-safe numbers (NaN/Inf as strings), converted in one pass."""
+    a = np.asarray(a, dtype=np.float64)
+    out = a.tolist()
+    for i in np.flatnonzero(~np.isfinite(a)):
+        out[i] = number(a[i])
+    return out
+
+
+def _weight_entries(
+    worst, names, dt, *, fd_values, hints, saturated, labels, point_source
+) -> list[dict]:
+    """One entry per weight, built column by column: a network of millions of weights takes
+    seconds, not minutes. Each verdict is :meth:`audit.compare.Worst.verdict_at`'s."""
+    status = np.select(
+        [worst.n_failed > 0, ~np.isfinite(worst.reference), worst.n_flagged > 0],
+        ["fail", "not_judged", "precision"],
+        "pass",
+    ).tolist()
+    index = np.asarray(worst.index).tolist()
+    fd = _json_numbers(fd_values)
+    for i in np.flatnonzero(np.isnan(fd_values)):
+        fd[i] = None
+    cols = zip(
+        names, _json_numbers(worst.manual), _json_numbers(worst.reference),
+        _json_numbers(worst.abs_err), _json_numbers(worst.rel_err),
+        _json_numbers(worst.allowed), _json_numbers(worst.score), fd, status,
+        np.asarray(worst.n_unjudged).tolist(), np.asarray(saturated, bool).tolist(), index,
+        strict=True,
+    )  # fmt: skip
+    seen: dict[int, dict] = {}
+
+    def at(k: int) -> dict:
+        if k not in seen:
+            seen[k] = dict(index=k, source=point_source[k], label=labels[k])
+        return dict(seen[k])
+
+    weights = [
+        dict(
+            name=name, manual=m, reference=r, abs_err=ae, rel_err=re, allowed_err=al, score=sc,
+            finite_diff=f, passed=st in ("pass", "precision"), status=st, precision=None,
+            not_judgeable=u, hint=None, saturated=sat, worst_point=at(k),
+        )
+        for name, m, r, ae, re, al, sc, f, st, u, sat, k in cols
+    ]  # fmt: skip
+    for i in set(hints) | {i for i, st in enumerate(status) if st == "precision"}:
+        if status[i] == "precision":
+            cause = "cancellation in 1 - A near saturation" if saturated[i] else "rounding"
+            precision = worst.verdict_at(i, dt, cause)["precision"]
+            weights[i].update(precision=precision, hint=precision["text"])
+        else:
+            weights[i]["hint"] = hints[i]
+    return weights
 
 
 def _spread_note(grad_fn: Callable, dtype, ref_dtype) -> str:
@@ -591,6 +632,7 @@ def _stacked(params):
 
 
 def _tree_names(params) -> list[str]:
+    """``"['w'][0,1]"``: each scalar's leaf path and index, in flatten order, row-major."""
     names = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         base = jax.tree_util.keystr(path)
@@ -598,7 +640,8 @@ def _tree_names(params) -> list[str]:
         if shape == ():
             names.append(base)
         else:
-            names += [f"{base}[{','.join(map(str, ix))}]" for ix in np.ndindex(*shape)]
+            digits = [[str(i) for i in range(d)] for d in shape]
+            names += [f"{base}[{','.join(ix)}]" for ix in itertools.product(*digits)]
     return names
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from typing import Any
@@ -67,10 +68,11 @@ class AuditResult:
 
     def __post_init__(self) -> None:
         if not self.counts:
-            self.counts = {
-                what: {s: sum(e.get("status") == s for e in rows) for s in STATUSES}
+            seen = {
+                what: collections.Counter(e.get("status") for e in rows)
                 for what, rows in (("weights", self.weights), ("factors", self.factors))
             }
+            self.counts = {what: {s: c[s] for s in STATUSES} for what, c in seen.items()}
 
     @property
     def verdict(self) -> str:

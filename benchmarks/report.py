@@ -176,12 +176,28 @@ def _scaling_rows(s: dict) -> list[tuple]:
     return out
 
 
+def _big_rows(s: dict) -> list[tuple]:
+    net = "-".join(map(str, s["case"]["sizes"]))
+    case = (
+        f"{net}, {s['case']['examples']} examples, {s['case']['points']} points, "
+        f"check_gradients (no fd), memory={s['case']['budget']}"
+    )
+    mib = 2**20
+    return [
+        (case, f"{s['wall_s']:.1f} s", f"{'passed' if s['passed'] else 'FAILED'}, "
+         f"{s['points_per_call']} points a call, {s['backend']}", None),
+        ("  peak resident memory", f"{s['peak_rss_bytes'] / mib:,.0f} MiB",
+         f"{s['rss_before_call_bytes'] / mib:,.0f} MiB before the call", None),
+    ]  # fmt: skip
+
+
 _SECTIONS = {
     "seed": ("1 seed XOR", _seed_rows),
     "mlp": ("2 mlp", _mlp_rows),
     "audit": ("3 audit", _audit_rows),
     "cli": ("4 cli", _cli_rows),
     "scaling": ("5 scaling", _scaling_rows),
+    "big": ("6 big network", _big_rows),
 }
 
 
@@ -258,6 +274,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                                 ("warm_over_bare", 2.0, "cache warm")):  # fmt: skip
             r = c[key]
             add(f"cli: default run, {what} / bare import", round(r, 2), f"<= {goal:g}", r <= goal)
+    if "big" in sec and "error" not in sec["big"]:
+        b = sec["big"]
+        add("big: 784-1024-1024-10 audit passes", b["passed"], "True", b["passed"])
+        if b["backend"] == "gpu":
+            add("big: 784-1024-1024-10 audit on one GPU (s)", round(b["wall_s"], 1), "<= 10",
+                b["wall_s"] <= 10)  # fmt: skip
     if "scaling" in sec and "error" not in sec["scaling"]:
         n = sum(r["compiles"] for r in sec["scaling"]["recompilation"].values()
                 if isinstance(r, dict) and "expected" not in r)  # fmt: skip

@@ -14,6 +14,9 @@ Sections (``--only`` takes a comma-separated subset):
   compilation cache) and one with the cache warm, beside a bare
   ``python -c "import jax, optax, matplotlib"``; where the time of each goes.
 - ``scaling``: time against batch size, width and audit points; recompilation counts.
+- ``big``: one audit of a 784-1024-1024-10 network (4,096 examples, 64 points) within a
+  4 GiB budget per compiled call: wall time and peak memory (minutes on a 2-core CPU; not
+  part of the default run).
 
 Every figure is a median after a warm-up; compile time is reported apart.
 
@@ -37,6 +40,7 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/run.py
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.audit_bench import run_audit
+from benchmarks.big_audit import run_big
 from benchmarks.cli_bench import run_cli
 from benchmarks.report import format_table, rows, targets
 from benchmarks.scaling import run_scaling
@@ -51,7 +55,9 @@ SECTIONS = {
     "audit": run_audit,
     "cli": run_cli,
     "scaling": run_scaling,
+    "big": run_big,
 }
+DEFAULT_SECTIONS = ["seed", "mlp", "audit", "cli", "scaling"]
 DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results.json"
 
 
@@ -72,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time jaxbp's training loops, the gradient audit and the audit CLI.",
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (smoke test)")
-    p.add_argument("--only", type=_sections, default=list(SECTIONS), metavar="NAME[,NAME]",
-                   help=f"run only these sections: {', '.join(SECTIONS)}")  # fmt: skip
+    p.add_argument("--only", type=_sections, default=DEFAULT_SECTIONS, metavar="NAME[,NAME]",
+                   help=f"run only these sections: {', '.join(SECTIONS)} (default all but "
+                   "big)")  # fmt: skip
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, metavar="PATH",
                    help="where to write the json (default benchmarks/results.json)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=None, metavar="N",

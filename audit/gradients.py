@@ -239,6 +239,7 @@ def compare_rows(
     look=None,
     wide=None,
     full=True,
+    manual_x64=None,
 ):
     """Traced body shared by the gradient and factor audits for one point group.
 
@@ -247,9 +248,13 @@ def compare_rows(
     ``wide`` is its value in ``ref_dtype`` (or None). ``look`` is :func:`second_look`'s answer.
     ``full=False`` is the first pass of :func:`in_two_passes`: the plain rule only, without
     the reference's roundoff and the second look, which can only turn a failure into a pass.
+    ``manual_x64`` (a bool) traces ``manual_fn`` in the audited dtype with 64-bit types on
+    or off, as the caller's own code runs it; None: as the program is traced. The second
+    look's float64 evaluation always has them on.
     """
+    own = manual_fn if manual_fn is None or manual_x64 is None else _with_x64(manual_fn, manual_x64)
     if manual is None:
-        manual = manual_fn(params, x, y)
+        manual = own(params, x, y)
     wide_args = _cast((params, x, y), ref_dtype)
     reference = ref_fn(*wide_args)
     rnd = recheck = spread = None
@@ -261,7 +266,7 @@ def compare_rows(
     if look == "recheck":
         recheck = wide if manual_fn is None else manual_fn(*wide_args)
     elif look == "spread" and manual_fn is not None:
-        spread = roundoff(manual_fn, params, x, y, manual)
+        spread = roundoff(own, params, x, y, manual)
         if not narrower:  # the reference runs in the audited dtype too: count its own spread
             spread = jnp.maximum(spread, roundoff(ref_fn, params, x, y, reference))
     cmp = compare(
@@ -269,6 +274,16 @@ def compare_rows(
         recheck_tol=DEFAULT_TOLERANCES["float64"], spread=spread,
     )  # fmt: skip
     return manual, reference, cmp
+
+
+def _with_x64(fn: Callable, on: bool) -> Callable:
+    """``fn`` traced with 64-bit types ``on`` (or off) whatever the surrounding trace uses."""
+
+    def run(*args):
+        with jax.enable_x64(on):
+            return fn(*args)
+
+    return run
 
 
 def finish(result, valid, *, mode: str, rows_per_point: int):
@@ -294,17 +309,19 @@ def finish(result, valid, *, mode: str, rows_per_point: int):
     jax.jit,
     static_argnames=(
         "grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look", "traced", "mode",
+        "own_x64",
     ),
 )  # fmt: skip
 def _evaluate_group(
-    tree, valid, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look, traced, mode
-):
+    tree, valid, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look, traced, mode,
+    own_x64=None,
+):  # fmt: skip
     manual, wide, params, x, y = tree
     segments = np.repeat(np.arange(len(shapes)), [int(np.prod(s)) for s in shapes])
     result = compare_rows(
         _flat_of(grad_fn) if traced else None, _flat_of(ref_grad_fn), manual, params, x, y,
         ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide,
-        full=mode != "first",
+        full=mode != "first", manual_x64=own_x64,
     )  # fmt: skip
     return finish(result, valid, mode=mode, rows_per_point=1)
 
@@ -402,22 +419,6 @@ def _flat_of(fn):
     return lambda p, x, y: _flat(jax.vmap(fn)(p, x, y), _n_points(p))
 
 
-@functools.partial(jax.jit, static_argnames=("grad_fn",))
-def _manual_group(params, x, y, *, grad_fn):
-    return _flat_of(grad_fn)(params, x, y)
-
-
-def _manual_in_chunks(grad_fn, g: PointGroup, chunk: int, mesh) -> np.ndarray:
-    """``(n, P)`` handwritten gradients of every point of ``g``, ``chunk`` points a call, on
-    the host without the padding (the tree is padded again for the comparison)."""
-    tree = (g.params, g.x, g.y)
-    out = []
-    for a, b in _chunks(g.size, chunk):
-        sub = tree if (a, b) == (0, g.size) else _take(tree, np.arange(a, b), chunk)
-        out.append(to_host(_manual_group(*shard_points(mesh, sub), grad_fn=grad_fn), b - a))
-    return out[0] if len(out) == 1 else np.concatenate(out)
-
-
 def evaluate(
     grad_fn: Callable,
     ref_grad_fn: Callable,
@@ -437,9 +438,9 @@ def evaluate(
     points cast to ``ref_dtype``), the comparison and its reduction to each element's worst
     case; the points where something fails get the reference's roundoff in the audited dtype
     and the second look (``look``, :func:`second_look`'s answer for ``grad_fn``) in a second
-    call (:func:`in_two_passes`). The reference side always runs with 64-bit types on; when
-    the caller has them off, the handwritten gradients are computed first, as the caller's
-    own code would compute them. With a ``mesh`` the points are split over its ``"data"``
+    call (:func:`in_two_passes`). The reference side always runs with 64-bit types on; the
+    handwritten gradients are traced with them on or off as the caller has them, as the
+    caller's own code would compute them. With a ``mesh`` the points are split over its ``"data"``
     devices (see :func:`audit.points.shard_points`). Each call takes at most as many points
     as fit in ``memory`` bytes (None: :func:`audit.budget.default_budget`), as
     :func:`bytes_per_point` estimates them.
@@ -453,8 +454,6 @@ def evaluate(
         chunk = points_per_call(per_point, budget, g.size)
         if not traced:
             given = _flat_grads_loop(grad_fn, g)
-        elif not own_x64:
-            given = _manual_in_chunks(grad_fn, g, chunk, mesh)
         chunks.append(chunk)
         with jax.enable_x64(True):
             if not traced and look == "recheck":
@@ -462,7 +461,7 @@ def evaluate(
             program = functools.partial(
                 _evaluate_group, grad_fn=grad_fn, ref_grad_fn=ref_grad_fn,
                 ref_dtype=jnp.dtype(ref_dtype).name, shapes=layout.shapes, tol=tol, look=look,
-                traced=traced,
+                traced=traced, own_x64=own_x64,
             )  # fmt: skip
             tree = (given, wide, g.params, g.x, g.y)
             summaries.append(in_two_passes(program, tree, g.size, 1, mesh, chunk))

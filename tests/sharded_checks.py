@@ -229,7 +229,7 @@ def audit_checks() -> None:
             used == ([str(jax.devices()[0])], {"data": 1}),
         )
 
-    with jax.enable_x64(False):  # the handwritten side runs first, then the padded points
+    with jax.enable_x64(False):  # the handwritten side traced with them off, on padded points
         off = audit.audit_network("seed", mesh=mesh, points=13, steps=60, checkpoints=2, fd=False)
     check("audit_network with 64-bit types off: 13 points on 8 devices pass", off.passed)
 

@@ -628,7 +628,17 @@ def _perturbed(params, key, spread, *, points: int):
 
 
 def _stacked(params):
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[None]), params)
+    return jax.tree.map(lambda a: _on_device(np.asarray(a)[None]), params)
+
+
+def _on_device(a) -> jax.Array:
+    """``a`` as a JAX array, as ``jnp.asarray`` makes it; NumPy data is put on the device
+    directly, without the small program ``jnp.asarray`` compiles per shape and dtype."""
+    if isinstance(a, jax.Array):
+        return a
+    if isinstance(a, (np.ndarray, np.generic)):
+        return jax.device_put(a)
+    return jnp.asarray(a)
 
 
 def _tree_names(params) -> list[str]:
@@ -728,7 +738,7 @@ def check_gradients(
     leaves = jax.tree.leaves(params)
     if not leaves:
         raise ValueError("params has no array leaves; expected a pytree of float arrays")
-    dtypes = {jnp.asarray(a).dtype for a in leaves}
+    dtypes = {_on_device(a).dtype for a in leaves}
     if len(dtypes) != 1 or not jnp.issubdtype(next(iter(dtypes)), jnp.floating):
         raise TypeError(
             f"params leaves have dtypes {sorted(map(str, dtypes))}; expected one float dtype"
@@ -740,8 +750,8 @@ def check_gradients(
         data_size(mesh)
     if points and key is None:
         raise ValueError("points > 0 needs key=jax.random.key(seed) for the perturbations")
-    params = jax.tree.map(jnp.asarray, params)
-    x, y = jax.tree.map(jnp.asarray, x), jax.tree.map(jnp.asarray, y)
+    params = jax.tree.map(_on_device, params)
+    x, y = jax.tree.map(_on_device, x), jax.tree.map(_on_device, y)
     _check_loss(loss_fn, params, x, y)
     all_names = list(names) if names is not None else _tree_names(params)
     n_params = sum(int(np.size(a)) for a in leaves)
@@ -757,7 +767,7 @@ def check_gradients(
     stacked = _perturbed(params, key, spread, points=points) if points else _stacked(params)
 
     def repeated(a):  # the same batch at every point, repeated on the host: nothing to compile
-        return jnp.asarray(np.broadcast_to(a, (n, *a.shape)))
+        return _on_device(np.broadcast_to(a, (n, *a.shape)))
 
     group = PointGroup(
         ("random",) * n,

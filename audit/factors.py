@@ -34,6 +34,7 @@ from jaxbp.reference import _deltas, seed_factors_autodiff
 __all__ = ["delta_factors", "seed_factor_audit"]
 
 
+@functools.lru_cache(maxsize=64)
 def _seed_rows(fn, names):
     """``(params, x, y)`` over points -> ``(points * examples, F)`` factor values."""
 
@@ -44,6 +45,7 @@ def _seed_rows(fn, names):
     return rows
 
 
+@functools.lru_cache(maxsize=64)
 def _delta_rows(spec: OutputSpec, manual: bool):
     """``(params, x, y)`` over points -> ``(points * examples, sum n_l)`` deltas."""
 

@@ -415,7 +415,9 @@ def detail_rows(
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _flat_of(fn):
+    """``fn`` over stacked points, flattened to ``(points, P)``; one object per ``fn``."""
     return lambda p, x, y: _flat(jax.vmap(fn)(p, x, y), _n_points(p))
 
 
@@ -502,17 +504,23 @@ def bytes_per_point(rows_fn: Callable, group: PointGroup, ref_dtype) -> int:
     ``rows_fn(params, x, y) -> (rows, values)`` is the reference over stacked points (as
     :func:`compare_rows` takes it). Counted: :data:`EVALUATIONS` times what it computes at one
     point in ``ref_dtype`` (:func:`audit.budget.traced_bytes`), plus the comparison's arrays
-    (16 float64 numbers per value).
+    (16 float64 numbers per value). Found once per function and point shapes.
     """
+    leaves, treedef = jax.tree.flatten((group.params, group.x, group.y))
+    avals = tuple((tuple(a.shape[1:]), jnp.dtype(a.dtype).name) for a in leaves)
+    return _bytes_per_point(rows_fn, treedef, avals, jnp.dtype(ref_dtype).name)
+
+
+@functools.lru_cache(maxsize=256)
+def _bytes_per_point(rows_fn, treedef, avals, ref_dtype: str) -> int:
+    def one(shape, dtype):
+        wide = ref_dtype if jnp.issubdtype(dtype, jnp.floating) else dtype
+        return jax.ShapeDtypeStruct((1, *shape), wide)
+
     with jax.enable_x64(True):
-        one = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(
-                (1, *a.shape[1:]), ref_dtype if jnp.issubdtype(a.dtype, jnp.floating) else a.dtype
-            ),
-            (group.params, group.x, group.y),
-        )
-        values = int(np.prod(jax.eval_shape(rows_fn, *one).shape))
-        return EVALUATIONS * traced_bytes(rows_fn, *one) + 16 * 8 * values
+        args = jax.tree.unflatten(treedef, [one(s, d) for s, d in avals])
+        values = int(np.prod(jax.eval_shape(rows_fn, *args).shape))
+        return EVALUATIONS * traced_bytes(rows_fn, *args) + 16 * 8 * values
 
 
 def fd_step(p: jax.Array) -> jax.Array:

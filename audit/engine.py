@@ -766,8 +766,8 @@ def check_gradients(
     n = points + 1
     stacked = _perturbed(params, key, spread, points=points) if points else _stacked(params)
 
-    def repeated(a):  # the same batch at every point, repeated on the host: nothing to compile
-        return _on_device(np.broadcast_to(a, (n, *a.shape)))
+    def repeated(a):  # the same batch at every point: a view on the host, copied only where a
+        return np.broadcast_to(np.asarray(a), (n, *a.shape))  # compiled call takes it
 
     group = PointGroup(
         ("random",) * n,

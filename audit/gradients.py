@@ -372,6 +372,8 @@ def in_two_passes(
       The merged :class:`audit.compare.Summary` (NumPy), row indices counted over all points.
     """
     parts, rows = [], []
+    if chunk is not None and chunk < n:  # one host copy to take every call's points from
+        tree = jax.tree.map(np.asarray, tree)
     for a, b in _chunks(n, chunk):
         sub = tree if (a, b) == (0, n) else _take(tree, np.arange(a, b), chunk)
         parts.append(_two_passes(program, sub, b - a, rows_per_point, mesh))
@@ -401,6 +403,8 @@ def detail_rows(
     """``(manual, reference, Comparison)`` rows of the given points, the full rule applied,
     at most ``chunk`` points a call (None: one call)."""
     parts = []
+    if chunk is not None and chunk < points.size:
+        tree = jax.tree.map(np.asarray, tree)
     for a, b in _chunks(points.size, chunk):
         some = points[a:b]
         k = some.size * rows_per_point

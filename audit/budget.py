@@ -1,27 +1,29 @@
 """How much memory an audit needs, checked against what the machine has before any work.
 
-The audit keeps every point's values at once (that is how it finds each weight's worst
-point), so its memory grows with ``points x values per point``. Per point it holds, for
-each of the ``P`` parameters and each of the ``batch x F`` chain factors (or layer deltas):
-the handwritten value, the reference, the reference's roundoff, the comparison's abs_err,
-rel_err, allowed error, score and pass flag, a host copy of each after the points are
-joined, and the second-look arrays (``audit/gradients.py``, ``audit/compare.py``): about
-16 float64-sized arrays and 2 in the audited dtype, :data:`VALUE_BYTES` plus twice the
-itemsize in all. Training keeps both loss histories, as arrays and as the report's
-numbers: :data:`STEP_BYTES` per step.
+Every point's inputs stay on the host for the whole audit (the points are drawn once and
+evaluated again where something fails); the device evaluates them in compiled calls of as
+many points as fit in a budget (:func:`points_per_call`, :func:`default_budget`) and keeps
+only each element's worst case over the points (``audit/gradients.py``,
+``audit/compare.py``). What grows with the points is therefore about
+:data:`VALUE_ITEMS` numbers of the audited dtype per value and point, for each of the ``P``
+parameters and each of the ``batch x F`` chain factors (or layer deltas): the point's
+inputs, the handwritten and reference values of the call it is in, and the comparison's
+working arrays. Training keeps both loss histories, as arrays and as the report's numbers:
+:data:`STEP_BYTES` per step.
 
-Measured with ``--no-report --steps 0 --no-fd`` on a 2-core CPU (peak RSS, minus a run at
-one point): 2-64-64-1 closed form, 134 bytes per parameter and point in float32 and 141 in
-float64, where this module counts 136 and 144; the 2-2-1 seed audit, 8.2 kB per point,
-where it counts 9.4 kB. To reproduce: ``/usr/bin/time -v jaxbp-audit --grad closed_form
---sizes 2,64,64,1 --points 4000 --steps 0 --no-fd --no-report`` and the same at 1000 points.
+Measured with ``--no-report --steps 0 --no-fd --no-cache`` on a 2-core CPU (peak RSS at 4000
+points minus 1000): 2-64-64-1 closed form (4933 values a point), 24 bytes per value and
+point in float32 and 49 in float64, where this module counts 32 and 64; the 2-2-1 seed audit
+grows by less than the run-to-run noise of the peak. To reproduce: ``/usr/bin/time -f %M
+jaxbp-audit --grad closed_form --sizes 2,64,64,1 --points 4000 --steps 0 --no-fd --no-report
+--no-cache`` and the same at 1000 points.
 
 Example:
     >>> need = audit_memory((2, 2, 1), points=10**9, n_data=4, steps=5000)
     >>> need.total > 10**12
     True
     >>> largest_points((2, 2, 1), available=8 * 2**30, n_data=4, steps=5000)
-    886683
+    3768425
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = [
     "DEFAULT_SHARE",
     "FIXED_BYTES",
     "STEP_BYTES",
-    "VALUE_BYTES",
+    "VALUE_ITEMS",
     "MemoryEstimate",
     "audit_memory",
     "available_memory",
@@ -51,7 +53,7 @@ __all__ = [
     "traced_bytes",
 ]
 
-VALUE_BYTES = 16 * 8  # float64-sized arrays kept per value and point (see the module docstring)
+VALUE_ITEMS = 8  # numbers of the audited dtype per value and point (see the module docstring)
 STEP_BYTES = 160  # per training step: two loss histories, as arrays, floats and report text
 FIXED_BYTES = 256 * 2**20  # compiled programs and their scratch space, whatever the size
 SEED_FACTORS = 15  # chain factors the note writes for the 2-2-1 network
@@ -115,7 +117,7 @@ def audit_memory(
 
     sizes = tuple(int(s) for s in sizes)
     itemsize = np.dtype(dtype).itemsize
-    value_bytes = VALUE_BYTES + 2 * itemsize
+    value_bytes = VALUE_ITEMS * itemsize
     n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
     # the note's 15 factors for a 2-2-1 network, else every layer's delta: the larger count
     per_example = max(SEED_FACTORS if sizes == (2, 2, 1) else 0, sum(sizes[1:]))

@@ -17,14 +17,14 @@ from audit.budget import (
 def test_estimate_counts_parameters_factors_and_steps():
     e = audit_memory((2, 2, 1), points=100, n_data=4, steps=5000, dtype="float32")
     assert (e.params, e.factors, e.values) == (9, 4 * 15, 69)  # seed: 15 factors a row
-    assert e.value_bytes == 16 * 8 + 2 * 4
+    assert e.value_bytes == 8 * 4
     assert e.per_point == 69 * e.value_bytes
     assert e.training == 5000 * STEP_BYTES and e.fixed == FIXED_BYTES
     assert e.total == FIXED_BYTES + 101 * e.per_point + e.trajectory + e.training
     deep = audit_memory((3, 8, 4, 2), points=1, n_data=1000, steps=0, dtype="float64")
     assert deep.params == 3 * 8 + 8 + 8 * 4 + 4 + 4 * 2 + 2
     assert deep.factors == 3 * (8 + 4 + 2)  # large data: random draws of batch 3
-    assert deep.value_bytes == 16 * 8 + 2 * 8
+    assert deep.value_bytes == 8 * 8
     assert deep.trajectory == 1 * (deep.params + 1000 * 14) * deep.value_bytes
 
 
@@ -62,11 +62,11 @@ def test_format_bytes(n, text):
 def test_memory_problem_names_what_was_asked_and_the_most_that_fits():
     message = memory_problem((2, 2, 1), points=10**9, n_data=4, available=8 * 10**9)
     assert message == (
-        "points=1000000000 needs about 9.38 TB of memory, but 8 GB is available: the audit "
+        "points=1000000000 needs about 2.21 TB of memory, but 8 GB is available: the audit "
         "keeps every point, 69 values each (9 gradients and 60 chain factors or deltas) at "
-        "about 136 bytes a value; the most that fits is points=823817"
+        "about 32 bytes a value; the most that fits is points=3501245"
     )
-    assert memory_problem((2, 2, 1), points=823817, n_data=4, available=8 * 10**9) is None
+    assert memory_problem((2, 2, 1), points=3501245, n_data=4, available=8 * 10**9) is None
 
 
 def test_memory_problem_blames_steps_when_they_are_the_cost():
@@ -75,7 +75,7 @@ def test_memory_problem_blames_steps_when_they_are_the_cost():
     )
     assert message == (
         "--steps 10000000000 needs about 1.6 TB of memory, but 8 GB is available: both loss "
-        "histories are kept, about 160 bytes a step; the most that fits is --steps 48318407"
+        "histories are kept, about 160 bytes a step; the most that fits is --steps 48321367"
     )
 
 

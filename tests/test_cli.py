@@ -481,11 +481,11 @@ def test_points_that_do_not_fit_in_memory_are_refused_first(no_engine, capsys, m
     monkeypatch.setattr(audit.budget, "available_memory", lambda: 8 * 10**9)
     assert main(["--points", "1000000000"]) == 2
     assert one_error_line(capsys) == (
-        "jaxbp-audit: error: --points 1000000000 needs about 9.38 TB of memory, but 8 GB is "
+        "jaxbp-audit: error: --points 1000000000 needs about 2.21 TB of memory, but 8 GB is "
         "available: the audit keeps every point, 69 values each (9 gradients and 60 chain "
-        "factors or deltas) at about 136 bytes a value; the most that fits is --points 823817"
+        "factors or deltas) at about 32 bytes a value; the most that fits is --points 3501245"
     )
-    assert main(["--points", "823817", "--steps", "10000000000"]) == 2
+    assert main(["--points", "3501245", "--steps", "10000000000"]) == 2
     assert "--steps 10000000000 needs about 1.61 TB of memory" in one_error_line(capsys)
 
 

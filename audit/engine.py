@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp
-from audit.budget import clear_if_crowded, memory_problem
+from audit.budget import clear_if_crowded, default_budget, memory_problem
 from audit.compare import Tolerance, default_tolerance, unjudged_note
 from audit.diagnose import diagnose
 from audit.factors import delta_factors, seed_factor_audit
@@ -59,6 +59,7 @@ __all__ = ["audit_network", "check_gradients"]
 
 GRAD_CHOICES = ("seed", "closed_form")
 DIAGNOSE_POINTS = 512  # points the diagnosis looks at, at most
+DIAGNOSE_BYTES = 64  # per weight and point it looks at: both values and the diagnosis's work
 # finite differences agree with jax.grad within this relative distance plus their own
 # estimated error (roundoff and truncation)
 FD_AGREE = 1e-4
@@ -203,10 +204,13 @@ def _compare_groups(
     fail_idx = np.flatnonzero(failed)
     if fail_idx.size:
         t0 = time.perf_counter()
-        # at most DIAGNOSE_POINTS points: every failing weight's worst point, then the first
+        # at most DIAGNOSE_POINTS points (fewer where their rows would not fit the memory
+        # budget): every failing weight's worst point, then the first
         # ones, so a failure seen only late in the trajectory is still there to be named
-        worst_pts = np.unique(worst.index[fail_idx])[:DIAGNOSE_POINTS]
-        rest = np.setdiff1d(np.arange(n_points), worst_pts)[: DIAGNOSE_POINTS - len(worst_pts)]
+        room = (default_budget() if memory is None else memory) // (DIAGNOSE_BYTES * len(names))
+        most = int(max(1, min(DIAGNOSE_POINTS, room)))
+        worst_pts = np.unique(worst.index[fail_idx])[:most]
+        rest = np.setdiff1d(np.arange(n_points), worst_pts)[: most - len(worst_pts)]
         rows = np.sort(np.concatenate([worst_pts, rest]))
         batch = np.concatenate([np.full(g.size, g.batch) for g in groups])[rows]
         cands = {

@@ -563,6 +563,7 @@ def test_a_small_memory_budget_splits_the_calls_not_the_verdict(grad):
     assert split.config["memory"] == 50_000 and whole.config["memory"] is None
     assert _verdicts(split) == _verdicts(whole)
     assert split.failed_weights == whole.failed_weights
+    assert [w["hint"] for w in split.weights] == [w["hint"] for w in whole.weights]
     for a, b in zip(split.weights, whole.weights, strict=True):
         np.testing.assert_allclose(float(a["reference"]), float(b["reference"]), rtol=1e-12)
 

@@ -15,6 +15,9 @@ one process: medians after a warm-up, with the first call (compilation included)
 - ``limit``: one jitted ``jax.vmap`` of the handwritten gradients and of ``jax.grad`` of the
   loss over the same ``n`` points, drawn beforehand (``chunk`` points at a time), reduced to
   the largest absolute difference: no tolerance, no report, float32 on both sides.
+- ``limit_f64``: the same with ``jax.grad`` on the points cast to float64, as the audit's
+  rule requires (its reference is always float64): the most a float64-reference check can
+  reach on this machine.
 - ``naive_loop``: a Python loop over the points of two jitted calls (handwritten, jax.grad)
   and ``np.allclose`` per point at the audit's float32 tolerance, with the points sliced
   beforehand; timed on the first ``m`` points and extrapolated to ``n``.
@@ -22,10 +25,11 @@ one process: medians after a warm-up, with the first call (compilation included)
   modes=["rev"])`` in float64, one call per point, timed on a few points of the network's
   smallest case and shown for all its sizes.
 
-``vs_limit`` and ``vs_naive`` divide a public call's points per second by the limit's and the
-naive loop's. A public call whose two smaller sizes predict more than ``MAX_CALL_S`` seconds
-per call is not run at the next size, and one the audit refuses (its memory check) is not
-timed; the row says why. ``peak_rss_mb`` is this process's peak resident memory so far.
+``vs_limit``, ``vs_limit_f64`` and ``vs_naive`` divide a public call's points per second by
+the limit's, the float64 limit's and the naive loop's. A public call whose two smaller sizes
+predict more than ``MAX_CALL_S`` seconds per call is not run at the next size, and one the
+audit refuses (its memory check) is not timed; the row says why. ``peak_rss_mb`` is this
+process's peak resident memory so far.
 
 :func:`first_call` times the first ``check_gradients`` call on a 2-2-1 network with 16
 points in a fresh Python process, imports timed apart: the latency a user's test suite pays.
@@ -138,9 +142,10 @@ def _highest(fn: Callable) -> Callable:
     return run
 
 
-def limit_fn(net: Net, n: int) -> tuple[Callable, int]:
+def limit_fn(net: Net, n: int, wide: bool = False) -> tuple[Callable, int]:
     """``stack -> max |handwritten - jax.grad|`` over ``n`` stacked points, one jitted program,
-    and the points it maps at once.
+    and the points it maps at once. ``wide``: ``jax.grad`` runs on the points cast to
+    float64 (with 64-bit types on), as the audit's rule has it.
 
     The points go through ``jax.vmap`` in chunks of at most ``LIMIT_CHUNK_PARAMS``
     parameters (``jax.lax.map`` with ``batch_size``): one vmap over 1,024 points of a
@@ -151,8 +156,9 @@ def limit_fn(net: Net, n: int) -> tuple[Callable, int]:
     chunk = min(n, max(1, LIMIT_CHUNK_PARAMS // n_params))
 
     def one(p, x, y):
+        r = ref(*jax.tree.map(lambda a: a.astype(jnp.float64), (p, x, y))) if wide else ref(p, x, y)
         diffs = jax.tree.map(
-            lambda a, b: jnp.max(jnp.abs(a - b)), net.grad_fn(p, x, y), ref(p, x, y)
+            lambda a, b: jnp.max(jnp.abs(a.astype(b.dtype) - b)), net.grad_fn(p, x, y), r
         )
         return jnp.max(jnp.stack(jax.tree.leaves(diffs)))
 
@@ -161,7 +167,15 @@ def limit_fn(net: Net, n: int) -> tuple[Callable, int]:
             return jnp.max(jax.vmap(one, in_axes=(0, None, None))(ps, x, y))
         return jnp.max(jax.lax.map(lambda p: one(p, x, y), ps, batch_size=chunk))
 
-    return _highest(jax.jit(many)), chunk
+    run = _highest(jax.jit(many))
+    if not wide:
+        return run, chunk
+
+    def run_wide(*args):
+        with jax.enable_x64(True):
+            return run(*args)
+
+    return run_wide, chunk
 
 
 def naive_fn(net: Net, stack, m: int) -> Callable[[], int]:
@@ -239,6 +253,7 @@ def time_case(
     stack = perturbed(net.params, n, seed=1)
     stack_dev = jax.tree.map(jnp.asarray, stack)
     limit, chunk = limit_fn(net, n)
+    limit64, _ = limit_fn(net, n, wide=True)
     m = min(naive_points, n)
     key = jax.random.key(0)
     seen: dict[str, tuple[bool, int]] = {}  # verdict and points audited, not the whole result
@@ -273,6 +288,7 @@ def time_case(
         ),
         "audit_network": public("audit_network", lambda: net.audit_network(n)),
         "limit": lambda: limit(stack_dev, net.x, net.y),
+        "limit_f64": lambda: limit64(stack_dev, net.x, net.y),
         "naive_loop": naive_fn(net, stack, m),
     }
     run_points = dict.fromkeys(fns, n) | {"naive_loop": m}
@@ -291,6 +307,8 @@ def time_case(
     cols: dict[str, dict[str, Any]] = {}
     lim = n / t["limit"].median_s
     naive = m / t["naive_loop"].median_s
+    lim64 = n / t["limit_f64"].median_s
+    cols["limit_f64"] = dict(points=n, points_per_s=lim64, chunk=chunk, **t["limit_f64"].as_dict())
     cols["limit"] = dict(
         points=n,
         points_per_s=lim,
@@ -324,6 +342,7 @@ def time_case(
             points_per_s=rate,
             passed=passed,
             vs_limit=rate / lim,
+            vs_limit_f64=rate / lim64,
             vs_naive=rate / naive,
             **t[k].as_dict(),
         )

@@ -59,6 +59,7 @@ _AUDIT_COLUMNS = {
     "check_gradients_no_fd": "audit.check_gradients fd=False",
     "audit_network": "audit.audit_network",
     "limit": "limit: one jitted vmap, max |diff|",
+    "limit_f64": "limit with a float64 jax.grad",
     "naive_loop": "naive loop: 2 jitted calls + allclose",
     "check_grads_loop": "check_grads loop",
 }
@@ -75,6 +76,8 @@ def _audit_rows(s: dict) -> list[tuple]:
                 continue
             if "vs_limit" in c:
                 vs = f"{c['vs_limit']:.2g}x limit, {c['vs_naive']:.3g}x naive loop"
+                if "vs_limit_f64" in c:
+                    vs += f", {c['vs_limit_f64']:.2g}x float64 limit"
             elif c.get("points_timed", r["points"]) < r["points"]:
                 vs = f"baseline, timed on {c['points_timed']} points"
             else:

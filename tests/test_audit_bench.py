@@ -18,7 +18,7 @@ from benchmarks.audit_bench import (
     xor_net,
 )
 
-COLUMNS = {*PUBLIC, "limit", "naive_loop", "check_grads_loop"}
+COLUMNS = {*PUBLIC, "limit", "limit_f64", "naive_loop", "check_grads_loop"}
 
 
 def test_quick_run_times_every_column_of_both_networks():
@@ -36,7 +36,7 @@ def test_quick_run_times_every_column_of_both_networks():
             c = cols[name]
             assert c["passed"] is True, (r["net"], name)
             assert c["points"] >= r["points"]  # audit_network adds its own points
-            assert c["vs_limit"] > 0 and c["vs_naive"] > 0
+            assert c["vs_limit"] > 0 and c["vs_naive"] > 0 and c["vs_limit_f64"] > 0
             assert c["first_s"] > 0 and c["median_s"] > 0
         assert cols["limit"]["max_abs_diff"] < 1e-4  # the handwritten gradients are right
         assert cols["naive_loop"]["points_timed"] <= r["points"]

@@ -371,14 +371,17 @@ def in_two_passes(
     Returns:
       The merged :class:`audit.compare.Summary` (NumPy), row indices counted over all points.
     """
-    parts, rows = [], []
-    if chunk is not None and chunk < n:  # one host copy to take every call's points from
-        tree = jax.tree.map(np.asarray, tree)
+    if chunk is None or chunk >= n:
+        return _two_passes(program, tree, n, rows_per_point, mesh)
+    tree = jax.tree.map(np.asarray, tree)  # one host copy to take every call's points from
+    total = None
     for a, b in _chunks(n, chunk):
-        sub = tree if (a, b) == (0, n) else _take(tree, np.arange(a, b), chunk)
-        parts.append(_two_passes(program, sub, b - a, rows_per_point, mesh))
-        rows.append((b - a) * rows_per_point)
-    return parts[0] if len(parts) == 1 else joined(parts, rows)
+        part = _two_passes(program, _take(tree, np.arange(a, b), chunk), b - a, rows_per_point,
+                           mesh)  # fmt: skip
+        # merged as it comes: a summary per call kept until the end would grow with the points
+        rows = a * rows_per_point
+        total = part if total is None else joined([total, part], [rows, (b - a) * rows_per_point])
+    return total
 
 
 def _two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh) -> Summary:

@@ -30,6 +30,7 @@ from audit.factors import delta_factors, seed_factor_audit
 from audit.gradients import (
     evaluate,
     finite_differences,
+    finite_differences_ahead,
     is_traceable,
     layout_of,
     point_shapes,
@@ -155,6 +156,12 @@ def _compare_groups(
     if look == "spread":
         notes.append(_spread_note(grad_fn, dt, ref_dtype))
     n_points = sum(g.size for g in groups)
+    fd_compiled = None
+    if fd and len(groups) == 1:  # the pairs' count is known: compile while comparing
+        with jax.enable_x64(True):
+            fd_compiled = finite_differences_ahead(
+                loss_fn, groups[0], min(fd_max, len(names)), dtype=ref_dtype
+            )
     _say(progress, f"comparing {len(names)} weights at {n_points} points")
     ev = evaluate(grad_fn, ref_grad_fn, groups, traced=traced, ref_dtype=ref_dtype, tol=tol,
                   layout=layout, look=look, mesh=mesh, memory=memory)  # fmt: skip
@@ -179,6 +186,8 @@ def _compare_groups(
         t0 = time.perf_counter()
         sel = _select_fd(worst, fd_max)
         _say(progress, f"finite differences for {len(sel)} weights")
+        if fd_compiled is not None:
+            fd_compiled.result()
         with jax.enable_x64(True):
             fd_values[sel], fd_noise = finite_differences(
                 loss_fn, groups, sel, worst.index[sel], dtype=ref_dtype

@@ -7,6 +7,7 @@ Works on any params pytree and any scalar ``loss_fn(params, x, y)``: the handwri
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -35,10 +36,12 @@ __all__ = [
     "Evaluation",
     "Layout",
     "bytes_per_point",
+    "compile_ahead",
     "detail_rows",
     "evaluate",
     "finish",
     "finite_differences",
+    "finite_differences_ahead",
     "in_two_passes",
     "layout_of",
     "point_shapes",
@@ -571,11 +574,43 @@ def finite_differences(
     return out[0], out[1]
 
 
-def _fd_group(loss_fn, g: PointGroup, widx, local, dtype) -> np.ndarray:
+def _fd_args(loss_fn, g: PointGroup, widx, local, dtype) -> tuple:
     treedef = jax.tree.structure(g.params)
     shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(g.params))
-    dtype = jnp.dtype(dtype).name
-    return np.asarray(_fd_jit(loss_fn, treedef, shapes, dtype, g.params, g.x, g.y, widx, local))
+    return loss_fn, treedef, shapes, jnp.dtype(dtype).name, g.params, g.x, g.y, widx, local
+
+
+def _fd_group(loss_fn, g: PointGroup, widx, local, dtype) -> np.ndarray:
+    return np.asarray(_fd_jit(*_fd_args(loss_fn, g, widx, local, dtype)))
+
+
+def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dtype):
+    """Start compiling :func:`finite_differences` for ``m`` (weight, point) pairs of one
+    group, while the caller goes on (:func:`compile_ahead`)."""
+    widx, local = np.zeros(m, np.int64), np.zeros(m, np.int32)  # as the caller's selection
+    return compile_ahead(_fd_jit, *_fd_args(loss_fn, group, widx, local, dtype))
+
+
+_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+
+
+def compile_ahead(jitted, *args) -> concurrent.futures.Future:
+    """Compile the jitted ``jitted`` for ``args`` in a background thread, with this thread's
+    64-bit and matmul-precision settings; JAX's own cache then serves the call. XLA compiles
+    without holding Python's lock, so on a machine with two cores or more the compilation
+    overlaps with the caller's work. Wait on the future before the call (a failure is left
+    for the call itself to raise, with its context)."""
+    x64 = jax.config.jax_enable_x64
+    precision = jax.config.jax_default_matmul_precision
+
+    def work() -> None:
+        try:
+            with jax.enable_x64(x64), jax.default_matmul_precision(precision):
+                jitted.lower(*args).compile()
+        except Exception:  # the real call reports it
+            pass
+
+    return _COMPILER.submit(work)
 
 
 def unflatten(vec: jax.Array, treedef, shapes: tuple[tuple[int, ...], ...]):

@@ -596,3 +596,33 @@ def test_check_gradients_in_calls_of_one_point():
             a, b = split.weight(name), whole.weight(name)
             assert a["worst_point"]["index"] == b["worst_point"]["index"]
             np.testing.assert_allclose(float(a["abs_err"]), float(b["abs_err"]), rtol=1e-12)
+
+
+def test_finite_differences_compiled_ahead_are_compiled_once():
+    # compiled in a background thread while the points are compared, then called: the call
+    # finds the program in JAX's cache, so finite differences add exactly one compilation
+    from benchmarks.timing import compile_log
+
+    x = jax.random.normal(jax.random.key(0), (5, 3), jnp.float32)
+    y = jax.random.normal(jax.random.key(1), (5,), jnp.float32)
+    params = {"w": jnp.array([0.5, -1.0, 2.0], jnp.float32)}
+
+    def fresh():  # new function objects: nothing of them is compiled yet
+        def loss_fn(p, x, y):
+            return jnp.mean((jnp.tanh(x @ p["w"]) - y) ** 2)
+
+        def grad_fn(p, x, y):
+            t = jnp.tanh(x @ p["w"])
+            return {"w": x.T @ (2 * (t - y) * (1 - t * t)) / y.size}
+
+        return grad_fn, loss_fn
+
+    key = jax.random.key(2)
+    audit.check_gradients(*fresh(), params, x, y, points=7, key=key, fd=False)  # the draws
+    counts = {}
+    for fd in (False, True):
+        with compile_log() as log:
+            r = audit.check_gradients(*fresh(), params, x, y, points=7, key=key, fd=fd)
+        assert r.passed
+        counts[fd] = log().count
+    assert counts[True] == counts[False] + 1, counts

@@ -37,6 +37,8 @@ __all__ = [
     "CROWDED",
     "DEFAULT_SHARE",
     "FIXED_BYTES",
+    "RECHECK_S",
+    "SMALL_CALL",
     "STEP_BYTES",
     "VALUE_ITEMS",
     "MemoryEstimate",
@@ -329,15 +331,25 @@ def traced_bytes(fn, *args) -> int:
     return jaxpr_bytes(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
-def points_per_call(per_point: int, budget: int, n: int) -> int:
+SMALL_CALL = 64 * 2**20  # bytes of a call small enough to make without asking what is free
+
+
+def points_per_call(per_point: int, budget: int | None, n: int) -> int:
     """How many of ``n`` points one compiled call evaluates within ``budget`` bytes, at
     ``per_point`` bytes each: ``n`` when all fit, else the largest power of two that fits
-    (so the calls share one program), at least 1."""
+    (so the calls share one program), at least 1. ``budget`` None: :func:`default_budget`,
+    read only for calls over :data:`SMALL_CALL` (the read costs about half a millisecond)."""
+    if budget is None:
+        if per_point * n <= SMALL_CALL:
+            return n
+        budget = default_budget()
     fit = max(int(budget // max(per_point, 1)), 1)
     return n if fit >= n else 1 << (fit.bit_length() - 1)
 
 
 CROWDED = 0.75  # of the kernel's memory-mapping limit, past which an audit first clears caches
+RECHECK_S = 1.0  # a count under a quarter of the limit is trusted this long (reading it: ~1 ms)
+_ROOMY_AT = [-float("inf")]  # when the count was last under a quarter of the limit
 
 
 def _count_lines(path: str) -> int | None:
@@ -365,12 +377,23 @@ def clear_if_crowded(share: float = CROWDED) -> str | None:
     """Clear JAX's in-memory compilation caches when this process holds more than ``share``
     of the memory mappings it may (:func:`memory_maps`), so the next compilation has room.
 
+    A count under a quarter of the limit is trusted for :data:`RECHECK_S` seconds: compiling
+    in that time adds far fewer mappings than the margin, and audits called in a loop skip
+    reading the file.
+
     Returns:
       A note saying so, or None when nothing was done. Cleared programs compile again when
       next called (the persistent cache, where on, still serves them).
     """
+    import time
+
+    now = time.monotonic()
+    if now - _ROOMY_AT[0] < RECHECK_S:
+        return None
     found = memory_maps()
     if found is None or found[0] <= share * found[1]:
+        if found is not None and found[0] <= found[1] / 4:
+            _ROOMY_AT[0] = now
         return None
     import jax
 

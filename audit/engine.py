@@ -751,7 +751,7 @@ def check_gradients(
     leaves = jax.tree.leaves(params)
     if not leaves:
         raise ValueError("params has no array leaves; expected a pytree of float arrays")
-    dtypes = {_on_device(a).dtype for a in leaves}
+    dtypes = {jnp.result_type(a) for a in leaves}
     if len(dtypes) != 1 or not jnp.issubdtype(next(iter(dtypes)), jnp.floating):
         raise TypeError(
             f"params leaves have dtypes {sorted(map(str, dtypes))}; expected one float dtype"

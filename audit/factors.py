@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.budget import default_budget, points_per_call
+from audit.budget import points_per_call
 from audit.compare import Summary, Tolerance, joined, unjudged_note, worst_of
 from audit.gradients import (
     bytes_per_point,
@@ -88,11 +88,10 @@ def _summaries(program, groups: list[PointGroup], mesh, memory, ref_rows) -> Sum
     """Every group's rows, compared in two passes and summarized as one; each call takes as
     many points as fit in ``memory`` bytes (None: the default budget) by the estimate of
     :func:`audit.gradients.bytes_per_point` for the reference ``ref_rows``."""
-    budget = default_budget() if memory is None else memory
     ref_dtype = program.keywords["ref_dtype"]
     parts = []
     for g in groups:
-        chunk = points_per_call(bytes_per_point(ref_rows, g, ref_dtype), budget, g.size)
+        chunk = points_per_call(bytes_per_point(ref_rows, g, ref_dtype), memory, g.size)
         tree = (g.params, g.x, g.y)
         parts.append(in_two_passes(program, tree, g.size, int(g.x.shape[1]), mesh, chunk))
     return joined(parts, [g.size * int(g.x.shape[1]) for g in groups])

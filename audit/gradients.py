@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.budget import default_budget, points_per_call, traced_bytes
+from audit.budget import points_per_call, traced_bytes
 from audit.compare import (
     DEFAULT_TOLERANCES,
     Comparison,
@@ -104,7 +104,7 @@ def is_traceable(grad_fn: Callable, group: PointGroup) -> bool:
     params, x, y = point_shapes(group)
     who = getattr(grad_fn, "__name__", "grad_fn")
     try:
-        shapes = jax.eval_shape(grad_fn, params, x, y)
+        shapes = _shapes_of(grad_fn, (params, x, y))
         traced = True
     except _UNTRACEABLE:
         params, x, y = _point(group, 0)
@@ -114,6 +114,19 @@ def is_traceable(grad_fn: Callable, group: PointGroup) -> bool:
         raise ValueError(f"{who}(params, x, y) failed on the first audit point: {e}") from e
     check_grads_like(params, shapes, who)
     return traced
+
+
+def _shapes_of(fn: Callable, args: tuple):
+    """``jax.eval_shape(fn, *args)`` for ``jax.ShapeDtypeStruct`` arguments, traced once per
+    function, shapes and 64-bit setting (a failure is raised each time, never kept)."""
+    leaves, treedef = jax.tree.flatten(args)
+    return _shapes_cached(fn, treedef, tuple(leaves), bool(jax.config.jax_enable_x64))
+
+
+@functools.lru_cache(maxsize=256)
+def _shapes_cached(fn, treedef, leaves, x64: bool):
+    del x64  # part of the key: the shapes depend on it
+    return jax.eval_shape(fn, *jax.tree.unflatten(treedef, list(leaves)))
 
 
 def runs_in(fn: Callable, args: tuple, dtype) -> bool:
@@ -133,7 +146,10 @@ def runs_in(fn: Callable, args: tuple, dtype) -> bool:
 
     wide = jax.tree.map(widen, args)
     try:
-        out = jax.eval_shape(fn, *wide)
+        if all(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree.leaves(wide)):
+            out = _shapes_of(fn, wide)
+        else:
+            out = jax.eval_shape(fn, *wide)
     except _UNTRACEABLE:
         try:
             out = jax.tree.map(jnp.asarray, fn(*wide))
@@ -458,12 +474,11 @@ def evaluate(
     :func:`bytes_per_point` estimates them.
     """
     own_x64 = jax.config.jax_enable_x64
-    budget = default_budget() if memory is None else memory
     summaries, trees, programs, chunks = [], [], [], []
     for g in groups:
         given = wide = None
         per_point = bytes_per_point(_flat_of(ref_grad_fn), g, ref_dtype)
-        chunk = points_per_call(per_point, budget, g.size)
+        chunk = points_per_call(per_point, memory, g.size)
         if not traced:
             given = _flat_grads_loop(grad_fn, g)
         chunks.append(chunk)

@@ -151,6 +151,7 @@ def test_an_audit_in_a_crowded_process_clears_the_caches_first(monkeypatch):
 
     import audit
 
+    monkeypatch.setattr(budget, "RECHECK_S", 0.0)  # read the count on every call
     f = jax.jit(lambda a: a + 1)
     f(jnp.ones(2))
     assert f._cache_size() == 1
@@ -170,3 +171,13 @@ def test_an_audit_in_a_crowded_process_clears_the_caches_first(monkeypatch):
     assert result.passed
     assert f._cache_size() == 0
     assert any("memory mappings" in n and "cleared" in n for n in result.notes)
+
+
+def test_a_small_call_needs_no_look_at_free_memory(monkeypatch):
+    def unread():
+        raise AssertionError("free memory was read for a small call")
+
+    monkeypatch.setattr(budget, "default_budget", unread)
+    assert budget.points_per_call(1000, None, 1000) == 1000  # 1 MB in all
+    monkeypatch.setattr(budget, "default_budget", lambda: 10**9)
+    assert budget.points_per_call(10**6, None, 5000) == 512  # 5 GB asked, 1 GB free

@@ -22,17 +22,23 @@ def _halved_w11(params, x, y):
     return [{"W": g[0]["W"].at[0, 0].multiply(0.5), "b": g[0]["b"]}, g[1]]
 
 
+def _strict_audit(grad_fn, n: int, *, seed: int):
+    """``n`` random float32 2-2-1 points, the audit program at rtol 2e-6 with no roundoff
+    allowance, and its input tree."""
+    group = random_points((2, 2, 1), n, key=jax.random.key(seed), loss="mse", dtype="float32")
+    layout = layout_of(jax.tree.map(lambda a: a[0], group.params))
+    program = functools.partial(
+        _evaluate_group, grad_fn=grad_fn, ref_grad_fn=jaxbp.autodiff(), ref_dtype="float64",
+        shapes=layout.shapes, tol=Tolerance(2e-6, 0.0, 1e-2, noise=0.0), look="recheck",
+        traced=True,
+    )  # fmt: skip
+    return group, program, (None, None, group.params, group.x, group.y)
+
+
 @pytest.mark.parametrize("grad_fn", [jaxbp.seed_grads, _halved_w11], ids=["right", "w11_halved"])
 def test_two_passes_equal_one_full_pass(grad_fn):
-    group = random_points((2, 2, 1), 2000, key=jax.random.key(16), loss="mse", dtype="float32")
-    layout = layout_of(jax.tree.map(lambda a: a[0], group.params))
+    group, program, tree = _strict_audit(grad_fn, 2000, seed=16)
     with jax.enable_x64(True):
-        program = functools.partial(
-            _evaluate_group, grad_fn=grad_fn, ref_grad_fn=jaxbp.autodiff(), ref_dtype="float64",
-            shapes=layout.shapes, tol=Tolerance(2e-6, 0.0, 1e-2, noise=0.0), look="recheck",
-            traced=True,
-        )  # fmt: skip
-        tree = (None, None, group.params, group.x, group.y)
         two = in_two_passes(program, tree, group.size, 1)
         full, _ = program(tree, group.size, mode="second")  # the full rule at every point
     full = Summary(*(np.asarray(f) for f in full))
@@ -59,15 +65,8 @@ def test_two_passes_equal_one_full_pass(grad_fn):
 def test_points_in_chunks_judge_as_one_call(grad_fn):
     # 1000 points in calls of 64 (the last one padded): the same summary as one call, row
     # indices counted over all points
-    group = random_points((2, 2, 1), 1000, key=jax.random.key(5), loss="mse", dtype="float32")
-    layout = layout_of(jax.tree.map(lambda a: a[0], group.params))
+    group, program, tree = _strict_audit(grad_fn, 1000, seed=5)
     with jax.enable_x64(True):
-        program = functools.partial(
-            _evaluate_group, grad_fn=grad_fn, ref_grad_fn=jaxbp.autodiff(), ref_dtype="float64",
-            shapes=layout.shapes, tol=Tolerance(2e-6, 0.0, 1e-2, noise=0.0), look="recheck",
-            traced=True,
-        )  # fmt: skip
-        tree = (None, None, group.params, group.x, group.y)
         one = in_two_passes(program, tree, group.size, 1)
         chunked = in_two_passes(program, tree, group.size, 1, chunk=64)
     np.testing.assert_array_equal(chunked.rank, one.rank)

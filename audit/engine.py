@@ -52,7 +52,7 @@ from audit.saturation import saturation_fn
 from audit.training import compare_training, finite_checkpoints
 from jaxbp._validate import check_dtype, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
-from jaxbp.network import _batch_loss
+from jaxbp.network import mean_loss
 from jaxbp.seed import check_seed_choices
 from jaxbp.sharding import data_size
 
@@ -81,14 +81,14 @@ def _rule(tol: Tolerance) -> str:
 @functools.lru_cache(maxsize=64)
 def _reference_grad_fn(spec: OutputSpec) -> Callable:
     def grad_fn(params, x, y):
-        return jax.grad(_batch_loss)(params, x, y, spec)
+        return jax.grad(mean_loss)(params, x, y, spec)
 
     return grad_fn
 
 
 @functools.lru_cache(maxsize=64)
 def _loss_fn(spec: OutputSpec) -> Callable:
-    return functools.partial(_batch_loss, spec=spec)
+    return functools.partial(mean_loss, spec=spec)
 
 
 @functools.lru_cache(maxsize=64)

@@ -27,9 +27,9 @@ from audit.gradients import (
     second_look,
 )
 from audit.points import Labels, PointGroup, joined_labels
-from jaxbp.backprop import _backprop
+from jaxbp.backprop import backprop_batch
 from jaxbp.losses import OutputSpec
-from jaxbp.reference import _deltas, seed_factors_autodiff
+from jaxbp.reference import deltas_by_jax_grad, seed_factors_autodiff
 
 __all__ = ["delta_factors", "seed_factor_audit"]
 
@@ -51,7 +51,11 @@ def _delta_rows(spec: OutputSpec, manual: bool):
 
     def rows(params, x, y):
         def one(p, xi, yi):
-            d = _backprop(p, xi, yi, spec).deltas if manual else _deltas(p, xi, yi, spec)
+            d = (
+                backprop_batch(p, xi, yi, spec).deltas
+                if manual
+                else deltas_by_jax_grad(p, xi, yi, spec)
+            )
             return jnp.concatenate(d, axis=1)  # (B, sum n_l)
 
         out = jax.vmap(one)(params, x, y)

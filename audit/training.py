@@ -16,7 +16,7 @@ import numpy as np
 import jaxbp
 from audit.points import stack_points
 from audit.result import number
-from jaxbp.network import _batch_loss
+from jaxbp.network import mean_loss
 
 __all__ = ["compare_training", "finite_checkpoints"]
 
@@ -93,7 +93,7 @@ def compare_training(
 @functools.partial(jax.jit, static_argnames=("spec",))
 def _stacked_loss(params, x, y, *, spec):
     """Batch loss at each of a stack of parameter sets, on the same data."""
-    return jax.vmap(lambda p: _batch_loss(p, x, y, spec))(params)
+    return jax.vmap(lambda p: mean_loss(p, x, y, spec))(params)
 
 
 def finite_checkpoints(bounds, ckpts, x, y, *, spec):

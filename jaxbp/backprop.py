@@ -25,7 +25,7 @@ from jaxbp.losses import OutputSpec, bind_choices, check_output_units, resolve_o
 from jaxbp.network import forward_example
 from jaxbp.params import Params
 
-__all__ = ["Backprop", "closed_form", "closed_form_grads", "deltas_example"]
+__all__ = ["Backprop", "backprop_batch", "closed_form", "closed_form_grads", "deltas_example"]
 
 
 class Backprop(NamedTuple):
@@ -83,7 +83,9 @@ def _sum_over_batch(d: jax.Array, a: jax.Array) -> jax.Array:
     return jax.lax.optimization_barrier(d.T) @ a
 
 
-def _backprop(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> Backprop:
+def backprop_batch(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> Backprop:
+    """The closed-form backward pass over a batch ``x: (n, n_0)``, ``y: (n, n_L)`` on a resolved
+    ``spec``: the mean loss, every layer's deltas ``(n, n_l)`` and the mean gradients."""
     E, deltas, As = jax.vmap(deltas_example, in_axes=(None, 0, 0, None))(params, x, y, spec)
     n = x.shape[0]
     grads = [
@@ -128,7 +130,7 @@ def closed_form_grads(
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x, y)
     check_output_units(spec, params[-1]["W"].shape[0])
-    out = _backprop(params, x, y, spec)
+    out = backprop_batch(params, x, y, spec)
     return out if return_deltas else out.grads
 
 

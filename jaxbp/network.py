@@ -13,7 +13,7 @@ from jaxbp._validate import check_data
 from jaxbp.losses import OutputSpec, check_output_units, resolve_output
 from jaxbp.params import Params
 
-__all__ = ["batch_loss", "forward", "forward_example", "per_example_loss"]
+__all__ = ["batch_loss", "forward", "forward_example", "mean_loss", "per_example_loss"]
 
 
 def forward_example(
@@ -52,7 +52,10 @@ def per_example_loss(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpe
     return spec.loss.value(zs[-1], As[-1], y)
 
 
-def _batch_loss(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> jax.Array:
+def mean_loss(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> jax.Array:
+    """:func:`batch_loss` on a resolved ``spec`` (:func:`jaxbp.losses.resolve_output`): the mean
+    of :func:`per_example_loss` over ``x: (n, n_0)``, ``y: (n, n_L)``; what training and the
+    audit differentiate."""
     per = jax.vmap(per_example_loss, in_axes=(None, 0, 0, None))(params, x, y, spec)
     return jnp.mean(per)
 
@@ -111,4 +114,4 @@ def batch_loss(
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x, y)
     check_output_units(spec, params[-1]["W"].shape[0])
-    return _batch_loss(params, x, y, spec)
+    return mean_loss(params, x, y, spec)

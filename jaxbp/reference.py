@@ -11,11 +11,17 @@ import jax.numpy as jnp
 
 from jaxbp._validate import check_data
 from jaxbp.losses import OutputSpec, bind_choices, resolve_output
-from jaxbp.network import _batch_loss, forward_example
+from jaxbp.network import forward_example, mean_loss
 from jaxbp.params import Params
-from jaxbp.seed import _unpack, check_seed_network, sigma
+from jaxbp.seed import check_seed_network, seed_weights, sigma
 
-__all__ = ["autodiff", "autodiff_deltas", "autodiff_grads", "seed_factors_autodiff"]
+__all__ = [
+    "autodiff",
+    "autodiff_deltas",
+    "autodiff_grads",
+    "deltas_by_jax_grad",
+    "seed_factors_autodiff",
+]
 
 
 def autodiff_grads(
@@ -30,7 +36,7 @@ def autodiff_grads(
     """``jax.grad`` of :func:`jaxbp.batch_loss`; same arguments and pytree as the closed forms."""
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x, y)
-    return jax.grad(_batch_loss)(params, x, y, spec)
+    return jax.grad(mean_loss)(params, x, y, spec)
 
 
 def autodiff(
@@ -43,7 +49,13 @@ def autodiff(
     return bind_choices(autodiff_grads, "autodiff", activation, loss, output_activation)
 
 
-def _deltas(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> list[jax.Array]:
+def deltas_by_jax_grad(
+    params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec
+) -> list[jax.Array]:
+    """Every layer's delta ``dE/dz_l`` as ``jax.grad`` of each example's loss with respect to a
+    shift of ``z_l``, on a resolved ``spec``: ``L`` arrays ``(n, n_l)``, the reference for
+    :func:`jaxbp.backprop.backprop_batch`'s deltas."""
+
     def loss_of_shift(shift, xi, yi):
         zs, As = forward_example(params, xi, spec, z_shift=shift)
         return spec.loss.value(zs[-1], As[-1], yi)
@@ -68,7 +80,7 @@ def autodiff_deltas(
     """
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x, y)
-    return _deltas(params, x, y, spec)
+    return deltas_by_jax_grad(params, x, y, spec)
 
 
 def seed_factors_autodiff(params: Params, x: jax.Array, yt: jax.Array) -> dict[str, jax.Array]:
@@ -79,7 +91,7 @@ def seed_factors_autodiff(params: Params, x: jax.Array, yt: jax.Array) -> dict[s
     at the example's forward values, so a wrong factor is found on its own.
     """
     check_seed_network(params)
-    p = _unpack(params)
+    p = seed_weights(params)
     x1, x2 = x[0], x[1]
 
     def z1_of(w11, w12, b1, x1, x2):

@@ -23,6 +23,7 @@ __all__ = [
     "seed_forward",
     "seed_grads",
     "seed_grads_example",
+    "seed_weights",
     "sigma",
 ]
 
@@ -32,7 +33,9 @@ def sigma(z: jax.Array) -> jax.Array:
     return 1 / (1 + jnp.exp(-z))
 
 
-def _unpack(params: Params) -> dict[str, jax.Array]:
+def seed_weights(params: Params) -> dict[str, jax.Array]:
+    """The 2-2-1 pytree's nine scalars under the note's names (``w11`` ... ``b3``), traceable
+    (:func:`jaxbp.to_named` is the host-side, any-size counterpart)."""
     (W1, b1), (W2, b2) = (params[0]["W"], params[0]["b"]), (params[1]["W"], params[1]["b"])
     return dict(
         w11=W1[0, 0], w12=W1[0, 1], w21=W1[1, 0], w22=W1[1, 1], b1=b1[0], b2=b1[1],
@@ -64,7 +67,7 @@ def seed_forward(params: Params, x: jax.Array, yt: jax.Array) -> dict[str, jax.A
       Scalars ``z1, A1, z2, A2, z3, A3, E``.
     """
     _check_example(params, x, yt)
-    p = _unpack(params)
+    p = seed_weights(params)
     x1, x2 = x[0], x[1]
     z1 = x1 * p["w11"] + x2 * p["w12"] + p["b1"]
     A1 = sigma(z1)
@@ -85,7 +88,7 @@ def seed_factors(params: Params, x: jax.Array, yt: jax.Array) -> dict[str, jax.A
       ``"dz1/dw12"``, ``"dz2/dw21"``, ``"dz2/dw22"``, and the bias factors ``"dz3/db3"``,
       ``"dz1/db1"``, ``"dz2/db2"`` (each 1).
     """
-    p = _unpack(params)
+    p = seed_weights(params)
     f = seed_forward(params, x, yt)
     A1, A2, A3 = f["A1"], f["A2"], f["A3"]
     x1, x2 = x[0], x[1]

@@ -25,9 +25,9 @@ from jaxbp._validate import (
     check_key,
     check_learning_rate,
 )
-from jaxbp.backprop import _backprop
+from jaxbp.backprop import backprop_batch
 from jaxbp.losses import OutputSpec, check_output_units, resolve_output
-from jaxbp.network import _batch_loss
+from jaxbp.network import mean_loss
 from jaxbp.params import Params
 from jaxbp.seed import (
     check_seed_choices,
@@ -100,10 +100,10 @@ def _value_and_grad(
     params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec, grad: str | Callable
 ) -> tuple[jax.Array, Params]:
     if grad == "closed_form":
-        out = _backprop(params, x, y, spec)
+        out = backprop_batch(params, x, y, spec)
         return out.loss, out.grads
     if grad == "autodiff":
-        return jax.value_and_grad(_batch_loss)(params, x, y, spec)
+        return jax.value_and_grad(mean_loss)(params, x, y, spec)
     if grad == "seed":
         # the loss from the note's own forward pass, which its gradients already run: one
         # forward per step instead of two (the note's E is the batch loss's per-example term)
@@ -112,7 +112,7 @@ def _value_and_grad(
     grads = grad(params, x, y)
     # at trace time: jit traces again whenever the params' or data's shapes change
     check_grads_like(params, grads, getattr(grad, "__name__", "grad_fn"))
-    return _batch_loss(params, x, y, spec), grads
+    return mean_loss(params, x, y, spec), grads
 
 
 def _minibatch(x, y, key, t, batch_size, sharding):

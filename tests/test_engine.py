@@ -210,7 +210,7 @@ def test_a_broken_layer_delta_is_the_first_failing_factor(monkeypatch):
     import audit.factors as factors
     from jaxbp.backprop import Backprop
 
-    real = factors._backprop
+    real = factors.backprop_batch
 
     def broken(params, x, y, spec):
         out = real(params, x, y, spec)
@@ -218,7 +218,7 @@ def test_a_broken_layer_delta_is_the_first_failing_factor(monkeypatch):
         deltas[1] = 2 * deltas[1]  # layer 2 of 3 is wrong; layer 1 inherits nothing here
         return Backprop(out.loss, out.grads, deltas)
 
-    monkeypatch.setattr(factors, "_backprop", broken)
+    monkeypatch.setattr(factors, "backprop_batch", broken)
     x = jax.random.normal(jax.random.key(1), (5, 2))
     y = jax.random.uniform(jax.random.key(2), (5, 1))
     result = audit.audit_network(

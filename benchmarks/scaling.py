@@ -37,7 +37,7 @@ def _fit_timing(sizes, batch: int, steps: int, repeats: int):
 
 def _recompiles(repeats: int) -> dict[str, Any]:
     """Compilations when fit is called again with the same shapes (expected: none)."""
-    from jaxbp.train import _run_chunk
+    from jaxbp.train import compiled_loops
 
     params, x, y = mlp_data((2, 8, 1), 16)
     other = mlp_data((2, 8, 1), 16, seed=7)[0]
@@ -47,7 +47,7 @@ def _recompiles(repeats: int) -> dict[str, Any]:
                             **kw})  # fmt: skip
 
     jax.block_until_ready(go())
-    before = _run_chunk._cache_size()
+    before = compiled_loops()
     out = {}
     for name, kw in (
         ("same call again", {}),
@@ -60,7 +60,7 @@ def _recompiles(repeats: int) -> dict[str, Any]:
                 jax.block_until_ready(go(**kw))
             out[name] = dict(calls=repeats, compiles=log().count)
     out["grad=autodiff, then again"]["expected"] = "1: a new gradient is a new program"
-    out["fit cache entries added"] = _run_chunk._cache_size() - before
+    out["fit cache entries added"] = compiled_loops() - before
     return out
 
 

@@ -84,13 +84,13 @@ def _per_call_drift(params, x, y, *, steps: int, calls: int) -> dict[str, Any]:
     A cost that grows with the number of calls (a cache that keeps growing, state piling up)
     shows as a ratio above 1 between the median of the last tenth and of the first tenth.
     """
-    from jaxbp.train import _run_chunk
+    from jaxbp.train import compiled_loops
 
     def call():
         return jaxbp.fit(params, x, y, steps=steps, grad="seed", learning_rate=2.0)
 
     jax.block_until_ready(call())
-    entries = _run_chunk._cache_size()
+    entries = compiled_loops()
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def _per_call_drift(params, x, y, *, steps: int, calls: int) -> dict[str, Any]:
         first_tenth_median_us=1e6 * first,
         last_tenth_median_us=1e6 * last,
         last_over_first=last / first,
-        compiled_loops_added=_run_chunk._cache_size() - entries,
+        compiled_loops_added=compiled_loops() - entries,
     )
 
 

@@ -37,7 +37,7 @@ from jaxbp.seed import (
 )
 from jaxbp.sharding import DATA, check_divisible, data_size, replicate, shard_batch
 
-__all__ = ["GRADS", "FitResult", "fit", "gradient_descent"]
+__all__ = ["GRADS", "FitResult", "compiled_loops", "fit", "gradient_descent"]
 
 GRADS = ("seed", "closed_form", "autodiff")
 
@@ -172,6 +172,12 @@ def _run_chunk(
     ts = None if batch_size is None else start + jnp.arange(length)
     (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), ts, length=length)
     return params, opt_state, losses
+
+
+def compiled_loops() -> int:
+    """How many compiled training loops :func:`fit` holds (one per shapes, dtypes and
+    choices): a count that repeated calls leave unchanged when they reuse a loop."""
+    return _run_chunk._cache_size()
 
 
 @functools.lru_cache(maxsize=256)

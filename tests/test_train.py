@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import jaxbp
-from jaxbp.train import _run_chunk
+from jaxbp.train import compiled_loops
 
 XOR_X = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
 XOR_Y = [[0.0], [1.0], [1.0], [0.0]]
@@ -96,11 +96,9 @@ def test_new_learning_rate_reuses_the_compiled_loop():
     x, y = regression_data()
     p0 = jaxbp.init((3, 4, 2), key=jax.random.key(2), dtype=jnp.float64)
     jaxbp.fit(p0, x, y, steps=4, learning_rate=0.1)
-    cache_size = getattr(_run_chunk, "_cache_size", None)
-    before = cache_size() if cache_size is not None else None
+    before = compiled_loops()
     result = jaxbp.fit(p0, x, y, steps=4, learning_rate=0.7)
-    if cache_size is not None:
-        assert cache_size() == before, "a new learning_rate compiled the loop again"
+    assert compiled_loops() == before, "a new learning_rate compiled the loop again"
     # and the new rate is the one used
     params, losses = hand_gd(p0, x, y, 0.7, 4)
     np.testing.assert_allclose(result.losses, losses, rtol=1e-14)
@@ -251,10 +249,10 @@ def test_int_and_float_learning_rates_share_the_compiled_loop():
     x, y = regression_data()
     p0 = jaxbp.init((3, 4, 2), key=jax.random.key(11), dtype=jnp.float64)
     a = jaxbp.fit(p0, x, y, steps=3, learning_rate=1.0)
-    before = _run_chunk._cache_size()
+    before = compiled_loops()
     b = jaxbp.fit(p0, x, y, steps=3, learning_rate=1)
     c = jaxbp.fit(p0, x, y, steps=3, learning_rate=np.float32(1.0))
-    assert _run_chunk._cache_size() == before
+    assert compiled_loops() == before
     np.testing.assert_array_equal(a.losses, b.losses)
     np.testing.assert_array_equal(a.losses, c.losses)
 
@@ -265,10 +263,10 @@ def test_repeated_calls_compile_nothing_new():
     params = p0
     for _ in range(2):
         params = jaxbp.fit(params, x, y, steps=3, grad="autodiff").params
-    before = _run_chunk._cache_size()
+    before = compiled_loops()
     for i in range(20):  # new params each time, as a resumed run passes them
         params = jaxbp.fit(params, x, y, steps=3, grad="autodiff", learning_rate=0.1 + i).params
-    assert _run_chunk._cache_size() == before
+    assert compiled_loops() == before
 
 
 def test_data_is_checked_again_whenever_it_may_have_changed():

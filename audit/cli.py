@@ -17,6 +17,7 @@ import gc
 import math
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -375,6 +376,18 @@ def _one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
+def _import_plotting() -> None:
+    """Import matplotlib while the audit runs: most of the audit's wall time is XLA
+    compiling, which lets other Python threads run, so the plots' import costs no wall time
+    of its own. An import that fails here fails again, with its message, when a plot is
+    drawn."""
+    try:
+        import matplotlib.backends.backend_agg
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # reported where the plot is drawn
+        pass
+
+
 def _run(args: argparse.Namespace) -> int:
     import jax
 
@@ -389,6 +402,7 @@ def _run(args: argparse.Namespace) -> int:
     jaxbp.resolve_output(args.activation, args.loss, args.output_activation)
     if args.report:
         check_out_dir(args.out)  # before the long run, so a bad --out costs nothing
+        threading.Thread(target=_import_plotting, daemon=True).start()
     # one device keeps the engine's default; more than JAX sees is a one-line error
     sharded = {"mesh": jaxbp.data_mesh(args.devices)} if args.devices > 1 else {}
     grad: Any = args.grad if args.grad in ("seed", "closed_form") else load_grad_fn(args.grad)

@@ -49,6 +49,7 @@ from audit.points import (
 )
 from audit.result import AuditResult, number
 from audit.saturation import saturation_fn
+from audit.tiers import tiered, work
 from audit.training import compare_training, finite_checkpoints
 from jaxbp._validate import check_dtype, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
@@ -373,7 +374,7 @@ def _check_data(data, sizes, dtype) -> tuple[jax.Array, jax.Array]:
         data = jaxbp.truth_table("xor", dtype=dtype)
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise TypeError("data must be a pair (x, y) of arrays (batch, n_in) and (batch, n_out)")
-    x, y = (jnp.asarray(a) for a in data)
+    x, y = (np.asarray(a) for a in data)  # checked on the host: no program per shape
     for what, a, width, i in (("inputs", x, sizes[0], "first"), ("outputs", y, sizes[-1], "last")):
         if a.ndim != 2:
             raise ValueError(f"data {what} have shape {a.shape}, expected (batch, {width})")
@@ -390,9 +391,17 @@ def _check_data(data, sizes, dtype) -> tuple[jax.Array, jax.Array]:
         )
     x, y = x.astype(dtype), y.astype(dtype)
     for what, a in (("inputs", x), ("targets", y)):
-        if not bool(jnp.all(jnp.isfinite(a))):
+        if not np.isfinite(a).all():
             raise ValueError(f"data {what} contain NaN or Inf; expected finite numbers")
-    return x, y
+    return jax.device_put(x), jax.device_put(y)
+
+
+@tiered(static_argnames=("sizes", "dtype"))
+def _start(key, *, sizes, dtype):
+    """The initial params (standard normal) and the key of the random points, in one
+    compiled call rather than one small program per key split and leaf shape."""
+    k_init, k_points = jax.random.split(key)
+    return jaxbp.init(sizes, key=k_init, dtype=dtype, scale="normal"), k_points
 
 
 def _full_precision(fn):
@@ -508,9 +517,9 @@ def audit_network(
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
     act, out_act, loss_name = spec.names
 
-    key = jax.random.key(seed)
-    k_init, k_points = jax.random.split(key)
-    params0 = jaxbp.init(sizes, key=k_init, dtype=dt, scale="normal")
+    n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    start = _start.pick(n_params)
+    params0, k_points = start(jax.random.key(seed), sizes=sizes, dtype=jnp.dtype(dt).name)
 
     groups: list[PointGroup] = []
     if sizes == (2, 2, 1):
@@ -618,7 +627,7 @@ def _rms(a: jax.Array) -> jax.Array:
     return jnp.where(jnp.any(a != 0), jnp.sqrt(jnp.mean(a * a)), 1).astype(a.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("points",))
+@tiered(static_argnames=("points",))
 def _perturbed(params, key, spread, *, points: int):
     """``points + 1`` stacked params: the given point, then ``points`` perturbations of it.
 
@@ -777,7 +786,11 @@ def check_gradients(
     crowded = clear_if_crowded()
 
     n = points + 1
-    stacked = _perturbed(params, key, spread, points=points) if points else _stacked(params)
+    stacked = (
+        _perturbed.pick(work(params, 1, points))(params, key, spread, points=points)
+        if points
+        else _stacked(params)
+    )
 
     def repeated(a):  # the same batch at every point: a view on the host, copied only where a
         return np.broadcast_to(np.asarray(a), (n, *a.shape))  # compiled call takes it

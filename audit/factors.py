@@ -27,6 +27,7 @@ from audit.gradients import (
     second_look,
 )
 from audit.points import Labels, PointGroup, joined_labels
+from audit.tiers import Tiered, tiered, work
 from jaxbp.backprop import backprop_batch
 from jaxbp.losses import OutputSpec
 from jaxbp.reference import deltas_by_jax_grad, seed_factors_autodiff
@@ -64,9 +65,7 @@ def _delta_rows(spec: OutputSpec, manual: bool):
     return rows
 
 
-@functools.partial(
-    jax.jit, static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "mode")
-)
+@tiered(static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "mode"))
 def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode):
     params, x, y = tree
     result = compare_rows(
@@ -77,7 +76,7 @@ def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode):
     return finish(result, valid, mode=mode, rows_per_point=x.shape[1])
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "mode"))
+@tiered(static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "mode"))
 def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode):
     params, x, y = tree
     result = compare_rows(
@@ -88,16 +87,21 @@ def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode):
     return finish(result, valid, mode=mode, rows_per_point=x.shape[1])
 
 
-def _summaries(program, groups: list[PointGroup], mesh, memory, ref_rows) -> Summary:
-    """Every group's rows, compared in two passes and summarized as one; each call takes as
-    many points as fit in ``memory`` bytes (None: the default budget) by the estimate of
-    :func:`audit.gradients.bytes_per_point` for the reference ``ref_rows``."""
-    ref_dtype = program.keywords["ref_dtype"]
+def _summaries(
+    program: Tiered, options: dict, groups: list[PointGroup], mesh, memory, ref_rows
+) -> Summary:
+    """Every group's rows, compared in two passes by ``program`` (with the static
+    ``options``) and summarized as one; each call takes as many points as fit in ``memory``
+    bytes (None: the default budget) by the estimate of
+    :func:`audit.gradients.bytes_per_point` for the reference ``ref_rows``, and runs the
+    program compiled for its size (:mod:`audit.tiers`)."""
     parts = []
     for g in groups:
-        chunk = points_per_call(bytes_per_point(ref_rows, g, ref_dtype), memory, g.size)
+        chunk = points_per_call(bytes_per_point(ref_rows, g, options["ref_dtype"]), memory, g.size)
+        size = g.size if chunk is None else min(chunk, g.size)
+        run = functools.partial(program.pick(work(g.params, g.batch, size)), **options)
         tree = (g.params, g.x, g.y)
-        parts.append(in_two_passes(program, tree, g.size, int(g.x.shape[1]), mesh, chunk))
+        parts.append(in_two_passes(run, tree, g.size, int(g.x.shape[1]), mesh, chunk))
     return joined(parts, [g.size * int(g.x.shape[1]) for g in groups])
 
 
@@ -185,9 +189,9 @@ def seed_factor_audit(
         )
     dt = jnp.dtype(ref_dtype).name
     look = second_look(g0.x.dtype, dt, runs_in(factors_fn, first, dt))
-    program = functools.partial(_seed_group, factors_fn=factors_fn, names=names, ref_dtype=dt,
-                                tol=tol, look=look)  # fmt: skip
-    results = _summaries(program, groups, mesh, memory, _seed_rows(seed_factors_autodiff, names))
+    options = dict(factors_fn=factors_fn, names=names, ref_dtype=dt, tol=tol, look=look)
+    results = _summaries(_seed_group, options, groups, mesh, memory,
+                         _seed_rows(seed_factors_autodiff, names))  # fmt: skip
     return _entries(list(names), np.arange(len(names)), results, groups, dtype=g0.x.dtype)
 
 
@@ -216,9 +220,8 @@ def delta_factors(
     widths = tuple(int(leaf.shape[1]) for leaf in jax.tree.leaves(groups[0].params)[1::2])
     dt = jnp.dtype(ref_dtype).name
     look = second_look(groups[0].x.dtype, dt, True)  # the closed form is dtype-generic
-    program = functools.partial(_delta_group, spec=spec, widths=widths, ref_dtype=dt, tol=tol,
-                                look=look)  # fmt: skip
-    results = _summaries(program, groups, mesh, memory, _delta_rows(spec, False))
+    options = dict(spec=spec, widths=widths, ref_dtype=dt, tol=tol, look=look)
+    results = _summaries(_delta_group, options, groups, mesh, memory, _delta_rows(spec, False))
     names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
     segments = np.repeat(np.arange(len(widths)), widths)
     entries, notes = _entries(names, segments, results, groups, dtype=groups[0].x.dtype)

@@ -29,6 +29,7 @@ from audit.compare import (
     worst_of,
 )
 from audit.points import PointGroup, shard_points, to_host
+from audit.tiers import tiered, work
 from jaxbp._validate import check_grads_like
 
 __all__ = [
@@ -324,8 +325,7 @@ def finish(result, valid, *, mode: str, rows_per_point: int):
     return summarize(manual, reference, cmp, keep, ok), bad
 
 
-@functools.partial(
-    jax.jit,
+@tiered(
     static_argnames=(
         "grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look", "traced", "mode",
         "own_x64",
@@ -485,10 +485,11 @@ def evaluate(
         with jax.enable_x64(True):
             if not traced and look == "recheck":
                 wide = _flat_grads_loop(grad_fn, _cast_group(g, ref_dtype))
+            size = g.size if chunk is None else min(chunk, g.size)
             program = functools.partial(
-                _evaluate_group, grad_fn=grad_fn, ref_grad_fn=ref_grad_fn,
-                ref_dtype=jnp.dtype(ref_dtype).name, shapes=layout.shapes, tol=tol, look=look,
-                traced=traced, own_x64=own_x64,
+                _evaluate_group.pick(work(g.params, g.batch, size)), grad_fn=grad_fn,
+                ref_grad_fn=ref_grad_fn, ref_dtype=jnp.dtype(ref_dtype).name,
+                shapes=layout.shapes, tol=tol, look=look, traced=traced, own_x64=own_x64,
             )  # fmt: skip
             tree = (given, wide, g.params, g.x, g.y)
             summaries.append(in_two_passes(program, tree, g.size, 1, mesh, chunk))
@@ -595,15 +596,20 @@ def _fd_args(loss_fn, g: PointGroup, widx, local, dtype) -> tuple:
     return loss_fn, treedef, shapes, jnp.dtype(dtype).name, g.params, g.x, g.y, widx, local
 
 
+def _fd_program(g: PointGroup, m: int) -> Callable:
+    """The compiled form (:mod:`audit.tiers`) for ``m`` differences at points of ``g``."""
+    return _fd_jit.pick(work(g.params, g.batch, m))
+
+
 def _fd_group(loss_fn, g: PointGroup, widx, local, dtype) -> np.ndarray:
-    return np.asarray(_fd_jit(*_fd_args(loss_fn, g, widx, local, dtype)))
+    return np.asarray(_fd_program(g, len(widx))(*_fd_args(loss_fn, g, widx, local, dtype)))
 
 
 def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dtype):
     """Start compiling :func:`finite_differences` for ``m`` (weight, point) pairs of one
     group, while the caller goes on (:func:`compile_ahead`)."""
     widx, local = np.zeros(m, np.int64), np.zeros(m, np.int32)  # as the caller's selection
-    return compile_ahead(_fd_jit, *_fd_args(loss_fn, group, widx, local, dtype))
+    return compile_ahead(_fd_program(group, m), *_fd_args(loss_fn, group, widx, local, dtype))
 
 
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
@@ -638,7 +644,7 @@ def unflatten(vec: jax.Array, treedef, shapes: tuple[tuple[int, ...], ...]):
     return jax.tree.unflatten(treedef, leaves)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "treedef", "shapes", "dtype"))
+@tiered(static_argnames=("loss_fn", "treedef", "shapes", "dtype"))
 def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
     # cast and flatten here: outside, each leaf shape would cost a compilation of its own
     flat = _flat(_cast(params, dtype), _n_points(params))

@@ -7,12 +7,12 @@ derivation. Only used to name a failure, never as a reference.
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import jax
 import jax.numpy as jnp
 
+from audit.tiers import tiered, work
 from jaxbp.losses import OutputSpec
 from jaxbp.network import forward_example
 
@@ -43,7 +43,7 @@ def _grads_without(params, x, y, spec: OutputSpec, skip: int):
     ]
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "skip"))
+@tiered(static_argnames=("spec", "skip"))
 def _flat_candidates(params, x, y, *, spec, skip):
     g = jax.vmap(lambda p, xi, yi: _grads_without(p, xi, yi, spec, skip))(params, x, y)
     n = x.shape[0]
@@ -88,8 +88,9 @@ def missing_derivative_grads(
             f"{f'dA{u}/dz{u}' if l == skip else layer_terms} = {what} (layer {skip + 1})"
             for l, u in layer_of
         ]
-        grads = jnp.concatenate(
-            [_flat_candidates(g.params, g.x, g.y, spec=spec, skip=skip) for g in groups]
-        )
+        grads = jnp.concatenate([
+            _flat_candidates.pick(work(g.params, g.batch))(g.params, g.x, g.y, spec=spec, skip=skip)
+            for g in groups
+        ])  # fmt: skip
         out[f"layer {skip + 1}"] = (grads, texts)
     return out

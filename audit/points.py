@@ -6,7 +6,7 @@ along a leading axis so a whole group is evaluated by one ``vmap``.
 
 from __future__ import annotations
 
-import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxbp
+from audit.tiers import tiered
 from jaxbp.params import Params
 from jaxbp.sharding import DATA, data_size
 
@@ -120,10 +121,21 @@ def stack_points(
     """
 
     def stacked(*a):
-        return jnp.asarray(np.stack([np.asarray(v) for v in a]))
+        return jax.device_put(np.stack([np.asarray(v) for v in a]))
 
     params, x, y = jax.tree.map(stacked, *points)
     return PointGroup((source,) * len(points), params, x, y, tuple(labels))
+
+
+def _joined(a, b) -> jax.Array:
+    """``a`` and ``b`` one after the other on the leading axis; small ones joined on the host
+    (a join on the device compiles a program per leaf shape), large ones on the device."""
+    if np.size(a) + np.size(b) <= _HOST_JOIN:
+        return jax.device_put(np.concatenate([np.asarray(a), np.asarray(b)]))
+    return jnp.concatenate([a, b])
+
+
+_HOST_JOIN = 1 << 20  # elements
 
 
 def merge_same_shapes(groups: list[PointGroup]) -> list[PointGroup]:
@@ -134,9 +146,9 @@ def merge_same_shapes(groups: list[PointGroup]) -> list[PointGroup]:
             if h.x.shape[1:] == g.x.shape[1:] and h.y.shape[1:] == g.y.shape[1:]:
                 out[k] = PointGroup(
                     h.sources + g.sources,
-                    jax.tree.map(lambda a, b: jnp.concatenate([a, b]), h.params, g.params),
-                    jnp.concatenate([h.x, g.x]),
-                    jnp.concatenate([h.y, g.y]),
+                    jax.tree.map(_joined, h.params, g.params),
+                    _joined(h.x, g.x),
+                    _joined(h.y, g.y),
                     joined_labels([h.labels, g.labels]),
                 )
                 break
@@ -159,12 +171,14 @@ def random_points(
 
     Draw ``i`` uses ``jax.random.fold_in(key, i)``, so it is the same whatever ``n`` is.
     """
-    params, x, y = _draw_all(key, sizes=tuple(sizes), n=n, loss=loss, dtype=jnp.dtype(dtype).name,
-                             batch=batch)  # fmt: skip
+    values = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    draw = _draw_all.pick(n * values * batch)
+    params, x, y = draw(key, sizes=tuple(sizes), n=n, loss=loss, dtype=jnp.dtype(dtype).name,
+                        batch=batch)  # fmt: skip
     return PointGroup(("random",) * n, params, x, y, numbered("random draw", n))
 
 
-@functools.partial(jax.jit, static_argnames=("sizes", "n", "loss", "dtype", "batch"))
+@tiered(static_argnames=("sizes", "n", "loss", "dtype", "batch"))
 def _draw_all(key, *, sizes, n, loss, dtype, batch):
     def draw(k):
         kp, kx, ky = jax.random.split(k, 3)

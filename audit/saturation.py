@@ -6,7 +6,6 @@ point (its slope below ``SATURATION`` of the activation's largest slope for ever
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import jax
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audit.points import PointGroup
+from audit.tiers import tiered, work
 from jaxbp.losses import OutputSpec
 from jaxbp.network import forward_example
 
@@ -22,7 +22,7 @@ __all__ = ["SATURATION", "saturation_fn"]
 SATURATION = 1e-3  # f'(z) below this fraction of its maximum: a saturated unit
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
+@tiered(static_argnames=("spec",))
 def _unit_slopes(params, x, *, spec: OutputSpec) -> jax.Array:
     """``(n_points, units)``: per point, the largest ``f'(z) / max f'`` over its batch.
 
@@ -53,9 +53,8 @@ def saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, 
     if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
         return None
     # per point, per unit: saturated for every example of the point's batch
-    sat = np.concatenate(
-        [np.asarray(_unit_slopes(g.params, g.x, spec=spec)) < SATURATION for g in groups]
-    )
+    slopes = [_unit_slopes.pick(work(g.params, g.batch))(g.params, g.x, spec=spec) for g in groups]
+    sat = np.concatenate([np.asarray(s) < SATURATION for s in slopes])
     unit_of = []
     first = 0
     for n_in, n_out in itertools.pairwise(sizes):

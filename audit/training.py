@@ -7,7 +7,6 @@ where that run has diverged are dropped with a note.
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 import jaxbp
 from audit.points import stack_points
 from audit.result import number
+from audit.tiers import tiered, work
 from jaxbp.network import mean_loss
 
 __all__ = ["compare_training", "finite_checkpoints"]
@@ -90,7 +90,7 @@ def compare_training(
     return bounds, ckpt_auto, training
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
+@tiered(static_argnames=("spec",))
 def _stacked_loss(params, x, y, *, spec):
     """Batch loss at each of a stack of parameter sets, on the same data."""
     return jax.vmap(lambda p: mean_loss(p, x, y, spec))(params)
@@ -103,7 +103,11 @@ def finite_checkpoints(bounds, ckpts, x, y, *, spec):
       ``(bounds, ckpts, notes)`` with the finite ones kept and a note when any was dropped.
     """
     stacked = stack_points("trajectory", [(p, x, y) for p in ckpts], [])
-    finite = np.isfinite(np.asarray(_stacked_loss(stacked.params, x, y, spec=spec))).tolist()
+    finite = np.isfinite(
+        np.asarray(
+            _stacked_loss.pick(work(stacked.params, x.shape[0]))(stacked.params, x, y, spec=spec)
+        )
+    ).tolist()
     if all(finite):
         return bounds, ckpts, []
     first = finite.index(False)

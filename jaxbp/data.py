@@ -163,8 +163,9 @@ def truth_table(name: str, *, dtype: DTypeLike = jnp.float32) -> tuple[jax.Array
             f"{fn}: unknown truth table {name!r}; expected one of {valid} (lower case)"
         )
     dt = _float_dtype(dtype, fn)
-    x = jnp.asarray(_TRUTH_TABLE_INPUTS, dtype=dt)
-    y = jnp.asarray(_TRUTH_TABLE_TARGETS[name], dtype=dt).reshape(4, 1)
+    # made on the host and put on the device: no small compiled program per shape
+    x = jax.device_put(np.asarray(_TRUTH_TABLE_INPUTS, dtype=dt))
+    y = jax.device_put(np.asarray(_TRUTH_TABLE_TARGETS[name], dtype=dt).reshape(4, 1))
     return x, y
 
 

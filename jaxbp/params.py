@@ -181,12 +181,16 @@ def from_named(
             f"missing {missing}, unexpected {extra}; expected exactly {names}"
         )
     flat = [values[n] for n in names]
+    try:  # built on the host and put on the device: no small compiled program per shape
+        flat, put = np.asarray(flat, dtype), jax.device_put
+    except jax.errors.TracerArrayConversionError:  # traced values (under jit) stay traced
+        flat, put = jnp.asarray(flat, dtype), lambda a: a
     params: Params = []
     pos = 0
     for n_in, n_out in itertools.pairwise(sizes):
-        W = jnp.asarray(flat[pos : pos + n_out * n_in], dtype).reshape(n_out, n_in)
+        W = put(flat[pos : pos + n_out * n_in].reshape(n_out, n_in))
         pos += n_out * n_in
-        b = jnp.asarray(flat[pos : pos + n_out], dtype)
+        b = put(flat[pos : pos + n_out])
         pos += n_out
         params.append({"W": W, "b": b})
     return params

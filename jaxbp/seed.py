@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxbp._validate import check_data
 from jaxbp.params import Params, seed_params
@@ -200,4 +201,6 @@ def seed_example(*, dtype: jnp.dtype = jnp.float32) -> tuple[Params, jax.Array, 
         w11=0.15, w12=0.20, w21=0.25, w22=0.30, w31=0.40, w32=0.45,
         b1=0.35, b2=0.35, b3=0.60, dtype=dtype,
     )  # fmt: skip
-    return params, jnp.array([[0.05, 0.10]], dtype), jnp.array([[0.01]], dtype)
+    dtype = params[0]["W"].dtype  # checked by seed_params
+    x, y = np.array([[0.05, 0.10]], dtype), np.array([[0.01]], dtype)
+    return params, jax.device_put(x), jax.device_put(y)

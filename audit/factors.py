@@ -126,6 +126,7 @@ def _entries(names, segments, summary: Summary, groups, *, dtype) -> tuple[list[
         start + np.repeat(np.arange(g.size), b)
         for g, b, start in zip(groups, batches, starts, strict=True)
     ])  # fmt: skip
+    sources = [s for g in groups for s in g.sources]
     row_label = joined_labels([
         Labels(lambda r, g=g, b=b: f"{g.labels[r // b]}, example {r % b}", g.size * b)
         for g, b in zip(groups, batches, strict=True)
@@ -142,7 +143,9 @@ def _entries(names, segments, summary: Summary, groups, *, dtype) -> tuple[list[
                 name=name,
                 **w.values_at(c),
                 **verdict,
-                worst_point=dict(index=int(row_point[row]), label=row_label[row]),
+                worst_point=dict(
+                    index=int(row_point[row]), source=sources[row_point[row]], label=row_label[row]
+                ),
             )
         )
     col_names = [

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from audit import interrupt, plots
+from audit.report_json import CURVES_FILE, curves_csv, document
+from audit.result import verdict_of
 from audit.table import (
     factor_cells,
     header_line,
@@ -60,6 +62,7 @@ REPORT_FILES = (
     "loss_curves.png",
     "weight_errors.png",
     "scatter.png",
+    "loss_curves.csv",
 )
 
 # (file, function in audit.plots), looked up at call time
@@ -584,8 +587,11 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     data = _plain(result_dict(result))
     plotted = [(n, f) for n, f in _PLOTS if n != "loss_curves.png" or data.get("training")]
     pngs = [name for name, _ in plotted]
+    curves = curves_csv(data)
     names = ["report.json", "report.md", "report.html", *pngs]
+    names += [CURVES_FILE] if curves is not None else []
     data["files"] = names
+    data["verdict"] = verdict_of(bool(data.get("passed")), data["weights"] + data["factors"])
 
     parent = out.parent
     try:
@@ -600,7 +606,9 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
             png = getattr(plots, function)(data)
             (tmp / name).write_bytes(png)
             images.append((name, png))
-        (tmp / "report.json").write_text(_json(data), encoding="utf-8")
+        (tmp / "report.json").write_text(_json(document(data)), encoding="utf-8")
+        if curves is not None:
+            (tmp / CURVES_FILE).write_text(curves, encoding="utf-8")
         (tmp / "report.md").write_text(_markdown(data, pngs), encoding="utf-8")
         (tmp / "report.html").write_text(_html(data, images), encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a report is not secret

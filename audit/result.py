@@ -5,9 +5,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["STATUSES", "AuditResult", "number"]
+__all__ = ["STATUSES", "AuditResult", "number", "status_counts", "verdict_of"]
 
 # An element's status: agrees; agrees once rounding is told apart; disagrees; never judgeable.
 STATUSES = ("pass", "precision", "fail", "not_judged")
@@ -21,6 +22,30 @@ def number(v: Any) -> float | str | None:
     if math.isfinite(v):
         return v
     return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
+def status_counts(
+    weights: Sequence[Mapping[str, Any]], factors: Sequence[Mapping[str, Any]]
+) -> dict[str, dict[str, int]]:
+    """How many weights and factors have each status: ``{"weights": {"pass": 9,
+    "precision": 0, "fail": 0, "not_judged": 0}, "factors": {...}}``."""
+    seen = {
+        what: collections.Counter(e.get("status") for e in rows)
+        for what, rows in (("weights", weights), ("factors", factors))
+    }
+    return {what: {s: c[s] for s in STATUSES} for what, c in seen.items()}
+
+
+def verdict_of(passed: bool, entries: Sequence[Mapping[str, Any]]) -> str:
+    """``"passed"``, ``"failed"`` (something disagrees) or ``"not_judged"`` (nothing
+    disagrees, but ``jax.grad`` was never finite for some weight or factor), from the
+    overall flag and the weight and factor entries' ``status``."""
+    if passed:
+        return "passed"
+    statuses = {e.get("status") for e in entries}
+    if "fail" not in statuses and "not_judged" in statuses:
+        return "not_judged"
+    return "failed"
 
 
 @dataclasses.dataclass
@@ -46,7 +71,8 @@ class AuditResult:
       notes: notices (an untraceable function, finite differences that disagree, ...).
       training: ``steps, grad, optimizer, learning_rate, checkpoints, loss_manual,
         loss_autodiff, max_loss_diff, max_param_diff`` or None when nothing was trained.
-      files: report files written (filled by :func:`audit.write_report`).
+      files: the report files, in the mapping :func:`audit.write_report` writes to
+        ``report.json``; the result object itself is left as it was (empty here).
       timing: seconds spent per phase (the only part that changes between identical runs).
       counts: how many weights and factors have each status, e.g. ``{"weights": {"pass": 9,
         "precision": 0, "fail": 0, "not_judged": 0}, "factors": {...}}``; derived from
@@ -68,23 +94,13 @@ class AuditResult:
 
     def __post_init__(self) -> None:
         if not self.counts:
-            seen = {
-                what: collections.Counter(e.get("status") for e in rows)
-                for what, rows in (("weights", self.weights), ("factors", self.factors))
-            }
-            self.counts = {what: {s: c[s] for s in STATUSES} for what, c in seen.items()}
+            self.counts = status_counts(self.weights, self.factors)
 
     @property
     def verdict(self) -> str:
         """``"passed"``, ``"failed"`` (something disagrees) or ``"not_judged"`` (nothing
         disagrees, but ``jax.grad`` was never finite for some weight or factor)."""
-        if self.passed:
-            return "passed"
-        if any(e.get("status") == "fail" for e in self.weights + self.factors):
-            return "failed"
-        if any(e.get("status") == "not_judged" for e in self.weights + self.factors):
-            return "not_judged"
-        return "failed"
+        return verdict_of(self.passed, self.weights + self.factors)
 
     @property
     def failed_weights(self) -> list[str]:
@@ -99,5 +115,6 @@ class AuditResult:
         raise KeyError(f"no weight named {name!r}; names are {[w['name'] for w in self.weights]}")
 
     def to_dict(self) -> dict:
-        """The report.json content (a deep copy; JSON-safe)."""
+        """Every field as a dict (a deep copy; JSON-safe, NaN/Inf as ``"nan"``/``"inf"``).
+        ``report.json`` is this in its versioned form: :func:`audit.report_json.document`."""
         return dataclasses.asdict(self)

@@ -10,20 +10,24 @@ import subprocess
 import sys
 import time
 
+import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import jaxbp
 from audit import plots
 from audit.report import REPORT_FILES, ReportError, check_out_dir, write_report
+from audit.report_json import schema
 from audit.result import AuditResult
 from audit.table import format_table, sci, verdict_line
 
 PNG = b"\x89PNG\r\n\x1a\n"
 NAMES = ["w11", "w12", "w21", "w22", "b1", "b2", "w31", "w32", "b3"]
 KEYS = [
-    "passed", "config", "tolerance", "points", "weights", "factors", "first_failing_factor",
-    "notes", "training", "files", "timing",
+    "schema", "schema_version", "jaxbp_version", "passed", "verdict", "counts", "config",
+    "tolerance", "points", "weights", "factors", "first_failing_factor", "notes", "training",
+    "files", "timing",
 ]  # fmt: skip
 SWAP_HINT = (
     "matches jax.grad of w21: swapped indices (w12 <-> w21); the note's dz1/dw12 = x2, so "
@@ -42,20 +46,24 @@ def make_result(*, failing=(), training=True, steps=50, names=NAMES):
             {
                 "name": name, "manual": man, "reference": ref, "finite_diff": ref * (1 + 1e-5),
                 "abs_err": abs(man - ref), "rel_err": abs(man - ref) / abs(ref),
-                "passed": not bad, "hint": SWAP_HINT if bad else None, "saturated": False,
+                "allowed_err": 1e-3 * abs(ref), "score": abs(man - ref) / (1e-3 * abs(ref)),
+                "passed": not bad, "status": "fail" if bad else "pass", "precision": None,
+                "not_judgeable": 0, "hint": SWAP_HINT if bad else None, "saturated": False,
                 "worst_point": {"index": 3, "source": "random", "label": "random draw 3"},
             }
         )  # fmt: skip
     factors = [
         {
             "name": n, "manual": 0.1, "reference": 0.1, "abs_err": 0.0, "rel_err": 0.0,
-            "passed": True,
+            "allowed_err": 1e-4, "score": 0.0, "passed": True, "status": "pass",
+            "precision": None, "not_judgeable": 0,
             "worst_point": {"index": 0, "source": "seed_example", "label": "seed worked example"},
         }
         for n in ("dE/dA3", "dA3/dz3", "delta_2 (dE/dz_2)")
     ]  # fmt: skip
     if failing:
-        factors[2].update(passed=False, manual=0.2, abs_err=0.1, rel_err=0.5)
+        factors[2].update(passed=False, status="fail", manual=0.2, abs_err=0.1, rel_err=0.5,
+                          score=1e3)  # fmt: skip
     tr = None
     if training:
         lm = [0.25 * 0.99**t for t in range(steps)]
@@ -93,8 +101,10 @@ def with_nonfinite(result):
     """w11 nan, w12 inf with a missing rel_err, w21 an exact 0 error: all failing but w21."""
     result = copy.deepcopy(result)
     w = result["weights"]
-    w[0].update(manual="nan", abs_err="nan", rel_err="nan", passed=False, hint="NaN in w11")
-    w[1].update(manual="inf", abs_err="inf", rel_err=None, finite_diff=None, passed=False)
+    w[0].update(manual="nan", abs_err="nan", rel_err="nan", passed=False, status="fail",
+                hint="NaN in w11")  # fmt: skip
+    w[1].update(manual="inf", abs_err="inf", rel_err=None, finite_diff=None, passed=False,
+                status="fail")  # fmt: skip
     w[2].update(manual=w[2]["reference"], abs_err=0.0, rel_err=0.0)
     result["passed"] = False
     return result
@@ -141,21 +151,33 @@ def test_report_json_schema_order_and_files(fast_plots, tmp_path):
     assert list(data) == KEYS
     assert data["files"] == list(REPORT_FILES)
     assert [w["name"] for w in data["weights"]] == NAMES
-    assert data["passed"] is False
-    assert text.startswith('{\n  "passed": false,')  # indent 2, schema order
+    assert data["passed"] is False and data["verdict"] == "failed"
+    assert data["counts"]["weights"]["fail"] == 1
+    assert (data["schema"], data["schema_version"]) == ("jaxbp-audit-report", 1)
+    assert data["jaxbp_version"] == jaxbp.__version__
+    assert text.startswith('{\n  "schema": "jaxbp-audit-report",')  # indent 2, schema order
+    jsonschema.Draft202012Validator(schema()).validate(data)
 
 
-def test_report_json_turns_nonfinite_floats_into_strings(fast_plots, tmp_path):
+def test_report_json_writes_nonfinite_numbers_as_null_and_says_which(fast_plots, tmp_path):
     result = make_result()
     result["weights"][0]["manual"] = math.nan
-    result["weights"][1]["rel_err"] = -math.inf
+    result["weights"][1]["rel_err"] = "-inf"  # as AuditResult.to_dict holds it
     result["training"]["loss_manual"][-1] = math.inf
     write_report(result, tmp_path / "r")
     text = (tmp_path / "r" / "report.json").read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in report.json"))
-    assert data["weights"][0]["manual"] == "nan"
-    assert data["weights"][1]["rel_err"] == "-inf"
-    assert data["training"]["loss_manual"][-1] == "inf"
+    w0, w1, w2 = data["weights"][:3]
+    assert (w0["manual"], w0["nonfinite"]) == (None, {"manual": "nan"})
+    assert (w1["rel_err"], w1["nonfinite"]) == (None, {"rel_err": "-inf"})
+    assert w2["nonfinite"] == {}
+    assert data["training"]["loss_manual"][-1] is None
+    assert data["training"]["nonfinite"] == {"loss_manual": 1}
+    jsonschema.Draft202012Validator(schema()).validate(data)
+    # every number field holds a number or null, never a string
+    for w in data["weights"]:
+        for k in ("manual", "reference", "abs_err", "rel_err", "allowed_err", "score"):
+            assert w[k] is None or isinstance(w[k], (int, float))
 
 
 def test_report_accepts_audit_result_and_does_not_mutate_it(fast_plots, tmp_path):
@@ -229,7 +251,9 @@ def test_a_never_judged_weight_heads_the_report_as_not_judged(fast_plots, tmp_pa
 def test_report_without_training_has_no_loss_curve(fast_plots, tmp_path):
     files = write_report(make_result(training=False), tmp_path / "r")
     assert "loss_curves.png" not in listing(tmp_path / "r")
+    assert "loss_curves.csv" not in listing(tmp_path / "r")
     data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["training"] is None
     assert data["files"] == [os.path.basename(f) for f in files]
     assert "loss_curves.png" not in (tmp_path / "r" / "report.md").read_text()
 
@@ -239,7 +263,7 @@ def test_rerun_replaces_the_whole_directory(fast_plots, tmp_path):
     write_report(make_result(), out)
     assert "loss_curves.png" in listing(out)
     write_report(make_result(training=False), out)
-    assert listing(out) == sorted(set(REPORT_FILES) - {"loss_curves.png"})
+    assert listing(out) == sorted(set(REPORT_FILES) - {"loss_curves.png", "loss_curves.csv"})
     assert leftovers(tmp_path) == []
 
 
@@ -639,11 +663,11 @@ def test_color_only_when_asked():
 def test_verdict_when_only_factors_fail_or_nothing_is_listed():
     result = make_result()
     result["passed"] = False
-    result["factors"][0]["passed"] = False
+    result["factors"][0].update(passed=False, status="fail")
     assert verdict_line(result) == (
         "FAILED: 1 of 3 factors (dE/dA3) disagree with jax.grad at 70 points"
     )
-    result["factors"][0]["passed"] = True
+    result["factors"][0].update(passed=True, status="pass")
     assert verdict_line(result).startswith("FAILED: all 9 weights and 3 factors agree")
 
 

@@ -12,9 +12,12 @@ Only a command-line run uses it: the settings are process-wide, so ``audit.cli.m
 from Python with a list of arguments leaves the caller's JAX configuration alone.
 
 Example:
-    >>> why_off = enable(cache_dir())  # doctest: +SKIP
-    >>> why_off is None  # doctest: +SKIP
-    True
+    >>> cache_dir({"XDG_CACHE_HOME": "/var/cache/me"})
+    PosixPath('/var/cache/me/jaxbp/jax')
+    >>> disabled_by_env({"JAXBP_NO_CACHE": "1"}), disabled_by_env({"JAXBP_NO_CACHE": "0"})
+    (True, False)
+
+    The CLI then calls ``enable(cache_dir())``, which returns None when the cache is on.
 """
 
 from __future__ import annotations

@@ -751,8 +751,11 @@ def check_gradients(
 
     Example:
       >>> def loss_fn(p, x, y): return jnp.mean((x @ p["w"] - y) ** 2)
-      >>> def grad_fn(p, x, y): return {"w": 2 * x.T @ (x @ p["w"] - y) / x.shape[0]}
-      >>> check_gradients(grad_fn, loss_fn, {"w": w}, x, y, points=100, key=key).passed
+      >>> def grad_fn(p, x, y): return {"w": 2 * x.T @ (x @ p["w"] - y) / y.size}
+      >>> kw, kx, ky = jax.random.split(jax.random.key(0), 3)
+      >>> w = jax.random.normal(kw, (3, 2))
+      >>> x, y = jax.random.normal(kx, (8, 3)), jax.random.normal(ky, (8, 2))
+      >>> check_gradients(grad_fn, loss_fn, {"w": w}, x, y, points=100, key=kw).passed
       True
     """
     t_start = time.perf_counter()

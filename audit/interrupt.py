@@ -9,11 +9,14 @@ SIGINT before raising it and keeps such a dropped one quiet, so code can ask
 there. :func:`held` defers SIGINT while a few file renames must finish together.
 
 Example:
-    >>> with handling():  # doctest: +SKIP
-    ...     long_computation()  # Ctrl-C raises KeyboardInterrupt, as usual
+    >>> steps = []
+    >>> with handling():
+    ...     steps.append("computed")  # Ctrl-C here raises KeyboardInterrupt, as usual
     ...     with held():
     ...         raise_if_pending()  # a Ctrl-C dropped by a callback stops us here
-    ...         swap_in_new_files()  # a Ctrl-C now waits until the renames are done
+    ...         steps.append("swapped")  # a Ctrl-C now waits until the renames are done
+    >>> steps, pending()
+    (['computed', 'swapped'], False)
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ raises (``sys.exit`` included) comes out as a :class:`UserCodeError` that names 
 so a crash is never mistaken for an error of the audit or for a wrong gradient.
 
 Example:
-    >>> grad_fn = load_grad_fn("my_backprop.py:grads")  # doctest: +SKIP
-    >>> grad_fn = load_grad_fn("mypkg.backprop:grads")  # doctest: +SKIP
+    >>> load_grad_fn("jaxbp.seed:seed_grads").__name__  # a module's function
+    'seed_grads'
+
+    A file works the same way: ``load_grad_fn("my_backprop.py:grads")``.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ directory or the filesystem root. Hidden folders that a killed run left behind a
 by the next run that writes beside them, once their owner process is gone.
 
 Example:
-    >>> files = write_report(result, "audit-report")  # doctest: +SKIP
-    >>> [os.path.basename(f) for f in files][:3]  # doctest: +SKIP
+    >>> result = audit.audit_network("seed", points=4, steps=10, fd=False)
+    >>> files = write_report(result, Path(tempfile.mkdtemp()) / "audit-report")
+    >>> [os.path.basename(f) for f in files][:3]
     ['report.json', 'report.md', 'report.html']
 """
 

@@ -1,15 +1,17 @@
 """The audit as plain text: a weight table, a factor table and a one-line verdict.
 
-Every renderer in ``audit`` reads the same dict, ``result.to_dict()`` (the content of
-``report.json``); this module also holds the small helpers that turn its values into numbers
-and strings, so the terminal, Markdown and HTML views print a value the same way.
+Every renderer in ``audit`` reads the same dict, ``result.to_dict()`` (``report.json`` is its
+versioned form, :mod:`audit.report_json`); this module also holds the small helpers that turn
+its values into numbers and strings, so the terminal, Markdown and HTML views print a value
+the same way.
 
 Example:
-    >>> print(format_table(result))  # doctest: +SKIP
-    weight  handwritten   jax.grad      finite diff   abs err     rel err     verdict  hint
-    w11     -1.2346e-03   -1.2346e-03   -1.2346e-03   1.1642e-10  9.4300e-08  PASS
-    ...
-    PASSED: 9/9 weights, 15/15 factors agree with jax.grad at 70 points
+    >>> result = audit.audit_network("seed", points=4, steps=10, fd=False)
+    >>> table = format_table(result).splitlines()
+    >>> table[0].split()[:3]
+    ['audit:', 'grad=seed', 'sizes=2-2-1']
+    >>> table[-1]
+    'PASSED: 9/9 weights, 15/15 factors agree with jax.grad at 11 points'
 """
 
 from __future__ import annotations

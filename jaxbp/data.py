@@ -377,7 +377,12 @@ def load_csv(
         message names the line and column); or float64 is asked for while x64 is disabled.
 
     Example:
-      >>> x, y = load_csv("data.csv", n_targets=1)  # doctest: +SKIP
+      >>> import pathlib, tempfile
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "xor.csv"
+      >>> _ = path.write_text("x1,x2,y\\n0,0,0\\n0,1,1\\n1,0,1\\n1,1,0\\n")
+      >>> x, y = load_csv(path, n_targets=1)
+      >>> x.shape, y.shape
+      ((4, 2), (4, 1))
     """
     fn = "load_csv"
     if not isinstance(path, (str, os.PathLike)):

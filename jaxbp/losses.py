@@ -128,8 +128,10 @@ def check_output_units(spec: OutputSpec, n_out: int) -> None:
       ValueError: the output is softmax and ``n_out < 2``.
 
     Example:
-      >>> check_output_units(resolve_output("sigmoid", "softmax_ce"), 1)  # doctest: +SKIP
-      ValueError: loss='softmax_ce' with 1 output unit: ...
+      >>> check_output_units(resolve_output("sigmoid", "softmax_ce"), 1)
+      Traceback (most recent call last):
+      ...
+      ValueError: loss='softmax_ce' with 1 output unit: softmax over a single unit is 1 ...
     """
     if spec.names[1] == "softmax" and n_out < 2:
         raise ValueError(

@@ -109,7 +109,9 @@ def batch_loss(
 
     Example:
       >>> p = jaxbp.seed_params(w11=.15, w12=.2, w21=.25, w22=.3, w31=.4, w32=.45)
-      >>> batch_loss(p, jnp.array([[.05, .1]]), jnp.array([[.01]]))  # E for one example
+      >>> x, yt = jnp.array([[.05, .1]], jnp.float32), jnp.array([[.01]], jnp.float32)
+      >>> batch_loss(p, x, yt)  # E for one example, biases 0
+      Array(0.17789282, dtype=float32)
     """
     spec = resolve_output(activation, loss, output_activation)
     check_data(params, x, y)

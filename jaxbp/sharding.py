@@ -77,9 +77,9 @@ def data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
         are), or a device listed twice.
 
     Example:
-      >>> mesh = data_mesh(2)
+      >>> mesh = data_mesh(1)  # data_mesh(8) with 8 devices
       >>> mesh.shape
-      OrderedDict([('data', 2)])
+      OrderedDict([('data', 1)])
     """
     available = jax.devices()
     if devices is None:

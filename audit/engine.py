@@ -28,6 +28,7 @@ from audit.compare import Tolerance, default_tolerance, unjudged_note
 from audit.diagnose import diagnose
 from audit.factors import delta_factors, seed_factor_audit
 from audit.gradients import (
+    compile_ahead,
     evaluate,
     finite_differences,
     finite_differences_ahead,
@@ -517,8 +518,8 @@ def audit_network(
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
     act, out_act, loss_name = spec.names
 
-    n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
-    start = _start.pick(n_params)
+    # the tier depends on the sizes alone: a seed's params never depend on the points
+    start = _start.pick(sum(a * b + b for a, b in itertools.pairwise(sizes)))
     params0, k_points = start(jax.random.key(seed), sizes=sizes, dtype=jnp.dtype(dt).name)
 
     groups: list[PointGroup] = []
@@ -777,6 +778,11 @@ def check_gradients(
         raise ValueError("points > 0 needs key=jax.random.key(seed) for the perturbations")
     params = jax.tree.map(_on_device, params)
     x, y = jax.tree.map(_on_device, x), jax.tree.map(_on_device, y)
+    crowded = clear_if_crowded()
+    # the perturbation program compiles while the loss is checked (XLA lets go of Python's lock)
+    # the tier depends on the size alone, so the same key and points draw the same bits
+    perturbed = _perturbed.pick(work(params, 1, points))
+    drawing = compile_ahead(perturbed, params, key, spread, points=points) if points else None
     _check_loss(loss_fn, params, x, y)
     all_names = list(names) if names is not None else _tree_names(params)
     n_params = sum(int(np.size(a)) for a in leaves)
@@ -786,14 +792,11 @@ def check_gradients(
         )
     tol = default_tolerance(dt, rtol, atol)
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
-    crowded = clear_if_crowded()
 
     n = points + 1
-    stacked = (
-        _perturbed.pick(work(params, 1, points))(params, key, spread, points=points)
-        if points
-        else _stacked(params)
-    )
+    if drawing is not None:
+        drawing.result()
+    stacked = perturbed(params, key, spread, points=points) if points else _stacked(params)
 
     def repeated(a):  # the same batch at every point: a view on the host, copied only where a
         return np.broadcast_to(np.asarray(a), (n, *a.shape))  # compiled call takes it

@@ -615,7 +615,7 @@ def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dt
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
 
 
-def compile_ahead(jitted, *args) -> concurrent.futures.Future:
+def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
     """Compile the jitted ``jitted`` for ``args`` in a background thread, with this thread's
     64-bit and matmul-precision settings; JAX's own cache then serves the call. XLA compiles
     without holding Python's lock, so on a machine with two cores or more the compilation
@@ -627,7 +627,7 @@ def compile_ahead(jitted, *args) -> concurrent.futures.Future:
     def work() -> None:
         try:
             with jax.enable_x64(x64), jax.default_matmul_precision(precision):
-                jitted.lower(*args).compile()
+                jitted.lower(*args, **kwargs).compile()
         except Exception:  # the real call reports it
             pass
 

@@ -6,6 +6,7 @@ along a leading axis so a whole group is evaluated by one ``vmap``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -17,8 +18,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import jaxbp
-from audit.tiers import tiered
 from jaxbp.params import Params
 from jaxbp.sharding import DATA, data_size
 
@@ -169,21 +168,29 @@ def random_points(
 ) -> PointGroup:
     """``n`` random draws of parameters (standard normal), inputs (standard normal) and targets.
 
-    Draw ``i`` uses ``jax.random.fold_in(key, i)``, so it is the same whatever ``n`` is.
+    Draw ``i`` uses ``jax.random.fold_in(key, i)``, so it is the same whatever ``n`` is: the
+    program that draws them is always the fully optimized one (:mod:`audit.tiers`), since a
+    quickly compiled one may round a normal draw's last bit differently.
     """
-    values = sum(a * b + b for a, b in itertools.pairwise(sizes))
-    draw = _draw_all.pick(n * values * batch)
-    params, x, y = draw(key, sizes=tuple(sizes), n=n, loss=loss, dtype=jnp.dtype(dtype).name,
-                        batch=batch)  # fmt: skip
+    params, x, y = _draw_all(key, sizes=tuple(sizes), n=n, loss=loss, dtype=jnp.dtype(dtype).name,
+                             batch=batch)  # fmt: skip
     return PointGroup(("random",) * n, params, x, y, numbered("random draw", n))
 
 
-@tiered(static_argnames=("sizes", "n", "loss", "dtype", "batch"))
+@functools.partial(jax.jit, static_argnames=("sizes", "n", "loss", "dtype", "batch"))
 def _draw_all(key, *, sizes, n, loss, dtype, batch):
+    """Per draw, one normal vector cut into the weights, biases and inputs, and the targets:
+    two random calls a draw, where one per leaf compiled several times slower."""
+    shapes = [s for a, b in itertools.pairwise(sizes) for s in ((b, a), (b,))]
+    counts = [int(np.prod(s)) for s in shapes] + [batch * sizes[0]]
+
     def draw(k):
-        kp, kx, ky = jax.random.split(k, 3)
-        params = jaxbp.init(sizes, key=kp, dtype=dtype, scale="normal")
-        x = jax.random.normal(kx, (batch, sizes[0]), dtype)
+        kn, ky = jax.random.split(k)
+        z = jax.random.normal(kn, (sum(counts),), dtype)
+        parts = jnp.split(z, np.cumsum(counts)[:-1])
+        leaves = [p.reshape(s) for p, s in zip(parts, shapes, strict=False)]
+        params = [{"W": w, "b": b} for w, b in zip(leaves[::2], leaves[1::2], strict=True)]
+        x = parts[-1].reshape(batch, sizes[0])
         return params, x, _random_targets(ky, (batch, sizes[-1]), loss, dtype)
 
     return jax.vmap(lambda i: draw(jax.random.fold_in(key, i)))(jnp.arange(n))

@@ -9,6 +9,7 @@ import pytest
 import audit
 import jaxbp
 from audit import tiers
+from audit.points import random_points
 from tests.test_engine import BROKEN, _batched
 
 
@@ -61,3 +62,13 @@ def test_the_same_values_from_either_tier(monkeypatch):
         r = audit.check_gradients(jaxbp.seed_grads, loss_fn, params, x, y, points=0, fd=False)
         out.append(np.array([[w["manual"], w["reference"]] for w in r.weights], np.float64))
     np.testing.assert_allclose(out[0], out[1], rtol=1e-6, atol=0)
+
+
+def test_random_draws_do_not_depend_on_the_size_of_the_call():
+    # a quickly compiled program may round a normal draw's last bit differently, so the
+    # draws always come from the optimized one: draw i is the same at any number of draws
+    key = jax.random.key(3)
+    small = random_points((2, 2, 1), 8, key=key, loss="mse", dtype="float32", batch=4)
+    large = random_points((2, 2, 1), 5000, key=key, loss="mse", dtype="float32", batch=4)
+    for a, b in zip(jax.tree.leaves(small[1:4]), jax.tree.leaves(large[1:4]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[:8])

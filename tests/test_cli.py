@@ -341,9 +341,9 @@ def test_real_default_audit_passes(tmp_path, capsys):
     assert data["training"]["steps"] == 200
 
 
-def test_real_seed_16_passes_its_float32_rounding_flagged(capsys):
+def test_real_seed_22_passes_its_float32_rounding_flagged(capsys):
     # the note's correct dA2/dz2 loses 4 digits in float32 at this seed: not a wrong formula
-    assert main(["--seed", "16", "--no-report"]) == 0
+    assert main(["--seed", "22", "--no-report"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("dA2/dz2"))
     assert "PASS*" in row and "loses 4 digits in float32 here" in row

@@ -396,10 +396,10 @@ def test_a_failure_seen_only_past_the_first_512_points_is_still_diagnosed():
 # --- rounding in a right formula is not a wrong formula; unjudgeable points ----------------
 
 
-def test_seed_16_correct_formulas_lose_digits_in_float32_and_pass_flagged():
-    # at --seed 16 the note's dA2/dz2 = A2 (1 - A2) is 2.1696e-05 in float32 against
-    # 2.1650e-05 from jax.grad in float64: 2.1e-3 relative, twice rtol
-    result = audit.audit_network("seed", seed=16, points=64, steps=5000)
+def test_seed_22_correct_formulas_lose_digits_in_float32_and_pass_flagged():
+    # at --seed 22 the note's dA2/dz2 = A2 (1 - A2) is 1.4305e-05 in float32 against
+    # 1.4277e-05 from jax.grad in float64 (step 5000, example 3): 2.0e-3 relative, twice rtol
+    result = audit.audit_network("seed", seed=22, points=64, steps=5000)
     assert result.passed
     f = next(f for f in result.factors if f["name"] == "dA2/dz2")
     assert f["status"] == "precision" and f["passed"]

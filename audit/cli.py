@@ -100,7 +100,7 @@ _bytes.__name__ = "size"
 
 
 def _seed(text: str) -> int:
-    from jaxbp._validate import SEED_MAX, SEED_MIN
+    from jaxbp.checks import SEED_MAX, SEED_MIN
 
     try:
         value = int(text)

@@ -52,7 +52,7 @@ from audit.result import AuditResult, number
 from audit.saturation import saturation_fn
 from audit.tiers import tiered, work
 from audit.training import compare_training, finite_checkpoints
-from jaxbp._validate import check_dtype, check_seed, check_sizes
+from jaxbp.checks import check_dtype, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import mean_loss
 from jaxbp.seed import check_seed_choices

@@ -30,12 +30,13 @@ from audit.compare import (
 )
 from audit.points import PointGroup, shard_points, to_host
 from audit.tiers import tiered, work
-from jaxbp._validate import check_grads_like
+from jaxbp.checks import check_grads_like
 
 __all__ = [
     "EVALUATIONS",
     "Evaluation",
     "Layout",
+    "audit_program",
     "bytes_per_point",
     "compile_ahead",
     "detail_rows",
@@ -345,6 +346,26 @@ def _evaluate_group(
     return finish(result, valid, mode=mode, rows_per_point=1)
 
 
+def audit_program(
+    grad_fn: Callable, ref_grad_fn: Callable, *, ref_dtype, shapes, tol: Tolerance,
+    look: str | None, traced: bool, own_x64: bool | None = None, work: int = 0,
+) -> Callable:  # fmt: skip
+    """The compiled audit of one point group, ``program(tree, valid, mode=...)``, as
+    :func:`in_two_passes` and :func:`detail_rows` take it.
+
+    ``tree`` is ``(given, wide, params, x, y)`` over stacked points (``given``/``wide``: the
+    handwritten gradients computed outside JAX, None when ``traced``); ``shapes`` the leaf
+    shapes of one point's params; ``own_x64`` the 64-bit setting the handwritten side is
+    traced with (None: as the caller has it); ``work`` the size of a call, which picks the
+    compiled form (:mod:`audit.tiers`).
+    """
+    return functools.partial(
+        _evaluate_group.pick(work), grad_fn=grad_fn, ref_grad_fn=ref_grad_fn,
+        ref_dtype=jnp.dtype(ref_dtype).name, shapes=tuple(shapes), tol=tol, look=look,
+        traced=traced, own_x64=own_x64,
+    )  # fmt: skip
+
+
 def _bucket(n: int) -> int:
     """``n`` rounded up to a power of two, so second passes of nearby sizes share a program."""
     return 1 << max(int(n) - 1, 0).bit_length()
@@ -486,10 +507,9 @@ def evaluate(
             if not traced and look == "recheck":
                 wide = _flat_grads_loop(grad_fn, _cast_group(g, ref_dtype))
             size = g.size if chunk is None else min(chunk, g.size)
-            program = functools.partial(
-                _evaluate_group.pick(work(g.params, g.batch, size)), grad_fn=grad_fn,
-                ref_grad_fn=ref_grad_fn, ref_dtype=jnp.dtype(ref_dtype).name,
-                shapes=layout.shapes, tol=tol, look=look, traced=traced, own_x64=own_x64,
+            program = audit_program(
+                grad_fn, ref_grad_fn, ref_dtype=ref_dtype, shapes=layout.shapes, tol=tol,
+                look=look, traced=traced, own_x64=own_x64, work=work(g.params, g.batch, size),
             )  # fmt: skip
             tree = (given, wide, g.params, g.x, g.y)
             summaries.append(in_two_passes(program, tree, g.size, 1, mesh, chunk))

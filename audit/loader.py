@@ -27,7 +27,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LoadError", "UserCodeError", "guard", "load_grad_fn"]
+__all__ = ["LoadError", "UserCodeError", "file_module_name", "guard", "load_grad_fn"]
 
 _FORM = "expected MODULE:FUNCTION (e.g. mypkg.backprop:grads) or path/to/file.py:FUNCTION"
 # Callables listed when the asked-for name is missing.
@@ -129,7 +129,7 @@ def _is_path(target: str) -> bool:
     return target.endswith(".py") or "/" in target or os.sep in target
 
 
-def _module_name(path: str) -> str:
+def file_module_name(path: str) -> str:
     """A module name of its own for every file, so two ``grads.py`` files do not collide."""
     stem = os.path.splitext(os.path.basename(path))[0]
     safe = "".join(c if c.isalnum() else "_" for c in stem)
@@ -145,7 +145,7 @@ def _from_file(path: str) -> types.ModuleType:
         )
     if os.path.isdir(path):
         raise LoadError(f"{path!r} is a directory; pass the .py file that defines the function")
-    name = _module_name(path)
+    name = file_module_name(path)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise LoadError(f"cannot load {path!r} as Python source; pass a .py file")

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxbp._validate import check_data
+from jaxbp.checks import check_data
 from jaxbp.losses import OutputSpec, bind_choices, check_output_units, resolve_output
 from jaxbp.network import forward_example
 from jaxbp.params import Params

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp._validate import check_dtype, check_params, check_sizes
+from jaxbp.checks import check_dtype, check_params, check_sizes
 
 Params = list[dict[str, jax.Array]]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxbp._validate import check_data
+from jaxbp.checks import check_data
 from jaxbp.losses import OutputSpec, bind_choices, resolve_output
 from jaxbp.network import forward_example, mean_loss
 from jaxbp.params import Params

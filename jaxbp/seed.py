@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp._validate import check_data
+from jaxbp.checks import check_data
 from jaxbp.params import Params, seed_params
 
 __all__ = [

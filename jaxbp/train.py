@@ -18,14 +18,14 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxbp._validate import (
+from jaxbp.backprop import backprop_batch
+from jaxbp.checks import (
     check_data,
     check_grads_like,
     check_int,
     check_key,
     check_learning_rate,
 )
-from jaxbp.backprop import backprop_batch
 from jaxbp.losses import OutputSpec, check_output_units, resolve_output
 from jaxbp.network import mean_loss
 from jaxbp.params import Params

@@ -10,107 +10,16 @@ import pytest
 import audit
 import jaxbp
 from jaxbp.seed import seed_factors
+from tests.broken_gradients import BROKEN, SEED_NAMES, batched, swap, weight_mistake
 
-SEED_NAMES = ["w11", "w12", "w21", "w22", "b1", "b2", "w31", "w32", "b3"]
 QUICK = dict(points=16, steps=300)
-
-
-# --- handwritten 2-2-1 gradients built from the note's factors, one mistake at a time ------
-
-
-def _assemble(c):
-    """Every dE/dw from the chain factors, as the note multiplies them."""
-    out = c["dE/dA3"] * c["dA3/dz3"]
-    h1 = out * c["dz3/dA1"] * c["dA1/dz1"]
-    h2 = out * c["dz3/dA2"] * c["dA2/dz2"]
-    return dict(
-        w11=h1 * c["dz1/dw11"], w12=h1 * c["dz1/dw12"], b1=h1,
-        w21=h2 * c["dz2/dw21"], w22=h2 * c["dz2/dw22"], b2=h2,
-        w31=out * c["dz3/dw31"], w32=out * c["dz3/dw32"], b3=out,
-    )  # fmt: skip
-
-
-def _tree(g):
-    return [
-        {
-            "W": jnp.stack([jnp.stack([g["w11"], g["w12"]]), jnp.stack([g["w21"], g["w22"]])]),
-            "b": jnp.stack([g["b1"], g["b2"]]),
-        },
-        {"W": jnp.stack([g["w31"], g["w32"]])[None], "b": jnp.stack([g["b3"]])},
-    ]
-
-
-def _batched(mistake, name):
-    def one(params, x, yt):
-        c = dict(seed_factors(params, x, yt))
-        return _tree(mistake(c, x))
-
-    def grad_fn(params, x, y):
-        per = jax.vmap(one, in_axes=(None, 0, 0))(params, x, y)
-        return jax.tree.map(lambda g: jnp.mean(g, axis=0), per)
-
-    grad_fn.__name__ = name
-    return grad_fn
-
-
-def _factor_mistake(key, value):
-    def mistake(c, x):
-        c[key] = value(c)
-        return _assemble(c)
-
-    return mistake
-
-
-def _weight_mistake(edit):
-    def mistake(c, x):
-        g = _assemble(c)
-        edit(g, x)
-        return g
-
-    return mistake
-
-
-def _swap(g, x):
-    g["w12"], g["w21"] = g["w21"], g["w12"]
-
-
-def _negate_w31(g, x):
-    g["w31"] = -g["w31"]
-
-
-def _drop_w22(g, x):
-    g["w22"] = 0 * g["w22"]
-
-
-def _nan_b2(g, x):
-    g["b2"] = g["b2"] + jnp.where(x[0] > 0.5, jnp.nan, 0.0)
-
-
-BROKEN = {
-    # name: (mistake, broken weights, words the hint must contain)
-    "dropped_half": (_factor_mistake("dE/dA3", lambda c: 2 * c["dE/dA3"]), SEED_NAMES, "x2"),
-    "sign_w31": (_weight_mistake(_negate_w31), ["w31"], "sign error"),
-    "swapped_w12_w21": (_weight_mistake(_swap), ["w12", "w21"], "swapped indices"),
-    "missing_dA1dz1": (
-        _factor_mistake("dA1/dz1", lambda c: jnp.ones_like(c["dA1/dz1"])),
-        ["w11", "w12", "b1"],
-        "missing the activation derivative dA1/dz1",
-    ),
-    "missing_dA3dz3": (
-        _factor_mistake("dA3/dz3", lambda c: jnp.ones_like(c["dA3/dz3"])),
-        SEED_NAMES,
-        "missing the activation derivative dA3/dz3",
-    ),
-    "missing_term_w22": (_weight_mistake(_drop_w22), ["w22"], "a missing term"),
-    "nan_b2": (_weight_mistake(_nan_b2), ["b2"], "NaN/Inf in the handwritten gradient"),
-}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_each_mistake_fails_names_exactly_the_broken_weights_and_hints(case, dtype):
     mistake, broken, words = BROKEN[case]
-    result = audit.audit_network(_batched(mistake, case), dtype=dtype, **QUICK)
+    result = audit.audit_network(batched(mistake, case), dtype=dtype, **QUICK)
     assert not result.passed
     assert result.failed_weights == broken
     for name in broken:
@@ -122,7 +31,7 @@ def test_each_mistake_fails_names_exactly_the_broken_weights_and_hints(case, dty
 
 
 def test_swap_hint_names_the_partner():
-    result = audit.audit_network(_batched(_weight_mistake(_swap), "swapped"), **QUICK)
+    result = audit.audit_network(batched(weight_mistake(swap), "swapped"), **QUICK)
     assert "w12 <-> w21" in result.weight("w12")["hint"]
     assert "w21 <-> w12" in result.weight("w21")["hint"]
 
@@ -278,7 +187,7 @@ def test_json_has_the_documented_keys_and_is_deterministic():
 
 def test_nan_gradients_give_json_safe_values():
     mistake, _, _ = BROKEN["nan_b2"]
-    d = audit.audit_network(_batched(mistake, "nan"), **QUICK).to_dict()
+    d = audit.audit_network(batched(mistake, "nan"), **QUICK).to_dict()
     json.dumps(d, allow_nan=False)
     b2 = next(w for w in d["weights"] if w["name"] == "b2")
     assert b2["manual"] == "nan" and b2["rel_err"] == "inf" and not b2["passed"]
@@ -420,7 +329,7 @@ def test_half_precision_is_audited_by_the_same_rule(dtype):
         result = audit.audit_network(grad, dtype=dtype, points=256, steps=500)
         assert result.passed, audit.verdict_line(result)
     mistake, broken, _ = BROKEN["swapped_w12_w21"]
-    wrong = audit.audit_network(_batched(mistake, "swapped"), dtype=dtype, points=256, steps=500)
+    wrong = audit.audit_network(batched(mistake, "swapped"), dtype=dtype, points=256, steps=500)
     assert wrong.failed_weights == broken
 
 
@@ -552,7 +461,7 @@ def _verdicts(result):
 
 @pytest.mark.parametrize("grad", ["seed", "swapped"])
 def test_a_small_memory_budget_splits_the_calls_not_the_verdict(grad):
-    grad_fn = "seed" if grad == "seed" else _batched(*BROKEN["swapped_w12_w21"][:1], "swapped")
+    grad_fn = "seed" if grad == "seed" else batched(*BROKEN["swapped_w12_w21"][:1], "swapped")
     whole = audit.audit_network(grad_fn, **QUICK)
     # 50 kB: the estimate of one point of the 2-2-1 audit (batch 4) is about 10 kB, so a few
     # points per call, the last call padded; by default the 22 points of a batch of 4 (the

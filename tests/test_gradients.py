@@ -5,15 +5,13 @@ float32 gradients fail the plain rule at many points and pass on the second look
 a halved w11 fails. Both go through the second pass.
 """
 
-import functools
-
 import jax
 import numpy as np
 import pytest
 
 import jaxbp
 from audit.compare import Summary, Tolerance
-from audit.gradients import _evaluate_group, in_two_passes, layout_of
+from audit.gradients import audit_program, in_two_passes, layout_of
 from audit.points import random_points
 
 
@@ -27,10 +25,9 @@ def _strict_audit(grad_fn, n: int, *, seed: int):
     allowance, and its input tree."""
     group = random_points((2, 2, 1), n, key=jax.random.key(seed), loss="mse", dtype="float32")
     layout = layout_of(jax.tree.map(lambda a: a[0], group.params))
-    program = functools.partial(
-        _evaluate_group, grad_fn=grad_fn, ref_grad_fn=jaxbp.autodiff(), ref_dtype="float64",
-        shapes=layout.shapes, tol=Tolerance(2e-6, 0.0, 1e-2, noise=0.0), look="recheck",
-        traced=True,
+    program = audit_program(
+        grad_fn, jaxbp.autodiff(), ref_dtype="float64", shapes=layout.shapes,
+        tol=Tolerance(2e-6, 0.0, 1e-2, noise=0.0), look="recheck", traced=True, work=1 << 62,
     )  # fmt: skip
     return group, program, (None, None, group.params, group.x, group.y)
 

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from audit.loader import LoadError, UserCodeError, _module_name, guard, load_grad_fn
+from audit.loader import LoadError, UserCodeError, file_module_name, guard, load_grad_fn
 
 GOOD = """
 import jaxbp
@@ -184,7 +184,7 @@ def test_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path / "bad.py", "import jax\n\ndef grads(params, x, y)\n    return params\n")
     with pytest.raises(LoadError, match=r"syntax error in '.*bad\.py' at line 3"):
         load_grad_fn(f"{path}:grads")
-    assert _module_name(str(path)) not in sys.modules  # nothing half-imported is left behind
+    assert file_module_name(str(path)) not in sys.modules  # nothing half-imported is left behind
 
 
 def test_file_that_raises_on_import(tmp_path):
@@ -205,7 +205,7 @@ def test_file_that_exits_on_import(tmp_path):
         f"running '{path}' called sys.exit(3) (at {path}, line 3, in <module>); fix the file "
         "so that importing it succeeds"
     )
-    assert _module_name(str(path)) not in sys.modules
+    assert file_module_name(str(path)) not in sys.modules
 
 
 RAISING = """

@@ -14,7 +14,7 @@ import audit
 import jaxbp
 from audit.cli import main
 from audit.report_json import CURVE_POINTS, curves_csv, document, schema, thinned_steps
-from tests.test_engine import BROKEN, _batched
+from tests.broken_gradients import BROKEN, batched
 
 VALIDATOR = jsonschema.Draft202012Validator(schema())
 
@@ -102,7 +102,7 @@ def test_a_real_report_validates_and_two_runs_differ_only_in_timing(tmp_path):
 
 def test_a_failing_audit_with_nan_gradients_validates(tmp_path):
     mistake, _, _ = BROKEN["nan_b2"]
-    result = audit.audit_network(_batched(mistake, "nan_b2"), points=8, steps=50)
+    result = audit.audit_network(batched(mistake, "nan_b2"), points=8, steps=50)
     audit.write_report(result, tmp_path / "r")
     data = json.loads(
         (tmp_path / "r" / "report.json").read_text(),

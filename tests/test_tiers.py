@@ -10,7 +10,7 @@ import audit
 import jaxbp
 from audit import tiers
 from audit.points import random_points
-from tests.test_engine import BROKEN, _batched
+from tests.broken_gradients import BROKEN, batched
 
 
 def test_pick_switches_at_the_quick_work_bound():
@@ -41,7 +41,7 @@ def _audit(monkeypatch, quick_work, grad):
 
 @pytest.mark.parametrize("case", [None, "swapped_w12_w21", "missing_dA1dz1"])
 def test_the_verdict_does_not_depend_on_the_tier(monkeypatch, case):
-    grad = "seed" if case is None else _batched(BROKEN[case][0], case)
+    grad = "seed" if case is None else batched(BROKEN[case][0], case)
     quick = _audit(monkeypatch, 1 << 62, grad)  # every program compiled quick
     full = _audit(monkeypatch, -1, grad)  # every program fully optimized
     assert quick.passed == full.passed == (case is None)

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import jaxbp
-from jaxbp._validate import check_seed, describe_tree
+from jaxbp.checks import check_seed, describe_tree
 
 P = jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype=jnp.float64)
 X = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2)))

@@ -22,10 +22,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from audit.engine import GRAD_CHOICES
+from jaxbp.activations import ACTIVATIONS
+from jaxbp.data import TRUTH_TABLES
+from jaxbp.losses import LOSSES, OUTPUT_ACTIVATIONS
+
 __all__ = ["build_parser", "main"]
 
 PROG = "jaxbp-audit"
-TRUTH_TABLES = ("xor", "and", "or")
 GENERATED = ("moons", "circles")
 GENERATED_POINTS = 200
 
@@ -144,22 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="layer widths, input first (default 2,2,1)",
     )  # fmt: skip
     net.add_argument(
-        "--activation", choices=("sigmoid", "tanh", "relu", "identity"), default="sigmoid",
+        "--activation", choices=tuple(ACTIVATIONS), default="sigmoid",
         help="hidden activation (default sigmoid)",
     )  # fmt: skip
     net.add_argument(
-        "--loss", choices=("mse", "bce", "softmax_ce"), default="mse",
+        "--loss", choices=tuple(LOSSES), default="mse",
         help="loss (default mse: E = 1/2 (A - y)^2)",
     )  # fmt: skip
     net.add_argument(
-        "--output-activation", choices=("sigmoid", "tanh", "relu", "identity", "softmax"),
+        "--output-activation", choices=OUTPUT_ACTIVATIONS,
         default=None,
         help="output activation (default: the hidden one for mse, sigmoid for bce, softmax "
         "for softmax_ce)",
     )  # fmt: skip
     net.add_argument(
         "--grad", default="seed", metavar="SPEC",
-        help="gradients to audit: seed, closed_form, MODULE:FUNCTION or path.py:FUNCTION "
+        help=f"gradients to audit: {', '.join(GRAD_CHOICES)}, MODULE:FUNCTION or path.py:FUNCTION "
         "(default seed)",
     )  # fmt: skip
 
@@ -185,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument(
         "--data", default="xor", metavar="NAME|PATH.csv",
-        help="xor, and, or, moons, circles or a CSV file (default xor)",
+        help=f"{', '.join(TRUTH_TABLES + GENERATED)} or a CSV file (default xor)",
     )  # fmt: skip
     run.add_argument(
         "--rtol", type=_float(positive=False), default=None,
@@ -405,7 +409,7 @@ def _run(args: argparse.Namespace) -> int:
         threading.Thread(target=_import_plotting, daemon=True).start()
     # one device keeps the engine's default; more than JAX sees is a one-line error
     sharded = {"mesh": jaxbp.data_mesh(args.devices)} if args.devices > 1 else {}
-    grad: Any = args.grad if args.grad in ("seed", "closed_form") else load_grad_fn(args.grad)
+    grad: Any = args.grad if args.grad in GRAD_CHOICES else load_grad_fn(args.grad)
     x, y = _load_data(args)
     _check_widths(args, x, y)  # first: a width that cannot fit the data is the root problem
     _check_seed(args)

@@ -228,15 +228,15 @@ class Worst(NamedTuple):
 
     def values_at(self, i: int) -> dict:
         """Element ``i``'s worst-case values as the report writes them (NaN/Inf as strings)."""
-        from audit.result import number  # result imports nothing from here; keeps it light
+        from audit.result import json_number  # result imports nothing from here; keeps it light
 
         return dict(
-            manual=number(self.manual[i]),
-            reference=number(self.reference[i]),
-            abs_err=number(self.abs_err[i]),
-            rel_err=number(self.rel_err[i]),
-            allowed_err=number(self.allowed[i]),
-            score=number(self.score[i]),
+            manual=json_number(self.manual[i]),
+            reference=json_number(self.reference[i]),
+            abs_err=json_number(self.abs_err[i]),
+            rel_err=json_number(self.rel_err[i]),
+            allowed_err=json_number(self.allowed[i]),
+            score=json_number(self.score[i]),
         )
 
     def rank(self) -> np.ndarray:

@@ -48,19 +48,21 @@ from audit.points import (
     random_points,
     stack_points,
 )
-from audit.result import AuditResult, number
+from audit.result import AuditResult, json_number
 from audit.saturation import saturation_fn
 from audit.tiers import tiered, work
 from audit.training import compare_training, finite_checkpoints
-from jaxbp.checks import check_dtype, check_seed, check_sizes
+from jaxbp.checks import check_dtype, check_int, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import mean_loss
 from jaxbp.seed import check_seed_choices
 from jaxbp.sharding import data_size
+from jaxbp.train import GRADS
 
-__all__ = ["audit_network", "check_gradients"]
+__all__ = ["GRAD_CHOICES", "RULE", "audit_network", "check_gradients"]
 
-GRAD_CHOICES = ("seed", "closed_form")
+# jaxbp.fit's grads but "autodiff": jax.grad audited against itself would check nothing
+GRAD_CHOICES = tuple(g for g in GRADS if g != "autodiff")
 DIAGNOSE_POINTS = 512  # points the diagnosis looks at, at most
 DIAGNOSE_BYTES = 64  # per weight and point it looks at: both values and the diagnosis's work
 # finite differences agree with jax.grad within this relative distance plus their own
@@ -68,16 +70,16 @@ DIAGNOSE_BYTES = 64  # per weight and point it looks at: both values and the dia
 FD_AGREE = 1e-4
 
 
-def _rule(tol: Tolerance) -> str:
-    return (
-        "an element passes when both values are finite and abs_err <= allowed, with allowed = "
-        "max(rtol * max(|m|, |r|, floor * max|r| of the same tensor at the same point), atol, "
-        "noise * roundoff of jax.grad in the audited dtype); score = abs_err / allowed. One "
-        "that fails in a dtype narrower than float64 passes as PASS* when the handwritten "
-        "function agrees with jax.grad in float64 there (rounding, not a wrong formula); where "
-        "jax.grad is not finite the point is not judged. Each weight is shown at its worst "
-        "point (a failure, else a PASS*, else the largest score)"
-    )
+# The comparison rule in words, as every report states it (the numbers sit beside it).
+RULE = (
+    "an element passes when both values are finite and abs_err <= allowed, with allowed = "
+    "max(rtol * max(|m|, |r|, floor * max|r| of the same tensor at the same point), atol, "
+    "noise * roundoff of jax.grad in the audited dtype); score = abs_err / allowed. One "
+    "that fails in a dtype narrower than float64 passes as PASS* when the handwritten "
+    "function agrees with jax.grad in float64 there (rounding, not a wrong formula); where "
+    "jax.grad is not finite the point is not judged. Each weight is shown at its worst "
+    "point (a failure, else a PASS*, else the largest score)"
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,12 +104,6 @@ def _autodiff_of(loss_fn: Callable) -> Callable:
 def _say(progress, msg: str) -> None:
     if progress is not None:
         progress(msg)
-
-
-def _positive_int(v: Any, what: str, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"{what}={v!r}, expected an int >= {minimum}")
-    return int(v)
 
 
 def _select_fd(worst, fd_max: int) -> np.ndarray:
@@ -267,7 +263,7 @@ def _json_numbers(a: np.ndarray) -> list:
     a = np.asarray(a, dtype=np.float64)
     out = a.tolist()
     for i in np.flatnonzero(~np.isfinite(a)):
-        out[i] = number(a[i])
+        out[i] = json_number(a[i])
     return out
 
 
@@ -342,7 +338,7 @@ def _environment(mesh: jax.sharding.Mesh | None) -> dict:
 
 
 def _tolerance_dict(tol: Tolerance) -> dict:
-    return dict(rtol=tol.rtol, atol=tol.atol, floor=tol.floor, noise=tol.noise, rule=_rule(tol))
+    return dict(rtol=tol.rtol, atol=tol.atol, floor=tol.floor, noise=tol.noise, rule=RULE)
 
 
 def _resolve_grad(grad, sizes, spec, factors_fn):
@@ -498,11 +494,11 @@ def audit_network(
     spec = resolve_output(activation, loss, output_activation)
     jaxbp.check_output_units(spec, sizes[-1])
     seed = check_seed(seed)
-    points = _positive_int(points, "points")
-    steps = _positive_int(steps, "steps", 0)
-    checkpoints = _positive_int(checkpoints, "checkpoints")
-    fd_max = _positive_int(fd_max, "fd_max")
-    memory = _positive_int(memory, "memory") if memory is not None else None
+    points = check_int(points, "points", 1)
+    steps = check_int(steps, "steps", 0)
+    checkpoints = check_int(checkpoints, "checkpoints", 1)
+    fd_max = check_int(fd_max, "fd_max", 1)
+    memory = check_int(memory, "memory", 1, none_ok=True)
     if mesh is not None:
         data_size(mesh)
     if not np.isfinite(learning_rate) or learning_rate <= 0:
@@ -770,8 +766,8 @@ def check_gradients(
             f"params leaves have dtypes {sorted(map(str, dtypes))}; expected one float dtype"
         )
     dt = next(iter(dtypes))
-    points = _positive_int(points, "points", 0)
-    memory = _positive_int(memory, "memory") if memory is not None else None
+    points = check_int(points, "points", 0)
+    memory = check_int(memory, "memory", 1, none_ok=True)
     if mesh is not None:
         data_size(mesh)
     if points and key is None:

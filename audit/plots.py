@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.table import number, result_dict, sci
+from audit.table import as_float, result_dict, sci
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -96,7 +96,7 @@ def _png(fig: Figure) -> bytes:
 
 def _floats(values: Sequence[Any]) -> np.ndarray:
     """Report values as float64, with None and unparsable entries as NaN."""
-    out = [number(v) for v in values]
+    out = [as_float(v) for v in values]
     return np.array([math.nan if v is None else v for v in out], dtype=np.float64)
 
 
@@ -227,7 +227,7 @@ def weight_errors(result: Any) -> bytes:
     failing = [not w.get("passed") for w in weights]
     scored = bool(weights) and all("score" in w for w in weights)
     rel = np.abs(_floats([w.get("score" if scored else "rel_err") for w in weights]))
-    rtol = 1.0 if scored else number((data.get("tolerance") or {}).get("rtol"))
+    rtol = 1.0 if scored else as_float((data.get("tolerance") or {}).get("rtol"))
     n = len(weights)
 
     finite_pos = rel[np.isfinite(rel) & (rel > 0)]

@@ -38,11 +38,11 @@ from audit import interrupt, plots
 from audit.report_json import CURVES_FILE, curves_csv, document
 from audit.result import verdict_of
 from audit.table import (
+    as_float,
     factor_cells,
     header_line,
     hint_text,
     legend,
-    number,
     outcome,
     points_line,
     result_dict,
@@ -324,7 +324,7 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
         lines.pop()
     lines += ["", "## Configuration", ""]
     lines += _md_table(("setting", "value"), _config_rows(data), (False, False))
-    total_s = number((data.get("timing") or {}).get("total_s"))
+    total_s = as_float((data.get("timing") or {}).get("total_s"))
     if total_s is not None:
         lines += ["", f"Audit time: {total_s:.2f} s."]
     return "\n".join(lines) + "\n"
@@ -436,7 +436,7 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
             body.append(f'<img src="{src}" alt="{_e(alt.get(name, name))}" title="{_e(name)}">')
     body.append("<h2>Configuration</h2>")
     body += _html_table(("setting", "value"), _config_rows(data), (False, False))
-    total_s = number((data.get("timing") or {}).get("total_s"))
+    total_s = as_float((data.get("timing") or {}).get("total_s"))
     if total_s is not None:
         body.append(f"<p>Audit time: {total_s:.2f} s.</p>")
     return (

@@ -8,13 +8,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["STATUSES", "AuditResult", "number", "status_counts", "verdict_of"]
+__all__ = ["STATUSES", "AuditResult", "json_number", "status_counts", "verdict_of"]
 
 # An element's status: agrees; agrees once rounding is told apart; disagrees; never judgeable.
 STATUSES = ("pass", "precision", "fail", "not_judged")
 
 
-def number(v: Any) -> float | str | None:
+def json_number(v: Any) -> float | str | None:
     """A float for JSON: finite floats as they are, NaN/Inf as the strings "nan", "inf", "-inf"."""
     if v is None:
         return None

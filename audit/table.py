@@ -21,7 +21,21 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_table", "verdict_line"]
+__all__ = [
+    "as_float",
+    "factor_cells",
+    "format_table",
+    "header_line",
+    "hint_text",
+    "legend",
+    "outcome",
+    "points_line",
+    "result_dict",
+    "sci",
+    "tolerance_lines",
+    "verdict_line",
+    "weight_cells",
+]
 
 _GREEN = "\x1b[32m"
 _RED = "\x1b[31m"
@@ -43,7 +57,7 @@ def result_dict(result: Any) -> Mapping[str, Any]:
     return data
 
 
-def number(value: Any) -> float | None:
+def as_float(value: Any) -> float | None:
     """A report value as a float: ``None`` stays ``None``; ``"nan"``/``"inf"``/``"-inf"`` parse."""
     if value is None or isinstance(value, bool):
         return None
@@ -60,7 +74,7 @@ def number(value: Any) -> float | None:
 
 def sci(value: Any) -> str:
     """Compact scientific notation (``-1.2346e-03``); ``nan``/``inf``/``-inf``; ``-`` for None."""
-    v = number(value)
+    v = as_float(value)
     if v is None:
         return "-"
     if math.isnan(v):
@@ -117,7 +131,7 @@ def legend(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def severity(row: Mapping[str, Any]) -> float:
     """A sort key, larger is worse: the relative error, with nan/inf/missing as the worst."""
-    v = number(row.get("rel_err"))
+    v = as_float(row.get("rel_err"))
     if v is None or math.isnan(v):
         return math.inf
     return abs(v)
@@ -437,7 +451,7 @@ def format_table(
     training = data.get("training")
     if training:
         lines += ["", *_training_lines(training, data.get("config") or {})]
-    total_s = number((data.get("timing") or {}).get("total_s"))
+    total_s = as_float((data.get("timing") or {}).get("total_s"))
     if total_s is not None and math.isfinite(total_s):
         lines += ["", f"time: {total_s:.2f} s"]
     line = verdict_line(data)

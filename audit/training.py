@@ -14,7 +14,7 @@ import numpy as np
 
 import jaxbp
 from audit.points import stack_points
-from audit.result import number
+from audit.result import json_number
 from audit.tiers import tiered, work
 from jaxbp.network import mean_loss
 
@@ -82,10 +82,10 @@ def compare_training(
         optimizer="gradient descent",
         learning_rate=lr,
         checkpoints=bounds,
-        loss_manual=[number(v) for v in lm],
-        loss_autodiff=[number(v) for v in la],
-        max_loss_diff=number(_max_abs_diff(lm, la)),
-        max_param_diff=number(param_diff),
+        loss_manual=[json_number(v) for v in lm],
+        loss_autodiff=[json_number(v) for v in la],
+        max_loss_diff=json_number(_max_abs_diff(lm, la)),
+        max_param_diff=json_number(param_diff),
     )
     return bounds, ckpt_auto, training
 

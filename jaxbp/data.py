@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-__all__ = ["circles", "load_csv", "one_hot", "truth_table", "two_moons"]
+__all__ = ["TRUTH_TABLES", "circles", "load_csv", "one_hot", "truth_table", "two_moons"]
 
 _TRUTH_TABLE_INPUTS = ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0))
 _TRUTH_TABLE_TARGETS = {
@@ -37,6 +37,7 @@ _TRUTH_TABLE_TARGETS = {
     "and": (0.0, 0.0, 0.0, 1.0),
     "or": (0.0, 1.0, 1.0, 1.0),
 }
+TRUTH_TABLES = tuple(_TRUTH_TABLE_TARGETS)  # the names truth_table takes
 
 
 # --------------------------------------------------------------------------------------------

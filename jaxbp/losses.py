@@ -21,7 +21,15 @@ import jax.numpy as jnp
 
 from jaxbp.activations import ACTIVATIONS, Activation, get_activation
 
-__all__ = ["LOSSES", "Loss", "OutputSpec", "bind_choices", "check_output_units", "resolve_output"]
+__all__ = [
+    "LOSSES",
+    "OUTPUT_ACTIVATIONS",
+    "Loss",
+    "OutputSpec",
+    "bind_choices",
+    "check_output_units",
+    "resolve_output",
+]
 
 
 class Loss(NamedTuple):
@@ -75,6 +83,7 @@ LOSSES: dict[str, Loss] = {
 }
 
 _SOFTMAX = Activation(jax.nn.softmax, lambda z, a: None)  # only used through its loss's delta
+OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")  # what resolve_output takes for the output layer
 
 
 class OutputSpec(NamedTuple):

@@ -316,3 +316,19 @@ def test_a_wrong_grad_fn_is_refused_on_every_call():
     for _ in range(2):
         with pytest.raises(ValueError, match=r"transposed returned gradients that do not match"):
             jaxbp.fit(p0, x, y, steps=2, grad=transposed)
+
+
+def test_fit_leaves_its_arguments_unchanged():
+    # resuming with another learning rate must not rewrite the caller's optimizer state
+    x, y = jaxbp.truth_table("xor")
+    p0 = jaxbp.init((2, 2, 1), key=jax.random.key(3), scale="normal")
+    before = [np.asarray(a).copy() for a in jax.tree.leaves(p0)]
+    r = jaxbp.fit(p0, x, y, steps=10, learning_rate=0.5)
+    state = [np.asarray(a).copy() for a in jax.tree.leaves(r.opt_state)]
+    s = jaxbp.fit(r.params, x, y, steps=10, learning_rate=3.0, opt_state=r.opt_state)
+    assert float(r.opt_state.hyperparams["learning_rate"]) == 0.5
+    assert float(s.opt_state.hyperparams["learning_rate"]) == 3.0
+    for u, v in zip(state, jax.tree.leaves(r.opt_state), strict=True):
+        np.testing.assert_array_equal(u, np.asarray(v))
+    for u, v in zip(before, jax.tree.leaves(p0), strict=True):
+        np.testing.assert_array_equal(u, np.asarray(v))

@@ -52,7 +52,7 @@ from audit.result import AuditResult, json_number
 from audit.saturation import saturation_fn
 from audit.tiers import tiered, work
 from audit.training import compare_training, finite_checkpoints
-from jaxbp.checks import check_dtype, check_int, check_seed, check_sizes
+from jaxbp.checks import check_dtype, check_int, check_key, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import mean_loss
 from jaxbp.seed import check_seed_choices
@@ -428,6 +428,7 @@ def audit_network(
     data_name: str | None = None,
     points: int = 64,
     seed: int = 0,
+    key: jax.Array | None = None,
     dtype: Any = "float32",
     steps: int = 5000,
     learning_rate: float = 2.0,
@@ -457,7 +458,9 @@ def audit_network(
       data: ``(x: (n, n0), y: (n, nL))``; default the XOR truth table.
       data_name: how the report names the data.
       points: number of random draws, >= 1.
-      seed: seeds every key of the audit.
+      seed: seeds every key of the audit, as ``key=jax.random.key(seed)``.
+      key: the PRNG key every random draw of the audit comes from (initial params, random
+        points), instead of ``seed``; the report then records its key data.
       dtype: dtype of the audited params and data; the reference runs in float64 whenever
         64-bit mode is on.
       steps: training steps (0: no training); learning_rate: gradient-descent rate.
@@ -494,6 +497,10 @@ def audit_network(
     spec = resolve_output(activation, loss, output_activation)
     jaxbp.check_output_units(spec, sizes[-1])
     seed = check_seed(seed)
+    if key is not None:
+        check_key(key)
+        if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.wrap_key_data(key)  # a legacy uint32 (2,) key
     points = check_int(points, "points", 1)
     steps = check_int(steps, "steps", 0)
     checkpoints = check_int(checkpoints, "checkpoints", 1)
@@ -516,7 +523,8 @@ def audit_network(
 
     # the tier depends on the sizes alone: a seed's params never depend on the points
     start = _start.pick(sum(a * b + b for a, b in itertools.pairwise(sizes)))
-    params0, k_points = start(jax.random.key(seed), sizes=sizes, dtype=jnp.dtype(dt).name)
+    root = jax.random.key(seed) if key is None else key
+    params0, k_points = start(root, sizes=sizes, dtype=jnp.dtype(dt).name)
 
     groups: list[PointGroup] = []
     if sizes == (2, 2, 1):
@@ -582,7 +590,8 @@ def audit_network(
         loss=loss_name,
         output_activation=out_act,
         points=points,
-        seed=seed,
+        seed=seed if key is None else None,
+        key=None if key is None else np.asarray(jax.random.key_data(key)).tolist(),
         dtype=dt.name,
         steps=steps,
         learning_rate=float(learning_rate),

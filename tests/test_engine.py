@@ -535,3 +535,17 @@ def test_finite_differences_compiled_ahead_are_compiled_once():
         assert r.passed
         counts[fd] = log().count
     assert counts[True] == counts[False] + 1, counts
+
+
+def test_an_explicit_key_draws_what_the_seed_would():
+    # audit_network(seed=s) is audit_network(key=jax.random.key(s)), as check_gradients(key=)
+    common = dict(points=4, steps=10, fd=False)
+    by_seed = audit.audit_network("seed", seed=7, **common)
+    by_key = audit.audit_network("seed", key=jax.random.key(7), **common)
+    by_raw = audit.audit_network("seed", key=jax.random.PRNGKey(7), **common)
+    for r in (by_key, by_raw):
+        assert [w["manual"] for w in r.weights] == [w["manual"] for w in by_seed.weights]
+        assert r.config["key"] == [0, 7] and r.config["seed"] is None
+    assert by_seed.config["seed"] == 7 and by_seed.config["key"] is None
+    with pytest.raises(TypeError, match="key is int 3, expected one PRNG key"):
+        audit.audit_network("seed", key=3, **common)

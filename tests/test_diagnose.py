@@ -1,0 +1,120 @@
+"""audit.diagnose on hand-made values: each pattern is named from many points, never one."""
+
+import numpy as np
+import pytest
+
+from audit.diagnose import MIN_POINTS, diagnose
+
+# one 2x2 leaf W (w11 w12 / w21 w22) and a bias leaf b (b1 b2): P = 6, flatten order
+NAMES = ["w11", "w12", "w21", "w22", "b1", "b2"]
+LEAF_OF = np.array([0, 0, 0, 0, 1, 1])
+SHAPES = [(2, 2), (2,)]
+OFFSETS = [0, 4]
+
+
+def reference(n=6, seed=0):
+    """``(n, 6)`` reference values, all clearly non-zero and distinct."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 2.0, (n, 6)) * rng.choice([-1.0, 1.0], (n, 6))
+
+
+def run(manual, ref, failing, *, batch=None, candidates=None, failed_at=None):
+    n = ref.shape[0]
+    return diagnose(
+        np.asarray(failing), manual, ref, names=NAMES, leaf_of=LEAF_OF, leaf_shapes=SHAPES,
+        leaf_offsets=OFFSETS, batch=np.full(n, 1) if batch is None else batch,
+        labels=[f"point {k}" for k in range(n)], floor=1e-2, rtol=1e-3, candidates=candidates,
+        failed_at=failed_at,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("factor", "words"),
+    [
+        (-1.0, "sign error"),
+        (2.0, "x2: a dropped 1/2"),
+        (0.5, "x1/2: a factor 1/2 too many"),
+        (0.0, "a missing term"),
+        (3.7, "no simple pattern (median ratio to jax.grad x3.7)"),
+    ],
+)
+def test_a_constant_ratio_is_named(factor, words):
+    ref = reference()
+    manual = ref.copy()
+    manual[:, 1] *= factor
+    hints = run(manual, ref, [1])
+    assert list(hints) == [1] and words in hints[1]
+
+
+def test_summed_or_averaged_twice_over_the_batch():
+    ref = reference()
+    batch = np.array([2, 3, 4, 2, 3, 4])
+    summed, twice = ref.copy(), ref.copy()
+    summed[:, 4] *= batch
+    twice[:, 4] /= batch
+    assert "summed over the batch" in run(summed, ref, [4], batch=batch)[4]
+    assert "averaged over the batch twice" in run(twice, ref, [4], batch=batch)[4]
+
+
+def test_swapped_indices_name_the_partner():
+    ref = reference()
+    manual = ref.copy()
+    manual[:, [1, 2]] = ref[:, [2, 1]]  # w12 and w21 swapped
+    hints = run(manual, ref, [1, 2])
+    assert "swapped indices (w12 <-> w21)" in hints[1]
+    assert "swapped indices (w21 <-> w12)" in hints[2]
+
+
+def test_a_transposed_matrix_is_named_for_the_whole_leaf():
+    # a 3x3 W (a 2x2 one transposed is one swapped pair, named as such above)
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0.5, 2.0, (6, 9)) * rng.choice([-1.0, 1.0], (6, 9))
+    manual = np.transpose(ref.reshape(-1, 3, 3), (0, 2, 1)).reshape(-1, 9)
+    failing = [k for k in range(9) if k not in (0, 4, 8)]  # the diagonal agrees
+    hints = diagnose(
+        np.array(failing), manual, ref, names=[f"w{k}" for k in range(9)],
+        leaf_of=np.zeros(9, int), leaf_shapes=[(3, 3)], leaf_offsets=[0], batch=np.ones(6),
+        labels=[f"point {k}" for k in range(6)], floor=1e-2, rtol=1e-3,
+    )  # fmt: skip
+    assert set(hints) == set(failing)
+    assert all(
+        h.startswith("transposed W: handwritten dE/dW is jax.grad's W^T") for h in hints.values()
+    )
+
+
+def test_nonfinite_values_name_the_first_point_and_the_side():
+    ref = reference()
+    manual = ref.copy()
+    manual[3, 0] = np.nan
+    ref_bad = ref.copy()
+    ref_bad[2, 5] = np.inf
+    assert run(manual, ref, [0])[0] == "NaN/Inf in the handwritten gradient (first at point 3)"
+    assert run(ref, ref_bad, [5])[5].startswith("jax.grad is NaN/Inf at point 2")
+
+
+def test_a_ratio_at_too_few_points_is_not_named():
+    ref = reference(n=MIN_POINTS - 1)
+    manual = ref.copy()
+    manual[:, 1] *= 2.0
+    assert "a dropped 1/2" not in run(manual, ref, [1]).get(1, "")
+
+
+def test_a_pattern_is_read_at_the_failing_points_only():
+    # a x2 that shows only at points 0-3 (a branch taken for some batches) is still a x2
+    ref = reference()
+    manual = ref.copy()
+    manual[:4, 1] *= 2.0
+    failed_at = np.zeros(ref.shape, bool)
+    failed_at[:4, 1] = True
+    assert "a dropped 1/2" in run(manual, ref, [1], failed_at=failed_at)[1]
+    # over all points it is no constant ratio
+    assert "a dropped 1/2" not in run(manual, ref, [1])[1]
+
+
+def test_a_supplied_candidate_mistake_is_named():
+    ref = reference()
+    wrong = ref * np.linspace(0.3, 0.9, 6)  # what the gradient would be without a derivative
+    manual = ref.copy()
+    manual[:, 3] = wrong[:, 3]
+    hints = run(manual, ref, [3], candidates={"layer 1": (wrong, [f"hint {k}" for k in range(6)])})
+    assert hints[3] == "hint 3"

@@ -1,0 +1,97 @@
+"""audit.points: labels made on demand, stacking and merging groups, random draws."""
+
+import jax
+import numpy as np
+import pytest
+
+import jaxbp
+from audit.points import (
+    RANDOM_BATCH,
+    Labels,
+    joined_labels,
+    merge_same_shapes,
+    numbered,
+    random_batch,
+    random_points,
+    stack_points,
+)
+
+
+def test_labels_are_made_on_demand_and_indexed_like_a_list():
+    made = []
+
+    def label(i):
+        made.append(i)
+        return f"point {i}"
+
+    labels = Labels(label, 10**9)  # a billion labels cost nothing until one is read
+    assert len(labels) == 10**9 and made == []
+    assert labels[3] == "point 3" and labels[-1] == f"point {10**9 - 1}"
+    assert labels[2:5] == ["point 2", "point 3", "point 4"]
+    with pytest.raises(IndexError):
+        labels[10**9]
+
+
+def test_numbered_and_joined_labels():
+    first = numbered("random draw", 3, first=["seed worked example"])
+    assert list(first) == ["seed worked example", "random draw 0", "random draw 1"]
+    both = joined_labels([first, ["step 0", "step 5"]])
+    assert list(both) == [*first, "step 0", "step 5"]
+    assert len(joined_labels([])) == 0
+
+
+@pytest.mark.parametrize(("n", "batch"), [(1, RANDOM_BATCH), (3, 3), (64, 64), (65, RANDOM_BATCH)])
+def test_random_batch_is_the_datas_own_when_small(n, batch):
+    assert random_batch(n) == batch
+
+
+def seed_point(scale=1.0):
+    params, x, y = jaxbp.seed_example()
+    return jax.tree.map(lambda a: a * scale, params), x, y
+
+
+def test_stack_points_puts_the_points_on_a_leading_axis():
+    g = stack_points("trajectory", [seed_point(1.0), seed_point(2.0)], ["a", "b"])
+    assert g.size == 2 and g.batch == 1 and g.sources == ("trajectory", "trajectory")
+    assert g.params[0]["W"].shape == (2, 2, 2) and g.x.shape == (2, 1, 2)
+    np.testing.assert_array_equal(
+        np.asarray(g.params[1]["W"][1]), 2 * np.asarray(g.params[1]["W"][0])
+    )
+
+
+def test_merge_joins_same_shapes_and_keeps_others_apart():
+    a = stack_points("seed_example", [seed_point()], ["seed"])
+    b = stack_points("trajectory", [seed_point(2.0)], ["step 0"])
+    x4, y4 = jaxbp.truth_table("xor")
+    c = stack_points("trajectory", [(seed_point()[0], x4, y4)], ["step 1"])
+    merged = merge_same_shapes([a, c, b])
+    assert [g.size for g in merged] == [2, 1]
+    assert merged[0].sources == ("seed_example", "trajectory")
+    assert list(merged[0].labels) == ["seed", "step 0"]
+    np.testing.assert_array_equal(np.asarray(merged[0].x[1]), np.asarray(b.x[0]))
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce", "softmax_ce"])
+def test_random_points_shapes_and_targets(loss):
+    g = random_points((3, 4, 2), 5, key=jax.random.key(0), loss=loss, dtype="float32", batch=6)
+    assert g.size == 5 and g.batch == 6 and g.sources == ("random",) * 5
+    assert [p["W"].shape for p in g.params] == [(5, 4, 3), (5, 2, 4)]
+    assert [p["b"].shape for p in g.params] == [(5, 4), (5, 2)]
+    assert g.x.shape == (5, 6, 3) and g.y.shape == (5, 6, 2)
+    y = np.asarray(g.y)
+    if loss == "softmax_ce":  # one-hot classes
+        assert set(np.unique(y)) <= {0.0, 1.0} and np.all(y.sum(axis=2) == 1)
+    else:  # targets and probabilities in [0, 1)
+        assert np.all((y >= 0) & (y < 1))
+    # parameters and inputs are standard normal draws, different at every point
+    w = np.asarray(g.params[0]["W"])
+    assert len({w[i].tobytes() for i in range(5)}) == 5
+
+
+def test_random_points_differ_by_key_and_agree_for_the_same_key():
+    a, b, c = (
+        random_points((2, 2, 1), 4, key=jax.random.key(k), loss="mse", dtype="float32")
+        for k in (0, 0, 1)
+    )
+    np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
+    assert not np.array_equal(np.asarray(a.x), np.asarray(c.x))

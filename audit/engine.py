@@ -27,17 +27,15 @@ from audit.budget import clear_if_crowded, default_budget, memory_problem
 from audit.compare import Tolerance, default_tolerance, unjudged_note
 from audit.diagnose import diagnose
 from audit.factors import delta_factors, seed_factor_audit
+from audit.finite_diff import finite_differences, finite_differences_ahead
 from audit.gradients import (
-    compile_ahead,
     evaluate,
-    finite_differences,
-    finite_differences_ahead,
     is_traceable,
-    layout_of,
     point_shapes,
     runs_in,
     second_look,
 )
+from audit.layout import layout_of
 from audit.mistakes import missing_derivative_grads
 from audit.points import (
     PointGroup,
@@ -50,7 +48,7 @@ from audit.points import (
 )
 from audit.result import AuditResult, json_number
 from audit.saturation import saturation_fn
-from audit.tiers import tiered, work
+from audit.tiers import compile_ahead, tiered, work
 from audit.training import compare_training, finite_checkpoints
 from jaxbp.checks import check_dtype, check_int, check_key, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output

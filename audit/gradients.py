@@ -7,7 +7,6 @@ Works on any params pytree and any scalar ``loss_fn(params, x, y)``: the handwri
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -28,6 +27,7 @@ from audit.compare import (
     summarize,
     worst_of,
 )
+from audit.layout import Layout, cast_floats, flat_points, n_points
 from audit.points import PointGroup, shard_points, to_host
 from audit.tiers import tiered, work
 from jaxbp.checks import check_grads_like
@@ -35,17 +35,12 @@ from jaxbp.checks import check_grads_like
 __all__ = [
     "EVALUATIONS",
     "Evaluation",
-    "Layout",
     "audit_program",
     "bytes_per_point",
-    "compile_ahead",
     "detail_rows",
     "evaluate",
     "finish",
-    "finite_differences",
-    "finite_differences_ahead",
     "in_two_passes",
-    "layout_of",
     "point_shapes",
     "runs_in",
     "second_look",
@@ -57,32 +52,6 @@ _UNTRACEABLE = (
     jax.errors.TracerBoolConversionError,
     jax.errors.TracerIntegerConversionError,
 )
-
-
-class Layout(NamedTuple):
-    """How a flat gradient vector maps back to the pytree."""
-
-    segments: np.ndarray  # (P,) leaf index of each element
-    n_segments: int
-    shapes: tuple[tuple[int, ...], ...]  # per leaf
-    offsets: tuple[int, ...]  # per leaf, first flat index
-
-
-def layout_of(params) -> Layout:
-    """The flat layout of one point's params (no leading points axis)."""
-    shapes = tuple(tuple(leaf.shape) for leaf in jax.tree.leaves(params))
-    sizes = [int(np.prod(s)) for s in shapes]
-    offsets = tuple(int(o) for o in np.cumsum([0, *sizes[:-1]]))
-    segments = np.repeat(np.arange(len(shapes)), sizes)
-    return Layout(segments, len(shapes), shapes, offsets)
-
-
-def _flat(tree, n: int) -> jax.Array:
-    return jnp.concatenate([leaf.reshape(n, -1) for leaf in jax.tree.leaves(tree)], axis=1)
-
-
-def _n_points(params) -> int:
-    return int(jax.tree.leaves(params)[0].shape[0])
 
 
 def _point(group: PointGroup, i: int):
@@ -180,7 +149,7 @@ def _flat_grads_loop(grad_fn: Callable, group: PointGroup) -> jax.Array:
     rows = []
     for i in range(group.size):
         g = jax.tree.map(jnp.asarray, grad_fn(*_point(group, i)))
-        rows.append(_flat(jax.tree.map(lambda a: a[None], g), 1)[0])
+        rows.append(flat_points(jax.tree.map(lambda a: a[None], g), 1)[0])
     return jnp.stack(rows)
 
 
@@ -203,15 +172,10 @@ class Evaluation(NamedTuple):
     points_per_call: int
 
 
-def _cast(tree, dtype):
-    """Every float leaf of ``tree`` in ``dtype``; integer and other leaves as they are."""
-    return jax.tree.map(
-        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
-    )
-
-
 def _cast_group(g: PointGroup, dtype) -> PointGroup:
-    return g._replace(params=_cast(g.params, dtype), x=_cast(g.x, dtype), y=_cast(g.y, dtype))
+    return g._replace(
+        params=cast_floats(g.params, dtype), x=cast_floats(g.x, dtype), y=cast_floats(g.y, dtype)
+    )
 
 
 NUDGES = 2  # extra low-precision reference evaluations for the roundoff estimate
@@ -276,7 +240,7 @@ def compare_rows(
     own = manual_fn if manual_fn is None or manual_x64 is None else _with_x64(manual_fn, manual_x64)
     if manual is None:
         manual = own(params, x, y)
-    wide_args = _cast((params, x, y), ref_dtype)
+    wide_args = cast_floats((params, x, y), ref_dtype)
     reference = ref_fn(*wide_args)
     rnd = recheck = spread = None
     narrower = jax.tree.leaves(params)[0].dtype != jnp.dtype(ref_dtype)
@@ -465,7 +429,7 @@ def detail_rows(
 @functools.lru_cache(maxsize=64)
 def _flat_of(fn):
     """``fn`` over stacked points, flattened to ``(points, P)``; one object per ``fn``."""
-    return lambda p, x, y: _flat(jax.vmap(fn)(p, x, y), _n_points(p))
+    return lambda p, x, y: flat_points(jax.vmap(fn)(p, x, y), n_points(p))
 
 
 def evaluate(
@@ -567,125 +531,3 @@ def _bytes_per_point(rows_fn, treedef, avals, ref_dtype: str) -> int:
         args = jax.tree.unflatten(treedef, [one(s, d) for s, d in avals])
         values = int(np.prod(jax.eval_shape(rows_fn, *args).shape))
         return EVALUATIONS * traced_bytes(rows_fn, *args) + 16 * 8 * values
-
-
-def fd_step(p: jax.Array) -> jax.Array:
-    """Central-difference step: ``eps^(1/3) * max(1, |p|)``, the balance of truncation
-    (``h^2``) and roundoff (``eps / h``) error, exactly representable as ``(p + h) - p``."""
-    eps = jnp.finfo(p.dtype).eps
-    h = eps ** (1 / 3) * jnp.maximum(1, jnp.abs(p))
-    return (p + h) - p
-
-
-def finite_differences(
-    loss_fn: Callable,
-    groups: list[PointGroup],
-    weights: np.ndarray,
-    points: np.ndarray,
-    *,
-    dtype,
-) -> np.ndarray:
-    """Central differences of ``loss_fn`` for chosen (weight, point) pairs.
-
-    Args:
-      loss_fn: ``(params, x, y) -> scalar``.
-      groups: the point groups; ``points`` index their concatenation.
-      weights, points: ``(m,)`` ints, flat weight index and point index of each pair.
-      dtype: the dtype to difference in (float64 when available).
-
-    Returns:
-      ``(estimates, error)``, each ``(m,)``: the central difference ``D(h)`` and an
-      estimate of its error, ``max(|D(2h) - D(h)|, |D(h/2) - D(h)|)``: truncation grows
-      with the step and roundoff shrinks with it, so one of the two neighbours shows each
-      (a loss that cancels, like a log-sum-exp near its maximum, has far more roundoff
-      than its own size suggests).
-    """
-    out = np.full((2, len(weights)), np.nan)
-    start = 0
-    for g in groups:
-        sel = (points >= start) & (points < start + g.size)
-        if sel.any():
-            out[:, sel] = _fd_group(loss_fn, g, weights[sel], points[sel] - start, dtype)
-        start += g.size
-    return out[0], out[1]
-
-
-def _fd_args(loss_fn, g: PointGroup, widx, local, dtype) -> tuple:
-    treedef = jax.tree.structure(g.params)
-    shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(g.params))
-    return loss_fn, treedef, shapes, jnp.dtype(dtype).name, g.params, g.x, g.y, widx, local
-
-
-def _fd_program(g: PointGroup, m: int) -> Callable:
-    """The compiled form (:mod:`audit.tiers`) for ``m`` differences at points of ``g``."""
-    return _fd_jit.pick(work(g.params, g.batch, m))
-
-
-def _fd_group(loss_fn, g: PointGroup, widx, local, dtype) -> np.ndarray:
-    return np.asarray(_fd_program(g, len(widx))(*_fd_args(loss_fn, g, widx, local, dtype)))
-
-
-def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dtype):
-    """Start compiling :func:`finite_differences` for ``m`` (weight, point) pairs of one
-    group, while the caller goes on (:func:`compile_ahead`)."""
-    widx, local = np.zeros(m, np.int64), np.zeros(m, np.int32)  # as the caller's selection
-    return compile_ahead(_fd_program(group, m), *_fd_args(loss_fn, group, widx, local, dtype))
-
-
-_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
-
-
-def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
-    """Compile the jitted ``jitted`` for ``args`` in a background thread, with this thread's
-    64-bit and matmul-precision settings; JAX's own cache then serves the call. XLA compiles
-    without holding Python's lock, so on a machine with two cores or more the compilation
-    overlaps with the caller's work. Wait on the future before the call (a failure is left
-    for the call itself to raise, with its context)."""
-    x64 = jax.config.jax_enable_x64
-    precision = jax.config.jax_default_matmul_precision
-
-    def work() -> None:
-        try:
-            with jax.enable_x64(x64), jax.default_matmul_precision(precision):
-                jitted.lower(*args, **kwargs).compile()
-        except Exception:  # the real call reports it
-            pass
-
-    return _COMPILER.submit(work)
-
-
-def unflatten(vec: jax.Array, treedef, shapes: tuple[tuple[int, ...], ...]):
-    """Inverse of the flat layout for one point: ``(P,)`` back to the pytree."""
-    leaves, pos = [], 0
-    for s in shapes:
-        n = int(np.prod(s))
-        leaves.append(vec[pos : pos + n].reshape(s))
-        pos += n
-    return jax.tree.unflatten(treedef, leaves)
-
-
-@tiered(static_argnames=("loss_fn", "treedef", "shapes", "dtype"))
-def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
-    # cast and flatten here: outside, each leaf shape would cost a compilation of its own
-    flat = _flat(_cast(params, dtype), _n_points(params))
-    x, y = _cast((x, y), dtype)
-
-    def unravel(v):
-        return unflatten(v, treedef, shapes)
-
-    def one(args):
-        i, k = args
-        p = flat[k]
-        h = fd_step(p[i])
-
-        def central(step):
-            xk, yk = jax.tree.map(lambda a: a[k], (x, y))
-            up = loss_fn(unravel(p.at[i].add(step)), xk, yk)
-            down = loss_fn(unravel(p.at[i].add(-step)), xk, yk)
-            return (up - down) / (2 * step)
-
-        d = central(h)
-        err = jnp.maximum(jnp.abs(central(2 * h) - d), jnp.abs(central(h / 2) - d))
-        return jnp.stack([d, err])
-
-    return jax.lax.map(one, (widx, local), batch_size=64).T

@@ -11,7 +11,8 @@ import pytest
 
 import jaxbp
 from audit.compare import Summary, Tolerance
-from audit.gradients import audit_program, in_two_passes, layout_of
+from audit.gradients import audit_program, in_two_passes
+from audit.layout import layout_of
 from audit.points import random_points
 
 

@@ -1,0 +1,110 @@
+"""Central finite differences: a third opinion, independent of both gradient functions.
+
+At each chosen (weight, point) pair the loss is differenced with the step of :func:`fd_step`,
+and the error of that estimate is measured from steps ``2h`` and ``h/2``, so a reader sees how
+far to trust it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audit.layout import cast_floats, flat_points, n_points, unflatten
+from audit.points import PointGroup
+from audit.tiers import compile_ahead, tiered, work
+
+__all__ = ["fd_step", "finite_differences", "finite_differences_ahead"]
+
+
+def fd_step(p: jax.Array) -> jax.Array:
+    """Central-difference step: ``eps^(1/3) * max(1, |p|)``, the balance of truncation
+    (``h^2``) and roundoff (``eps / h``) error, exactly representable as ``(p + h) - p``."""
+    eps = jnp.finfo(p.dtype).eps
+    h = eps ** (1 / 3) * jnp.maximum(1, jnp.abs(p))
+    return (p + h) - p
+
+
+def finite_differences(
+    loss_fn: Callable,
+    groups: list[PointGroup],
+    weights: np.ndarray,
+    points: np.ndarray,
+    *,
+    dtype,
+) -> np.ndarray:
+    """Central differences of ``loss_fn`` for chosen (weight, point) pairs.
+
+    Args:
+      loss_fn: ``(params, x, y) -> scalar``.
+      groups: the point groups; ``points`` index their concatenation.
+      weights, points: ``(m,)`` ints, flat weight index and point index of each pair.
+      dtype: the dtype to difference in (float64 when available).
+
+    Returns:
+      ``(estimates, error)``, each ``(m,)``: the central difference ``D(h)`` and an
+      estimate of its error, ``max(|D(2h) - D(h)|, |D(h/2) - D(h)|)``: truncation grows
+      with the step and roundoff shrinks with it, so one of the two neighbours shows each
+      (a loss that cancels, like a log-sum-exp near its maximum, has far more roundoff
+      than its own size suggests).
+    """
+    out = np.full((2, len(weights)), np.nan)
+    start = 0
+    for g in groups:
+        sel = (points >= start) & (points < start + g.size)
+        if sel.any():
+            out[:, sel] = _fd_group(loss_fn, g, weights[sel], points[sel] - start, dtype)
+        start += g.size
+    return out[0], out[1]
+
+
+def _fd_args(loss_fn, g: PointGroup, widx, local, dtype) -> tuple:
+    treedef = jax.tree.structure(g.params)
+    shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(g.params))
+    return loss_fn, treedef, shapes, jnp.dtype(dtype).name, g.params, g.x, g.y, widx, local
+
+
+def _fd_program(g: PointGroup, m: int) -> Callable:
+    """The compiled form (:mod:`audit.tiers`) for ``m`` differences at points of ``g``."""
+    return _fd_jit.pick(work(g.params, g.batch, m))
+
+
+def _fd_group(loss_fn, g: PointGroup, widx, local, dtype) -> np.ndarray:
+    return np.asarray(_fd_program(g, len(widx))(*_fd_args(loss_fn, g, widx, local, dtype)))
+
+
+def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dtype):
+    """Start compiling :func:`finite_differences` for ``m`` (weight, point) pairs of one
+    group, while the caller goes on (:func:`compile_ahead`)."""
+    widx, local = np.zeros(m, np.int64), np.zeros(m, np.int32)  # as the caller's selection
+    return compile_ahead(_fd_program(group, m), *_fd_args(loss_fn, group, widx, local, dtype))
+
+
+@tiered(static_argnames=("loss_fn", "treedef", "shapes", "dtype"))
+def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
+    # cast and flatten here: outside, each leaf shape would cost a compilation of its own
+    flat = flat_points(cast_floats(params, dtype), n_points(params))
+    x, y = cast_floats((x, y), dtype)
+
+    def unravel(v):
+        return unflatten(v, treedef, shapes)
+
+    def one(args):
+        i, k = args
+        p = flat[k]
+        h = fd_step(p[i])
+
+        def central(step):
+            xk, yk = jax.tree.map(lambda a: a[k], (x, y))
+            up = loss_fn(unravel(p.at[i].add(step)), xk, yk)
+            down = loss_fn(unravel(p.at[i].add(-step)), xk, yk)
+            return (up - down) / (2 * step)
+
+        d = central(h)
+        err = jnp.maximum(jnp.abs(central(2 * h) - d), jnp.abs(central(h / 2) - d))
+        return jnp.stack([d, err])
+
+    return jax.lax.map(one, (widx, local), batch_size=64).T

@@ -28,7 +28,8 @@ from audit.compare import (
     worst_of,
 )
 from audit.layout import Layout, cast_floats, flat_points, n_points
-from audit.points import PointGroup, shard_points, to_host
+from audit.placement import shard_points, to_host
+from audit.points import PointGroup
 from audit.tiers import tiered, work
 from jaxbp.checks import check_grads_like
 

@@ -14,12 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxbp.params import Params
-from jaxbp.sharding import DATA, data_size
 
 __all__ = [
     "RANDOM_BATCH",
@@ -30,9 +26,7 @@ __all__ = [
     "numbered",
     "random_batch",
     "random_points",
-    "shard_points",
     "stack_points",
-    "to_host",
 ]
 
 # Batch size of the random draws: different from 1 (the worked example) and 2, so a gradient
@@ -194,37 +188,3 @@ def _draw_all(key, *, sizes, n, loss, dtype, batch):
         return params, x, _random_targets(ky, (batch, sizes[-1]), loss, dtype)
 
     return jax.vmap(lambda i: draw(jax.random.fold_in(key, i)))(jnp.arange(n))
-
-
-def shard_points(mesh: Mesh | None, tree):
-    """Split stacked points along the mesh's ``"data"`` axis, to evaluate them in parallel.
-
-    Every leaf of ``tree`` (None leaves are kept) has the points on its leading axis, ``n``
-    of them. When ``n`` is not a multiple of the devices, the last point is repeated up to
-    the next multiple: the caller keeps the first ``n`` rows of each result (see
-    :func:`to_host`), so any point count works. ``mesh=None`` returns ``tree`` as it is.
-    """
-    if mesh is None:
-        return tree
-    devices = data_size(mesh)
-    sharding = NamedSharding(mesh, P(DATA))
-    n = int(jax.tree.leaves(tree)[0].shape[0])
-    pad = -n % devices
-
-    def padded(a):
-        a = np.asarray(a)  # on the host: a compilation per leaf shape costs more than the copy
-        return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)])
-
-    if pad:
-        tree = jax.tree.map(padded, tree)
-    return jax.device_put(tree, sharding)
-
-
-def to_host(a: jax.Array, n: int) -> np.ndarray:
-    """The first ``n`` rows of a (possibly sharded) result, as NumPy on this host.
-
-    Rows held by other hosts' devices (``jax.distributed``) are gathered first.
-    """
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-        a = multihost_utils.process_allgather(a, tiled=True)
-    return np.asarray(a)[:n]

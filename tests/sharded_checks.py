@@ -30,7 +30,8 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 import audit  # noqa: E402
 import jaxbp  # noqa: E402
 from audit.cli import main as audit_main  # noqa: E402
-from audit.points import random_points, shard_points  # noqa: E402
+from audit.placement import shard_points  # noqa: E402
+from audit.points import random_points  # noqa: E402
 
 RTOL = {jnp.float32: 1e-5, jnp.float64: 1e-12}
 

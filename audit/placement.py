@@ -1,0 +1,50 @@
+"""Where the points go: split over a mesh's devices for a compiled call, and back to the host.
+
+With ``jax.distributed``, rows held by other hosts are gathered before they are read.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxbp.sharding import DATA, data_size
+
+__all__ = ["shard_points", "to_host"]
+
+
+def shard_points(mesh: Mesh | None, tree):
+    """Split stacked points along the mesh's ``"data"`` axis, to evaluate them in parallel.
+
+    Every leaf of ``tree`` (None leaves are kept) has the points on its leading axis, ``n``
+    of them. When ``n`` is not a multiple of the devices, the last point is repeated up to
+    the next multiple: the caller keeps the first ``n`` rows of each result (see
+    :func:`to_host`), so any point count works. ``mesh=None`` returns ``tree`` as it is.
+    """
+    if mesh is None:
+        return tree
+    devices = data_size(mesh)
+    sharding = NamedSharding(mesh, P(DATA))
+    n = int(jax.tree.leaves(tree)[0].shape[0])
+    pad = -n % devices
+
+    def padded(a):
+        a = np.asarray(a)  # on the host: a compilation per leaf shape costs more than the copy
+        return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)])
+
+    if pad:
+        tree = jax.tree.map(padded, tree)
+    return jax.device_put(tree, sharding)
+
+
+def to_host(a: jax.Array, n: int) -> np.ndarray:
+    """The first ``n`` rows of a (possibly sharded) result, as NumPy on this host.
+
+    Rows held by other hosts' devices (``jax.distributed``) are gathered first.
+    """
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        a = multihost_utils.process_allgather(a, tiled=True)
+    return np.asarray(a)[:n]

@@ -397,7 +397,10 @@ def clear_if_crowded(share: float = CROWDED) -> str | None:
         return None
     import jax
 
+    from audit.tiers import forget_compiled_ahead
+
     jax.clear_caches()
+    forget_compiled_ahead()
     return (
         f"this process held {found[0]} memory mappings of the {found[1]} the kernel allows "
         "(vm.max_map_count), most of them compiled programs; JAX's in-memory compilation "

@@ -48,7 +48,7 @@ from audit.points import (
 )
 from audit.result import AuditResult, json_number
 from audit.saturation import saturation_fn
-from audit.tiers import compile_ahead, tiered, work
+from audit.tiers import compile_ahead, tiered
 from audit.training import compare_training, finite_checkpoints
 from jaxbp.checks import check_dtype, check_int, check_key, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
@@ -631,7 +631,9 @@ def _rms(a: jax.Array) -> jax.Array:
     return jnp.where(jnp.any(a != 0), jnp.sqrt(jnp.mean(a * a)), 1).astype(a.dtype)
 
 
-@tiered(static_argnames=("points",))
+# random draws run 13x slower quickly compiled (4,095 points of a 2-2-1 network: 15 ms
+# against 1.1 ms): the quick form only for a handful of points
+@tiered(static_argnames=("points",), quick_work=1 << 11)
 def _perturbed(params, key, spread, *, points: int):
     """``points + 1`` stacked params: the given point, then ``points`` perturbations of it.
 
@@ -784,7 +786,7 @@ def check_gradients(
     crowded = clear_if_crowded()
     # the perturbation program compiles while the loss is checked (XLA lets go of Python's lock)
     # the tier depends on the size alone, so the same key and points draw the same bits
-    perturbed = _perturbed.pick(work(params, 1, points))
+    perturbed = _perturbed.pick(points * sum(int(np.size(a)) for a in leaves))
     drawing = compile_ahead(perturbed, params, key, spread, points=points) if points else None
     _check_loss(loss_fn, params, x, y)
     all_names = list(names) if names is not None else _tree_names(params)

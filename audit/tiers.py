@@ -28,7 +28,15 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["QUICK_OPTIONS", "QUICK_WORK", "Tiered", "compile_ahead", "tiered", "work"]
+__all__ = [
+    "QUICK_OPTIONS",
+    "QUICK_WORK",
+    "Tiered",
+    "compile_ahead",
+    "forget_compiled_ahead",
+    "tiered",
+    "work",
+]
 
 # XLA's backend (LLVM) optimization level 0: measured on a 2-core CPU, the 2-2-1 audit
 # program compiles in 0.4 s instead of 0.8 s and runs about 4x slower.
@@ -42,10 +50,14 @@ QUICK_WORK = 1 << 15
 class Tiered:
     """A function jitted twice, with the same static arguments: :attr:`full` and :attr:`quick`.
 
-    Calling it calls :attr:`full`; :meth:`pick` chooses by the size of the call.
+    Calling it calls :attr:`full`; :meth:`pick` chooses by the size of the call, up to
+    ``quick_work`` (default :data:`QUICK_WORK`) for :attr:`quick`.
     """
 
-    def __init__(self, fn: Callable, static_argnames: Sequence[str] = ()):
+    def __init__(
+        self, fn: Callable, static_argnames: Sequence[str] = (), quick_work: int | None = None
+    ):
+        self.quick_work = quick_work
         names = tuple(static_argnames)
         self.full = jax.jit(fn, static_argnames=names)
         self.quick = jax.jit(fn, static_argnames=names, compiler_options=QUICK_OPTIONS)
@@ -55,16 +67,24 @@ class Tiered:
         return self.full(*args, **kwargs)
 
     def pick(self, work: int) -> Callable:
-        """:attr:`quick` when ``work`` (points x values x examples) is at most
-        :data:`QUICK_WORK`, else :attr:`full`."""
-        return self.quick if int(work) <= QUICK_WORK else self.full
+        """:attr:`quick` when ``work`` (points x values x examples) is at most the bound,
+        else :attr:`full`."""
+        bound = QUICK_WORK if self.quick_work is None else self.quick_work
+        return self.quick if int(work) <= bound else self.full
 
 
-def tiered(fn: Callable | None = None, *, static_argnames: Sequence[str] = ()):
-    """Decorator: ``fn`` as a :class:`Tiered` pair of jitted functions."""
+def tiered(
+    fn: Callable | None = None,
+    *,
+    static_argnames: Sequence[str] = (),
+    quick_work: int | None = None,
+):
+    """Decorator: ``fn`` as a :class:`Tiered` pair of jitted functions. ``quick_work``: a
+    bound of its own for a program whose quick form runs far slower than most (random
+    draws: 13x)."""
     if fn is None:
-        return functools.partial(tiered, static_argnames=static_argnames)
-    return Tiered(fn, static_argnames)
+        return functools.partial(tiered, static_argnames=static_argnames, quick_work=quick_work)
+    return Tiered(fn, static_argnames, quick_work)
 
 
 def work(stacked_params: Any, batch: int, points: int | None = None) -> int:
@@ -79,6 +99,25 @@ def work(stacked_params: Any, batch: int, points: int | None = None) -> int:
 
 
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+_AHEAD: dict = {}  # signatures compiled ahead already, oldest first
+_AHEAD_MAX = 1024
+
+
+def _signature(jitted, args, kwargs, *settings) -> tuple | None:
+    """What a compiled program depends on: the function, the arrays' shapes and dtypes, the
+    other (static) values; None when one of them cannot be hashed."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    key = [jitted, treedef, *settings]
+    for a in leaves:
+        if hasattr(a, "shape") and hasattr(a, "dtype"):
+            key.append((tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False))))
+        else:
+            key.append((type(a), a))
+    try:
+        hash(tuple(key))
+    except TypeError:
+        return None
+    return tuple(key)
 
 
 def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
@@ -86,9 +125,13 @@ def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
     64-bit and matmul-precision settings; JAX's own cache then serves the call. XLA compiles
     without holding Python's lock, so on a machine with two cores or more the compilation
     overlaps with the caller's work. Wait on the future before the call (a failure is left
-    for the call itself to raise, with its context)."""
+    for the call itself to raise, with its context). A signature compiled ahead before is
+    not lowered again: that alone costs milliseconds a call, as much as a small audit."""
     x64 = jax.config.jax_enable_x64
     precision = jax.config.jax_default_matmul_precision
+    sig = _signature(jitted, args, kwargs, x64, precision)
+    if sig is not None and sig in _AHEAD:
+        return _AHEAD[sig]
 
     def compile_now() -> None:
         try:
@@ -97,4 +140,14 @@ def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
         except Exception:  # the real call reports it
             pass
 
-    return _COMPILER.submit(compile_now)
+    future = _COMPILER.submit(compile_now)
+    if sig is not None:
+        _AHEAD[sig] = future
+        while len(_AHEAD) > _AHEAD_MAX:
+            _AHEAD.pop(next(iter(_AHEAD)))
+    return future
+
+
+def forget_compiled_ahead() -> None:
+    """Forget what was compiled ahead, after JAX's own caches were cleared."""
+    _AHEAD.clear()

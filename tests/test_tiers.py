@@ -20,6 +20,11 @@ def test_pick_switches_at_the_quick_work_bound():
     assert float(square.quick(jnp.float32(3.0))) == float(square.full(jnp.float32(3.0))) == 9.0
 
 
+def test_a_program_can_set_its_own_quick_bound():
+    draw = tiers.tiered(lambda a: a + 1, quick_work=10)
+    assert draw.pick(10) is draw.quick and draw.pick(11) is draw.full
+
+
 def test_static_arguments_reach_both_forms():
     scaled = tiers.tiered(lambda a, *, k: a * k, static_argnames=("k",))
     assert float(scaled.pick(1)(jnp.float32(2.0), k=3)) == 6.0

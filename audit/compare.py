@@ -68,6 +68,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_TOLERANCES",
     "ROUNDING",
+    "RULE",
     "WIDENED",
     "Summary",
     "Tolerance",
@@ -76,6 +77,7 @@ __all__ = [
     "joined",
     "merge",
     "summarize",
+    "tolerance_dict",
     "worst_of",
     "worst_over_points",
 ]
@@ -459,3 +461,20 @@ def worst_of(s: Summary) -> Worst:
         s.index, s.manual, s.reference, s.abs_err, s.rel_err, s.allowed, s.score,
         s.n_failed, s.flag, s.n_flagged, s.n_unjudged,
     )  # fmt: skip
+
+
+# The comparison rule in words, as every report states it (the numbers sit beside it).
+RULE = (
+    "an element passes when both values are finite and abs_err <= allowed, with allowed = "
+    "max(rtol * max(|m|, |r|, floor * max|r| of the same tensor at the same point), atol, "
+    "noise * roundoff of jax.grad in the audited dtype); score = abs_err / allowed. One "
+    "that fails in a dtype narrower than float64 passes as PASS* when the handwritten "
+    "function agrees with jax.grad in float64 there (rounding, not a wrong formula); where "
+    "jax.grad is not finite the point is not judged. Each weight is shown at its worst "
+    "point (a failure, else a PASS*, else the largest score)"
+)
+
+
+def tolerance_dict(tol: Tolerance) -> dict:
+    """The tolerance as a report states it: its numbers and :data:`RULE`."""
+    return dict(rtol=tol.rtol, atol=tol.atol, floor=tol.floor, noise=tol.noise, rule=RULE)

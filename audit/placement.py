@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxbp.sharding import DATA, data_size
 
-__all__ = ["shard_points", "to_host"]
+__all__ = ["environment", "shard_points", "to_host"]
 
 
 def shard_points(mesh: Mesh | None, tree):
@@ -48,3 +48,14 @@ def to_host(a: jax.Array, n: int) -> np.ndarray:
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
         a = multihost_utils.process_allgather(a, tiled=True)
     return np.asarray(a)[:n]
+
+
+def environment(mesh: jax.sharding.Mesh | None) -> dict:
+    """JAX's version and backend, and the devices the audit ran on."""
+    used = [jax.devices()[0]] if mesh is None else list(mesh.devices.flat)
+    return dict(
+        jax_version=jax.__version__,
+        backend=jax.default_backend(),
+        devices=[str(d) for d in used],
+        mesh={"data": len(used)},
+    )

@@ -34,6 +34,7 @@ __all__ = [
     "Tiered",
     "compile_ahead",
     "forget_compiled_ahead",
+    "full_precision",
     "tiered",
     "work",
 ]
@@ -151,3 +152,18 @@ def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
 def forget_compiled_ahead() -> None:
     """Forget what was compiled ahead, after JAX's own caches were cleared."""
     _AHEAD.clear()
+
+
+def full_precision(fn):
+    """Run ``fn`` with float32 matrix products at full precision.
+
+    GPUs and TPUs multiply float32 matrices in reduced precision by default (TF32, bf16
+    passes); their 1e-3 relative errors would read as wrong gradients.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -7,14 +7,14 @@ derivation. Only used to name a failure, never as a reference.
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from audit.tiers import tiered, work
 from jaxbp.losses import OutputSpec
 from jaxbp.network import forward_example
+from jaxbp.params import target_units
 
 __all__ = ["missing_derivative_grads"]
 
@@ -64,15 +64,10 @@ def missing_derivative_grads(
     out = {}
     act, out_act, loss = spec.names
     n_layers = len(sizes) - 1
-    units = []  # unit numbers of each layer, numbered from 1 as in the note
-    first = 1
-    for n in sizes[1:]:
-        units.append(list(range(first, first + n)))
-        first += n
-    layer_of = []  # (layer, unit) of every weight in flatten order
-    for l, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-        layer_of += [(l, units[l][i]) for i in range(n_out) for _ in range(n_in)]
-        layer_of += [(l, units[l][i]) for i in range(n_out)]
+    ends = np.cumsum(sizes[1:])  # the last unit number of each layer
+    units = [list(range(int(e) - n + 1, int(e) + 1)) for e, n in zip(ends, sizes[1:], strict=True)]
+    unit = target_units(sizes)  # the unit every weight feeds, numbered from 1 as in the note
+    layer_of = list(zip(np.searchsorted(ends, unit).tolist(), unit.tolist(), strict=True))
     for skip in range(n_layers):
         is_out = skip == n_layers - 1
         if (is_out and (loss != "mse" or out_act == "identity")) or (

@@ -6,8 +6,6 @@ point (its slope below ``SATURATION`` of the activation's largest slope for ever
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +14,7 @@ from audit.points import PointGroup
 from audit.tiers import tiered, work
 from jaxbp.losses import OutputSpec
 from jaxbp.network import forward_example
+from jaxbp.params import target_units
 
 __all__ = ["SATURATION", "saturation_fn"]
 
@@ -55,13 +54,7 @@ def saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, 
     # per point, per unit: saturated for every example of the point's batch
     slopes = [_unit_slopes.pick(work(g.params, g.batch))(g.params, g.x, spec=spec) for g in groups]
     sat = np.concatenate([np.asarray(s) < SATURATION for s in slopes])
-    unit_of = []
-    first = 0
-    for n_in, n_out in itertools.pairwise(sizes):
-        unit_of += [first + i for i in range(n_out) for _ in range(n_in)]
-        unit_of += [first + i for i in range(n_out)]
-        first += n_out
-    unit_of = np.asarray(unit_of)
+    unit_of = target_units(sizes) - 1  # column of the slopes: units numbered from 0
 
     def saturated(weights: np.ndarray, points: np.ndarray) -> np.ndarray:
         return sat[points, unit_of[weights]]

@@ -32,6 +32,7 @@ __all__ = [
     "param_names",
     "seed_params",
     "sizes_of",
+    "target_units",
     "to_named",
 ]
 
@@ -128,6 +129,18 @@ def _name_parts(sizes: Sequence[int]) -> list[tuple[str, list[tuple[int, ...]]]]
         parts.append(("b", [(first + i,) for i in range(n_out)]))
         first += n_out
     return parts
+
+
+def target_units(sizes: Sequence[int]) -> np.ndarray:
+    """``(P,)`` int: for each scalar parameter in flatten order, the neuron it feeds, numbered
+    from 1 as the note numbers them (hidden neurons first, the output layer last).
+
+    Example:
+      >>> target_units((2, 2, 1)).tolist()  # w11 w12 w21 w22 b1 b2 w31 w32 b3
+      [1, 1, 2, 2, 1, 2, 3, 3, 3]
+    """
+    parts = _name_parts(check_sizes(sizes))
+    return np.array([ij[0] for _, idx in parts for ij in idx], dtype=np.int64)
 
 
 def param_names(sizes: Sequence[int]) -> list[str]:

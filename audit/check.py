@@ -17,11 +17,10 @@ import numpy as np
 from audit.budget import clear_if_crowded
 from audit.compare import default_tolerance, tolerance_dict
 from audit.gradients import is_traceable
-from audit.placement import environment
 from audit.points import PointGroup, numbered
 from audit.result import AuditResult
 from audit.tiers import compile_ahead, full_precision, tiered
-from audit.weights import compare_groups
+from audit.weights import compare_groups, comparison_config
 from jaxbp.checks import check_int
 from jaxbp.sharding import data_size
 
@@ -237,14 +236,9 @@ def check_gradients(
             loss=getattr(loss_fn, "__name__", "loss_fn"),
             points=points,
             dtype=jnp.dtype(dt).name,
-            rtol=tol.rtol,
-            atol=tol.atol,
-            fd=fd,
-            fd_max=fd_max,
-            reference_dtype=jnp.dtype(ref_dtype).name,
-            memory=memory,
-            points_per_call=per_call,
-            **environment(mesh),
+            **comparison_config(
+                tol, ref_dtype, fd=fd, fd_max=fd_max, memory=memory, per_call=per_call, mesh=mesh
+            ),
         ),
         tolerance=tolerance_dict(tol),
         points=dict(total=group.size, seed_example=0, random=points, trajectory=0, traced=traced),

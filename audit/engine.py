@@ -25,13 +25,12 @@ from audit.compare import default_tolerance, tolerance_dict
 from audit.factors import delta_factors, seed_factor_audit
 from audit.gradients import is_traceable
 from audit.mistakes import missing_derivative_grads
-from audit.placement import environment
 from audit.points import PointGroup, merge_same_shapes, random_batch, random_points, stack_points
 from audit.result import AuditResult
 from audit.saturation import saturation_fn
 from audit.tiers import full_precision, tiered
 from audit.training import compare_training, finite_checkpoints
-from audit.weights import compare_groups, say
+from audit.weights import compare_groups, comparison_config, say
 from jaxbp.checks import check_dtype, check_int, check_key, check_seed, check_sizes
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import mean_loss
@@ -301,14 +300,9 @@ def audit_network(
         learning_rate=float(learning_rate),
         checkpoints=checkpoints,
         data=data_name or ("xor" if data is None else "user data"),
-        rtol=tol.rtol,
-        atol=tol.atol,
-        fd=fd,
-        fd_max=fd_max,
-        reference_dtype=jnp.dtype(ref_dtype).name,
-        memory=memory,
-        points_per_call=per_call,
-        **environment(mesh),
+        **comparison_config(
+            tol, ref_dtype, fd=fd, fd_max=fd_max, memory=memory, per_call=per_call, mesh=mesh
+        ),
     )
     timing["total_s"] = time.perf_counter() - t_start
     passed = all(w["passed"] for w in weights) and all(f["passed"] for f in factors)

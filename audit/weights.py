@@ -18,6 +18,7 @@ from audit.diagnose import diagnose
 from audit.finite_diff import finite_differences, finite_differences_ahead
 from audit.gradients import evaluate, point_shapes, runs_in, second_look
 from audit.layout import layout_of
+from audit.placement import environment
 from audit.points import PointGroup, joined_labels
 from audit.result import json_number
 
@@ -27,6 +28,7 @@ __all__ = [
     "FD_AGREE",
     "WeightVerdicts",
     "compare_groups",
+    "comparison_config",
     "say",
 ]
 
@@ -50,6 +52,25 @@ class WeightVerdicts(NamedTuple):
     notes: list[str]
     points_per_call: int
     timing: dict[str, float]
+
+
+def comparison_config(
+    tol: Tolerance, ref_dtype, *, fd: bool, fd_max: int, memory: int | None, per_call: int,
+    mesh: jax.sharding.Mesh | None,
+) -> dict:  # fmt: skip
+    """The config entries both entry points record about the comparison: tolerance,
+    reference dtype, finite differences, memory budget and points per call, and where it
+    ran (:func:`audit.placement.environment`)."""
+    return dict(
+        rtol=tol.rtol,
+        atol=tol.atol,
+        fd=fd,
+        fd_max=fd_max,
+        reference_dtype=jnp.dtype(ref_dtype).name,
+        memory=memory,
+        points_per_call=per_call,
+        **environment(mesh),
+    )
 
 
 def say(progress, msg: str) -> None:

@@ -7,9 +7,11 @@ microseconds: the first ``check_gradients`` call on a 2-2-1 network spent 0.8 of
 compiling one program. A call whose work is at most :data:`QUICK_WORK` (points x values x
 examples) runs the program compiled with :data:`QUICK_OPTIONS`, about half the compile time
 and several times the run time; a larger call gets the fully optimized program, compiled once
-and then reused. The two forms compute the same operations in the same order and precision;
-the machine code differs only in how well it is scheduled, so a verdict never depends on the
-tier (the tests audit the same points with both and compare).
+and then reused. The two forms compute the same operations in the same precision; the
+optimized one may fuse a multiply and an add into one rounding, so values can differ in their
+last bit, far inside any tolerance: the verdicts, statuses and hints are the same (the tests
+audit the same points with both and compare). Random draws must not differ even there, so the
+programs that draw points pick their form by their size alone, or always the optimized one.
 
 Example:
     >>> import jax.numpy as jnp

@@ -4,44 +4,99 @@ Parameters are a plain list of ``{"W": (n_out, n_in), "b": (n_out,)}`` layers; e
 function is pure and takes explicit PRNG keys.
 """
 
-from jaxbp.activations import ACTIVATIONS, Activation
-from jaxbp.backprop import Backprop, closed_form, closed_form_grads
-from jaxbp.data import circles, load_csv, one_hot, truth_table, two_moons
-from jaxbp.losses import LOSSES, check_output_units, resolve_output
-from jaxbp.network import batch_loss, forward
-from jaxbp.params import Params, from_named, init, param_names, seed_params, sizes_of, to_named
-from jaxbp.reference import autodiff, autodiff_deltas, autodiff_grads, seed_factors_autodiff
-from jaxbp.seed import seed_example, seed_factors, seed_forward, seed_grads, seed_grads_example
-from jaxbp.sharding import data_mesh, replicate, shard_batch, shard_local_batch
-from jaxbp.train import GRADS, FitResult, fit, gradient_descent
+from jaxbp.activations import ACTIVATIONS, Activation, get_activation
+from jaxbp.backprop import Backprop, backprop_batch, closed_form, closed_form_grads, deltas_example
+from jaxbp.data import TRUTH_TABLES, circles, load_csv, one_hot, truth_table, two_moons
+from jaxbp.losses import (
+    LOSSES,
+    OUTPUT_ACTIVATIONS,
+    Loss,
+    OutputSpec,
+    bind_choices,
+    check_output_units,
+    resolve_output,
+)
+from jaxbp.network import batch_loss, forward, forward_example, mean_loss, per_example_loss
+from jaxbp.params import (
+    Params,
+    from_named,
+    init,
+    param_names,
+    seed_params,
+    sizes_of,
+    target_units,
+    to_named,
+)
+from jaxbp.reference import (
+    autodiff,
+    autodiff_deltas,
+    autodiff_grads,
+    deltas_by_jax_grad,
+    seed_factors_autodiff,
+)
+from jaxbp.seed import (
+    seed_example,
+    seed_factors,
+    seed_forward,
+    seed_grads,
+    seed_grads_example,
+    seed_weights,
+    sigma,
+)
+from jaxbp.sharding import (
+    DATA,
+    check_divisible,
+    data_mesh,
+    data_size,
+    replicate,
+    shard_batch,
+    shard_local_batch,
+)
+from jaxbp.train import GRADS, FitResult, compiled_loops, fit, gradient_descent
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "DATA",
     "GRADS",
     "LOSSES",
+    "OUTPUT_ACTIVATIONS",
+    "TRUTH_TABLES",
     "Activation",
     "Backprop",
     "FitResult",
+    "Loss",
+    "OutputSpec",
     "Params",
     "autodiff",
     "autodiff_deltas",
     "autodiff_grads",
+    "backprop_batch",
     "batch_loss",
+    "bind_choices",
+    "check_divisible",
     "check_output_units",
     "circles",
     "closed_form",
     "closed_form_grads",
+    "compiled_loops",
     "data_mesh",
+    "data_size",
+    "deltas_by_jax_grad",
+    "deltas_example",
     "fit",
     "forward",
+    "forward_example",
     "from_named",
+    "get_activation",
     "gradient_descent",
     "init",
     "load_csv",
+    "mean_loss",
     "one_hot",
     "param_names",
+    "per_example_loss",
     "replicate",
     "resolve_output",
     "seed_example",
@@ -51,9 +106,12 @@ __all__ = [
     "seed_grads",
     "seed_grads_example",
     "seed_params",
+    "seed_weights",
     "shard_batch",
     "shard_local_batch",
+    "sigma",
     "sizes_of",
+    "target_units",
     "to_named",
     "truth_table",
     "two_moons",

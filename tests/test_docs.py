@@ -50,3 +50,13 @@ def test_docstring_examples_run(name, tmp_path, monkeypatch):
         if e.options.get(doctest.SKIP)
     ]
     assert skipped == [], f"examples that never run: {skipped}"
+
+
+def test_every_public_name_of_a_jaxbp_module_is_exported_by_the_package():
+    # one tier of public names: what a module lists in __all__, ``import jaxbp`` offers too
+    for m in pkgutil.iter_modules(jaxbp.__path__):
+        module = importlib.import_module(f"jaxbp.{m.name}")
+        for name in getattr(module, "__all__", []):
+            assert name in jaxbp.__all__, f"jaxbp.{m.name}.{name} is not in jaxbp.__all__"
+            assert getattr(jaxbp, name) is getattr(module, name)
+    assert sorted(jaxbp.__all__) == sorted(set(jaxbp.__all__))

@@ -16,18 +16,35 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def check_dtype(dtype: Any, what: str) -> jnp.dtype:
-    """A floating dtype usable under the current x64 setting."""
+def check_dtype(dtype: Any, what: str = "dtype", *, fn: str | None = None) -> np.dtype:
+    """A floating dtype usable under the current x64 setting; the one dtype check of jaxbp.
+
+    ``fn`` names the public function the message is about (``"truth_table: dtype=..."``).
+    """
+    at = f"{fn}: " if fn else ""
+    if dtype is None:
+        # np.dtype(None) silently means float64; make the caller say what they want.
+        raise TypeError(
+            f"{at}{what}=None is not a dtype; expected a floating dtype, "
+            f"e.g. {what}=jnp.float32 (the default)"
+        )
     try:
         dt = jnp.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"{what}={dtype!r} is not a dtype; expected float32 or float64") from e
+    except TypeError:
+        raise TypeError(
+            f"{at}{what}={dtype!r} is not a dtype; expected a floating dtype such as "
+            "jnp.float32, jnp.float64 or jnp.bfloat16"
+        ) from None
     if not jnp.issubdtype(dt, jnp.floating):
-        raise TypeError(f"{what} is {dt}, expected a floating dtype such as float32 or float64")
-    if dt == jnp.float64 and not jax.config.jax_enable_x64:
+        raise TypeError(
+            f"{at}{what}={dt.name} is not a floating dtype; expected a floating dtype such as "
+            "jnp.float32 (the default) or jnp.float64; cast integer data after loading instead"
+        )
+    if dt.itemsize > 4 and not jax.config.jax_enable_x64:
         raise ValueError(
-            f"{what} is float64 but 64-bit mode is off; call "
-            'jax.config.update("jax_enable_x64", True) before creating arrays, or use float32'
+            f"{at}{what}={dt.name} was asked for but 64-bit types are disabled in JAX, so the "
+            "result would silently be float32; enable them at program start with "
+            f'jax.config.update("jax_enable_x64", True), or pass {what}=jnp.float32'
         )
     return dt
 

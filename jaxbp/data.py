@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
+from jaxbp.checks import check_dtype
+
 __all__ = ["TRUTH_TABLES", "circles", "load_csv", "one_hot", "truth_table", "two_moons"]
 
 _TRUTH_TABLE_INPUTS = ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0))
@@ -44,35 +46,6 @@ TRUTH_TABLES = tuple(_TRUTH_TABLE_TARGETS)  # the names truth_table takes
 # Input validation shared by the public functions. Each helper names the calling function so
 # the message points at the call the user wrote.
 # --------------------------------------------------------------------------------------------
-
-
-def _float_dtype(dtype: DTypeLike, fn: str) -> np.dtype:
-    """Returns ``dtype`` as a numpy dtype, or raises if JAX cannot hold it as a float."""
-    if dtype is None:
-        # np.dtype(None) silently means float64; make the caller say what they want.
-        raise TypeError(
-            f"{fn}: dtype=None is not a dtype; expected a floating dtype, "
-            "e.g. dtype=jnp.float32 (the default)"
-        )
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError:
-        raise TypeError(
-            f"{fn}: dtype={dtype!r} is not a dtype; expected a floating dtype such as "
-            "jnp.float32, jnp.float64 or jnp.bfloat16"
-        ) from None
-    if not jnp.issubdtype(dt, jnp.floating):
-        raise TypeError(
-            f"{fn}: dtype={dt.name} is not a floating dtype; expected a floating dtype such as "
-            "jnp.float32 (the default) or jnp.float64; cast integer data after loading instead"
-        )
-    if dt.itemsize > 4 and not jax.config.jax_enable_x64:
-        raise ValueError(
-            f"{fn}: dtype={dt.name} was asked for but 64-bit types are disabled in JAX, so the "
-            "result would silently be float32; enable them at program start with "
-            'jax.config.update("jax_enable_x64", True), or pass dtype=jnp.float32'
-        )
-    return dt
 
 
 def _count(n: object, name: str, fn: str, example: str) -> int:
@@ -163,7 +136,7 @@ def truth_table(name: str, *, dtype: DTypeLike = jnp.float32) -> tuple[jax.Array
         raise ValueError(
             f"{fn}: unknown truth table {name!r}; expected one of {valid} (lower case)"
         )
-    dt = _float_dtype(dtype, fn)
+    dt = check_dtype(dtype, fn=fn)
     # made on the host and put on the device: no small compiled program per shape
     x = jax.device_put(np.asarray(_TRUTH_TABLE_INPUTS, dtype=dt))
     y = jax.device_put(np.asarray(_TRUTH_TABLE_TARGETS[name], dtype=dt).reshape(4, 1))
@@ -211,7 +184,7 @@ def two_moons(
     n = _count(n, "n", fn, "200")
     _check_key(key, fn)
     noise = _noise(noise, fn)
-    dt = _float_dtype(dtype, fn)
+    dt = check_dtype(dtype, fn=fn)
 
     return _two_moons(key, noise, n=n, dtype=dt)
 
@@ -279,7 +252,7 @@ def circles(
             f"{fn}: factor is the inner radius relative to the outer one and must lie strictly "
             f"between 0 and 1, got factor={factor}; pass e.g. factor=0.5"
         )
-    dt = _float_dtype(dtype, fn)
+    dt = check_dtype(dtype, fn=fn)
 
     return _circles(key, noise, factor, n=n, dtype=dt)
 
@@ -403,7 +376,7 @@ def load_csv(
             f"{fn}: delimiter must be a single character other than a quote or newline, got "
             f'{delimiter!r}; pass e.g. delimiter=",", delimiter=";" or delimiter="\\t"'
         )
-    dt = _float_dtype(dtype, fn)
+    dt = check_dtype(dtype, fn=fn)
 
     file = pathlib.Path(path)
     name = os.fspath(path)
@@ -510,7 +483,7 @@ def one_hot(labels: ArrayLike, n_classes: int, *, dtype: DTypeLike = jnp.float32
     """
     fn = "one_hot"
     n_classes = _count(n_classes, "n_classes", fn, "3")
-    dt = _float_dtype(dtype, fn)
+    dt = check_dtype(dtype, fn=fn)
     traced = isinstance(labels, jax.core.Tracer)
     arr = labels if traced else np.asarray(labels)
     if not traced and arr.size == 0 and arr.dtype == np.float64:

@@ -568,7 +568,7 @@ def test_init_unknown_scale():
 
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
 def test_init_integer_dtype(dtype):
-    with pytest.raises(TypeError, match=r"dtype is \w+, expected a floating dtype"):
+    with pytest.raises(TypeError, match=r"dtype=\w+ is not a floating dtype"):
         jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype=dtype)
 
 
@@ -577,7 +577,7 @@ def test_init_not_a_dtype():
         jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype="single precision")
 
 
-X64_OFF = "dtype is float64 but 64-bit mode is off; call jax.config.update"
+X64_OFF = "dtype=float64 was asked for but 64-bit types are disabled in JAX.*jax.config.update"
 
 
 @pytest.mark.skipif(not hasattr(jax, "enable_x64"), reason="needs the jax.enable_x64 context")
@@ -592,3 +592,14 @@ def test_float64_when_x64_is_off():
             jaxbp.from_named(named, (2, 1), dtype=np.float64)
         # and float32 still works there
         assert jaxbp.init((2, 1), key=jax.random.key(0))[0]["W"].dtype == jnp.float32
+
+
+def test_one_dtype_check_for_every_public_function():
+    # dtype=None would silently mean float64 to NumPy; every function refuses it the same way
+    for call in (
+        lambda: jaxbp.init((2, 2, 1), key=jax.random.key(0), dtype=None),
+        lambda: jaxbp.truth_table("xor", dtype=None),
+        lambda: jaxbp.seed_params(w11=1, w12=1, w21=1, w22=1, w31=1, w32=1, dtype=None),
+    ):
+        with pytest.raises(TypeError, match=r"dtype=None is not a dtype; expected a floating"):
+            call()

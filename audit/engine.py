@@ -31,10 +31,16 @@ from audit.saturation import saturation_fn
 from audit.tiers import full_precision, tiered
 from audit.training import compare_training, finite_checkpoints
 from audit.weights import compare_groups, comparison_config, say
-from jaxbp.checks import check_dtype, check_int, check_key, check_seed, check_sizes
+from jaxbp.checks import (
+    check_dtype,
+    check_int,
+    check_key,
+    check_seed,
+    check_seed_choices,
+    check_sizes,
+)
 from jaxbp.losses import OutputSpec, resolve_output
 from jaxbp.network import mean_loss
-from jaxbp.seed import check_seed_choices
 from jaxbp.sharding import data_size
 from jaxbp.train import GRADS
 

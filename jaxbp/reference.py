@@ -9,11 +9,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxbp.checks import check_data
+from jaxbp.checks import check_data, check_seed_network
 from jaxbp.losses import OutputSpec, bind_choices, resolve_output
 from jaxbp.network import forward_example, mean_loss
 from jaxbp.params import Params
-from jaxbp.seed import check_seed_network, seed_weights, sigma
+from jaxbp.seed import seed_weights, sigma
 
 __all__ = [
     "autodiff",

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.checks import check_data
+from jaxbp.checks import check_data, check_seed_network
 from jaxbp.params import Params, seed_params
 
 __all__ = [
@@ -143,31 +143,6 @@ def seed_grads_example(params: Params, x: jax.Array, yt: jax.Array) -> Params:
         },
         {"W": jnp.stack([dE_dw31, dE_dw32])[None, :], "b": jnp.stack([dE_db3])},
     ]
-
-
-def check_seed_network(params: Params) -> None:
-    """``params`` is a 2-2-1 network, the only one the note's formulas describe."""
-    shapes = [(p["W"].shape, p["b"].shape) for p in params] if isinstance(params, list) else None
-    if shapes != [((2, 2), (2,)), ((1, 2), (1,))]:
-        raise ValueError(
-            f"the seed formulas are for the 2-2-1 network only (W shapes (2, 2) and (1, 2)); "
-            f"got layer shapes {shapes}; use jaxbp.closed_form_grads for other sizes"
-        )
-
-
-def check_seed_choices(sizes, names: tuple[str, str, str]) -> None:
-    """The note's formulas describe a 2-2-1 sigmoid network with MSE and nothing else.
-
-    Args:
-      sizes: layer widths; names: ``(activation, output_activation, loss)``.
-    """
-    if tuple(sizes) != (2, 2, 1) or tuple(names) != ("sigmoid", "sigmoid", "mse"):
-        raise ValueError(
-            f"grad='seed' is the note's 2-2-1 sigmoid network with MSE; got sizes "
-            f"{','.join(map(str, sizes))}, activation={names[0]!r}, "
-            f"output_activation={names[1]!r}, loss={names[2]!r}: use grad='closed_form' for "
-            "other networks"
-        )
 
 
 def seed_grads(params: Params, x: jax.Array, y: jax.Array) -> Params:

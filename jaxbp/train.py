@@ -25,13 +25,13 @@ from jaxbp.checks import (
     check_int,
     check_key,
     check_learning_rate,
+    check_seed_choices,
+    check_seed_network,
 )
 from jaxbp.losses import OutputSpec, check_output_units, resolve_output
 from jaxbp.network import mean_loss
 from jaxbp.params import Params
 from jaxbp.seed import (
-    check_seed_choices,
-    check_seed_network,
     seed_forward,
     seed_grads_example,
 )

@@ -6,12 +6,13 @@ any scalar loss. Both return an :class:`AuditResult` holding what ``report.json`
 ``format_table`` renders it for a terminal and ``write_report`` writes the report folder.
 """
 
+from audit.cells import verdict_line
 from audit.check import check_gradients
 from audit.compare import DEFAULT_TOLERANCES, Tolerance, default_tolerance
 from audit.engine import audit_network
 from audit.report import ReportError, write_report
 from audit.result import AuditResult
-from audit.table import format_table, verdict_line
+from audit.table import format_table
 
 __all__ = [
     "DEFAULT_TOLERANCES",

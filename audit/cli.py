@@ -397,9 +397,10 @@ def _run(args: argparse.Namespace) -> int:
 
     import jaxbp
     from audit import interrupt
+    from audit.cells import verdict_line
     from audit.loader import load_grad_fn
     from audit.report import check_out_dir, write_report
-    from audit.table import format_table, verdict_line
+    from audit.table import format_table
 
     # references and finite differences run in float64; the audited values keep --dtype
     jax.config.update("jax_enable_x64", True)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.table import as_float, result_dict, sci
+from audit.cells import as_float, result_dict, sci
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

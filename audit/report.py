@@ -35,9 +35,7 @@ from typing import Any
 import numpy as np
 
 from audit import interrupt, plots
-from audit.report_json import CURVES_FILE, curves_csv, document
-from audit.result import verdict_of
-from audit.table import (
+from audit.cells import (
     as_float,
     factor_cells,
     header_line,
@@ -51,6 +49,8 @@ from audit.table import (
     verdict_line,
     weight_cells,
 )
+from audit.report_json import CURVES_FILE, curves_csv, document
+from audit.result import verdict_of
 
 __all__ = ["REPORT_FILES", "ReportError", "check_out_dir", "write_report"]
 

@@ -1,9 +1,6 @@
-"""The audit as plain text: a weight table, a factor table and a one-line verdict.
-
-Every renderer in ``audit`` reads the same dict, ``result.to_dict()`` (``report.json`` is its
-versioned form, :mod:`audit.report_json`); this module also holds the small helpers that turn
-its values into numbers and strings, so the terminal, Markdown and HTML views print a value
-the same way.
+"""The audit as plain text: a weight table, a factor table and a one-line verdict, in columns
+that fit a terminal. How each value and line reads comes from :mod:`audit.cells`, shared with
+the reports.
 
 Example:
     >>> result = audit.audit_network("seed", points=4, steps=10, fd=False)
@@ -21,214 +18,36 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = [
-    "as_float",
-    "factor_cells",
-    "format_table",
-    "header_line",
-    "hint_text",
-    "legend",
-    "outcome",
-    "points_line",
-    "result_dict",
-    "sci",
-    "tolerance_lines",
-    "verdict_line",
-    "weight_cells",
-]
+from audit.cells import (
+    as_float,
+    count_failing,
+    factor_cells,
+    header_line,
+    hint_text,
+    legend,
+    passing,
+    points_line,
+    result_dict,
+    sci,
+    select_rows,
+    tolerance_lines,
+    verdict_line,
+    weight_cells,
+)
+
+__all__ = ["format_table"]
+
 
 _GREEN = "\x1b[32m"
+
+
 _RED = "\x1b[31m"
+
+
 _BOLD = "\x1b[1m"
+
+
 _RESET = "\x1b[0m"
-
-# Failing names listed in the verdict line before it says "and N more".
-_VERDICT_NAMES = 6
-
-
-def result_dict(result: Any) -> Mapping[str, Any]:
-    """The report dict of an ``AuditResult`` (via ``to_dict()``), or ``result`` if it is one."""
-    to_dict = getattr(result, "to_dict", None)
-    data = to_dict() if callable(to_dict) else result
-    if not isinstance(data, Mapping):
-        raise TypeError(
-            f"expected an AuditResult or its to_dict() mapping, got {type(result).__name__}"
-        )
-    return data
-
-
-def as_float(value: Any) -> float | None:
-    """A report value as a float: ``None`` stays ``None``; ``"nan"``/``"inf"``/``"-inf"`` parse."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def sci(value: Any) -> str:
-    """Compact scientific notation (``-1.2346e-03``); ``nan``/``inf``/``-inf``; ``-`` for None."""
-    v = as_float(value)
-    if v is None:
-        return "-"
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.4e}"
-
-
-VERDICTS = {"pass": "PASS", "precision": "PASS*", "fail": "FAIL", "not_judged": "NOT JUDGED"}
-LEGEND = {
-    "PASS*": "PASS*: agrees once rounding in the audited dtype is accounted for; the hint says "
-    "how many digits it lost and how that was told from a wrong formula",
-    "NOT JUDGED": "NOT JUDGED: jax.grad itself was not finite at every point, so nothing was "
-    "checked; this is neither a pass nor a failure",
-}
-
-
-def status(row: Mapping[str, Any]) -> str:
-    """A row's status: ``pass``, ``precision``, ``fail`` or ``not_judged`` (older reports: by
-    ``passed``)."""
-    s = row.get("status")
-    if s in VERDICTS:
-        return str(s)
-    return "pass" if row.get("passed") else "fail"
-
-
-def verdict(row: Mapping[str, Any]) -> str:
-    """The verdict cell: PASS, PASS* (a pass on the second look), FAIL or NOT JUDGED."""
-    return VERDICTS[status(row)]
-
-
-def passing(text: str) -> bool:
-    """Whether a verdict cell is a pass of either kind (for colouring)."""
-    return text in ("PASS", "PASS*")
-
-
-def outcome(data: Mapping[str, Any]) -> str:
-    """``PASSED``, ``FAILED`` or ``NOT JUDGED`` (nothing disagrees, but some weight or factor
-    was never judgeable), for headings."""
-    if data.get("passed"):
-        return "PASSED"
-    rows = [*(data.get("weights") or []), *(data.get("factors") or [])]
-    if not count_failing(rows) and any(status(r) == "not_judged" for r in rows):
-        return "NOT JUDGED"
-    return "FAILED"
-
-
-def legend(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per special verdict that appears among ``rows``."""
-    shown = {verdict(r) for r in rows}
-    return [text for key, text in LEGEND.items() if key in shown]
-
-
-def severity(row: Mapping[str, Any]) -> float:
-    """A sort key, larger is worse: the relative error, with nan/inf/missing as the worst."""
-    v = as_float(row.get("rel_err"))
-    if v is None or math.isnan(v):
-        return math.inf
-    return abs(v)
-
-
-def select_rows(
-    rows: Sequence[Mapping[str, Any]], max_rows: int | None
-) -> tuple[list[Mapping[str, Any]], int]:
-    """Rows to show and how many were left out.
-
-    Without a limit (or when everything fits) the rows keep their flatten order. Otherwise
-    failing rows come first, worst first, then the worst passing ones.
-    """
-    if max_rows is None or len(rows) <= max_rows:
-        return list(rows), 0
-    failing = sorted((r for r in rows if not r.get("passed")), key=severity, reverse=True)
-    passing = sorted((r for r in rows if r.get("passed")), key=severity, reverse=True)
-    shown = (failing + passing)[: max(max_rows, 0)]
-    return shown, len(rows) - len(shown)
-
-
-def hint_text(row: Mapping[str, Any]) -> str:
-    """The row's hint, with saturation and precision mentioned when the engine flagged them."""
-    hint = row.get("hint") or ""
-    precision = row.get("precision") or {}
-    if precision.get("text") and precision["text"] not in hint:
-        hint = f"{precision['text']}; {hint}" if hint else str(precision["text"])
-    if status(row) == "not_judged" and not hint:
-        hint = "jax.grad was not finite at every point"
-    if row.get("saturated") and "saturat" not in hint.lower():
-        hint = f"saturated unit; {hint}" if hint else "saturated unit"
-    return hint
-
-
-def count_failing(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [str(r.get("name")) for r in rows if status(r) == "fail"]
-
-
-def count_status(rows: Sequence[Mapping[str, Any]], which: str) -> list[str]:
-    """Names of the rows with status ``which``."""
-    return [str(r.get("name")) for r in rows if status(r) == which]
-
-
-def _name_list(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_VERDICT_NAMES])
-    more = len(names) - _VERDICT_NAMES
-    return f"{shown}, and {more} more" if more > 0 else shown
-
-
-def verdict_line(result: Any) -> str:
-    """One line saying whether the handwritten gradients agree with ``jax.grad``.
-
-    Example:
-        ``PASSED: 9/9 weights, 15/15 factors agree with jax.grad at 70 points`` or
-        ``FAILED: 2 of 9 weights (w12, w21) disagree with jax.grad at 70 points; ...``
-    """
-    data = result_dict(result)
-    weights = data.get("weights") or []
-    factors = data.get("factors") or []
-    total = (data.get("points") or {}).get("total")
-    at = f" at {total} points" if total is not None else ""
-    bad_w, bad_f = count_failing(weights), count_failing(factors)
-    n_w, n_f = len(weights), len(factors)
-    extra = []
-    for which, what in (("precision", "pass%s as rounding (PASS*)"), ("not_judged", "not judged")):
-        groups, n = [], 0
-        for rows, kind in ((weights, "weight"), (factors, "factor")):
-            names = count_status(rows, which)
-            n += len(names)
-            if names:
-                groups.append(f"{len(names)} {kind}{'s' if len(names) > 1 else ''} "
-                              f"({_name_list(names)})")  # fmt: skip
-        if groups:
-            extra.append(f"{' and '.join(groups)} {what.replace('%s', 'es' if n == 1 else '')}")
-    tail = f"; {'; '.join(extra)}" if extra else ""
-    if data.get("passed"):
-        parts = [f"{n_w - len(bad_w)}/{n_w} weights"]
-        if factors:
-            parts.append(f"{n_f - len(bad_f)}/{n_f} factors")
-        return f"PASSED: {', '.join(parts)} agree with jax.grad{at}{tail}"
-    problems = []
-    if bad_w:
-        problems.append(f"{len(bad_w)} of {n_w} weights ({_name_list(bad_w)})")
-    if bad_f:
-        problems.append(f"{len(bad_f)} of {n_f} factors ({_name_list(bad_f)})")
-    if problems:
-        line = f"FAILED: {' and '.join(problems)} disagree with jax.grad{at}"
-        first = data.get("first_failing_factor")
-        if first:
-            line += f"; first failing factor: {first}"
-        return line + tail
-    if extra:
-        return f"NOT JUDGED: nothing disagrees with jax.grad{at}, but {'; '.join(extra)}"
-    return (
-        f"FAILED: all {n_w} weights and {n_f} factors agree with jax.grad{at}, "
-        "but the audit did not pass; see the notes"
-    )
 
 
 def _paint(text: str, code: str, color: bool) -> str:
@@ -314,75 +133,6 @@ def _training_lines(training: Mapping[str, Any], config: Mapping[str, Any]) -> l
         f"jax.grad {sci(la[-1] if la else None)}",
         f"  max |loss diff| {sci(training.get('max_loss_diff'))}, "
         f"max |param diff| {sci(training.get('max_param_diff'))}",
-    ]
-
-
-def points_line(points: Mapping[str, Any]) -> str:
-    """How many points were audited, of each source."""
-    parts = []
-    for key, label in (
-        ("seed_example", "seed example"),
-        ("random", "random"),
-        ("trajectory", "on the training trajectory"),
-    ):
-        if points.get(key):
-            parts.append(f"{points[key]} {label}")
-    traced = "; traced under jit" if points.get("traced") else ""
-    detail = f" ({', '.join(parts)}{traced})" if parts or traced else ""
-    return f"points: {points.get('total')}{detail}"
-
-
-def header_line(data: Mapping[str, Any]) -> str:
-    """The audited configuration in one line."""
-    c = data.get("config") or {}
-    sizes = "-".join(str(s) for s in c.get("sizes") or [])
-    out_act = c.get("output_activation")
-    parts = [
-        f"grad={c.get('grad')}",
-        f"sizes={sizes}",
-        f"activation={c.get('activation')}",
-        *([f"output={out_act}"] if out_act else []),
-        f"loss={c.get('loss')}",
-        f"dtype={c.get('dtype')}",
-        f"data={c.get('data')}",
-        f"seed={c.get('seed')}",
-    ]
-    return "audit: " + " ".join(parts)
-
-
-def tolerance_lines(data: Mapping[str, Any], width: int = 96) -> list[str]:
-    """The tolerances, then the pass/fail rule wrapped to ``width``."""
-    tol = data.get("tolerance") or {}
-    nums = f"rtol={sci(tol.get('rtol'))}, atol={sci(tol.get('atol'))}"
-    if tol.get("floor") is not None:
-        nums += f", floor={sci(tol.get('floor'))}"
-    rule = tol.get("rule")
-    wrapped = textwrap.wrap(str(rule), width, initial_indent="  ", subsequent_indent="  ")
-    return [f"tolerance: {nums}", *(wrapped if rule else [])]
-
-
-def weight_cells(w: Mapping[str, Any]) -> list[str]:
-    """A weight's name, values, errors and verdict as table cells (every renderer's columns)."""
-    return [
-        str(w.get("name")),
-        sci(w.get("manual")),
-        sci(w.get("reference")),
-        sci(w.get("finite_diff")),
-        sci(w.get("abs_err")),
-        sci(w.get("rel_err")),
-        verdict(w),
-    ]
-
-
-def factor_cells(f: Mapping[str, Any]) -> list[str]:
-    """A factor's name, values, errors and verdict as table cells."""
-    return [
-        str(f.get("name")),
-        sci(f.get("manual")),
-        sci(f.get("reference")),
-        sci(f.get("abs_err")),
-        sci(f.get("rel_err")),
-        verdict(f),
     ]
 
 

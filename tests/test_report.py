@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 
 import jaxbp
 from audit import plots
+from audit.cells import sci, verdict_line
 from audit.report import REPORT_FILES, ReportError, check_out_dir, write_report
 from audit.report_json import schema
 from audit.result import AuditResult
-from audit.table import format_table, sci, verdict_line
+from audit.table import format_table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 NAMES = ["w11", "w12", "w21", "w22", "b1", "b2", "w31", "w32", "b3"]

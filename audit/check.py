@@ -191,13 +191,13 @@ def check_gradients(
     params = jax.tree.map(_on_device, params)
     x, y = jax.tree.map(_on_device, x), jax.tree.map(_on_device, y)
     crowded = clear_if_crowded()
-    # the perturbation program compiles while the loss is checked (XLA lets go of Python's lock)
-    # the tier depends on the size alone, so the same key and points draw the same bits
-    perturbed = _perturbed.pick(points * sum(int(np.size(a)) for a in leaves))
+    n_params = sum(int(np.size(a)) for a in leaves)
+    # the tier depends on the size alone, so the same key and points draw the same bits; the
+    # program compiles while the loss is checked (XLA lets go of Python's lock)
+    perturbed = _perturbed.pick(points * n_params)
     drawing = compile_ahead(perturbed, params, key, spread, points=points) if points else None
     _check_loss(loss_fn, params, x, y)
     all_names = list(names) if names is not None else _tree_names(params)
-    n_params = sum(int(np.size(a)) for a in leaves)
     if len(all_names) != n_params:
         raise ValueError(
             f"names has {len(all_names)} entries, expected one per scalar parameter ({n_params})"

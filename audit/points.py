@@ -120,15 +120,15 @@ def stack_points(
     return PointGroup((source,) * len(points), params, x, y, tuple(labels))
 
 
+_HOST_JOIN = 1 << 20  # elements: groups up to this size are joined on the host
+
+
 def _joined(a, b) -> jax.Array:
     """``a`` and ``b`` one after the other on the leading axis; small ones joined on the host
     (a join on the device compiles a program per leaf shape), large ones on the device."""
     if np.size(a) + np.size(b) <= _HOST_JOIN:
         return jax.device_put(np.concatenate([np.asarray(a), np.asarray(b)]))
     return jnp.concatenate([a, b])
-
-
-_HOST_JOIN = 1 << 20  # elements
 
 
 def merge_same_shapes(groups: list[PointGroup]) -> list[PointGroup]:

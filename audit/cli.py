@@ -24,8 +24,9 @@ from typing import Any, NoReturn
 
 from audit.engine import GRAD_CHOICES
 from jaxbp.activations import ACTIVATIONS
+from jaxbp.core import OUTPUT_ACTIVATIONS
 from jaxbp.data import TRUTH_TABLES
-from jaxbp.losses import LOSSES, OUTPUT_ACTIVATIONS
+from jaxbp.losses import LOSSES
 
 __all__ = ["build_parser", "main"]
 

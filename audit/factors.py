@@ -28,8 +28,7 @@ from audit.gradients import (
 )
 from audit.points import Labels, PointGroup, joined_labels
 from audit.tiers import Tiered, tiered, work
-from jaxbp.backprop import backprop_batch
-from jaxbp.losses import OutputSpec
+from jaxbp.core import OutputSpec, backprop_batch
 from jaxbp.reference import deltas_by_jax_grad, seed_factors_autodiff
 
 __all__ = ["delta_factors", "seed_factor_audit"]

@@ -1,6 +1,6 @@
 """Gradients as a common mistake would compute them, for the diagnosis to match against.
 
-Each is the delta rule of :mod:`jaxbp.backprop` with one activation derivative left out:
+Each is the delta rule of :mod:`jaxbp.core` with one activation derivative left out:
 forgetting ``dA/dz`` (the note's ``A(1 - A)`` factors) is the classic slip of a hand
 derivation. Only used to name a failure, never as a reference.
 """
@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audit.tiers import tiered, work
-from jaxbp.losses import OutputSpec
-from jaxbp.network import forward_example
+from jaxbp.core import OutputSpec, forward_example, grads_from_deltas, hidden_deltas
 from jaxbp.params import target_units
 
 __all__ = ["missing_derivative_grads"]
@@ -24,23 +23,18 @@ def _grads_without(params, x, y, spec: OutputSpec, skip: int):
 
     def one(xi, yi):
         zs, As = forward_example(params, xi, spec)
-        last = len(params) - 1
-        if skip == last:  # output layer: dE/dz_L = dE/dA_L without dA_L/dz_L (mse only)
+        if skip == len(params) - 1:  # output layer: dE/dz_L = dE/dA_L without dA_L/dz_L (mse)
             delta = As[-1] - yi
         else:
             delta = spec.loss.delta(zs[-1], As[-1], yi, spec.output)
-        deltas = [delta]
-        for l in range(last - 1, -1, -1):
-            dA = params[l + 1]["W"].T @ delta
-            delta = dA if l == skip else dA * spec.hidden.df(zs[l], As[l + 1])
-            deltas.insert(0, delta)
-        return deltas, As
+
+        def df(l, z, a):
+            return jnp.ones_like(z) if l == skip else spec.hidden.df(z, a)
+
+        return hidden_deltas(params, zs, As, delta, df), As
 
     deltas, As = jax.vmap(one)(x, y)
-    n = x.shape[0]
-    return [
-        {"W": d.T @ a / n, "b": jnp.mean(d, axis=0)} for d, a in zip(deltas, As[:-1], strict=True)
-    ]
+    return grads_from_deltas(deltas, As)
 
 
 @tiered(static_argnames=("spec", "skip"))

@@ -12,8 +12,7 @@ import numpy as np
 
 from audit.points import PointGroup
 from audit.tiers import tiered, work
-from jaxbp.losses import OutputSpec
-from jaxbp.network import forward_example
+from jaxbp.core import OutputSpec, forward_example
 from jaxbp.params import target_units
 
 __all__ = ["SATURATION", "saturation_fn"]

@@ -16,7 +16,7 @@ import jaxbp
 from audit.points import stack_points
 from audit.result import json_number
 from audit.tiers import tiered, work
-from jaxbp.network import mean_loss
+from jaxbp.core import mean_loss
 
 __all__ = ["compare_training", "finite_checkpoints"]
 

@@ -5,18 +5,25 @@ function is pure and takes explicit PRNG keys.
 """
 
 from jaxbp.activations import ACTIVATIONS, Activation, get_activation
-from jaxbp.backprop import Backprop, backprop_batch, closed_form, closed_form_grads, deltas_example
-from jaxbp.data import TRUTH_TABLES, circles, load_csv, one_hot, truth_table, two_moons
-from jaxbp.losses import (
-    LOSSES,
+from jaxbp.backprop import closed_form, closed_form_grads
+from jaxbp.core import (
     OUTPUT_ACTIVATIONS,
-    Loss,
+    Backprop,
     OutputSpec,
+    backprop_batch,
     bind_choices,
     check_output_units,
+    deltas_example,
+    forward_example,
+    grads_from_deltas,
+    hidden_deltas,
+    mean_loss,
+    per_example_loss,
     resolve_output,
 )
-from jaxbp.network import batch_loss, forward, forward_example, mean_loss, per_example_loss
+from jaxbp.data import TRUTH_TABLES, circles, load_csv, one_hot, truth_table, two_moons
+from jaxbp.losses import LOSSES, Loss
+from jaxbp.network import batch_loss, forward
 from jaxbp.params import (
     Params,
     from_named,
@@ -91,6 +98,8 @@ __all__ = [
     "from_named",
     "get_activation",
     "gradient_descent",
+    "grads_from_deltas",
+    "hidden_deltas",
     "init",
     "load_csv",
     "mean_loss",

@@ -1,63 +1,19 @@
-"""Forward pass and batch loss of an MLP as pure functions.
+"""Forward pass and batch loss of an MLP, by the names of its choices.
 
-Written for one example and batched with ``jax.vmap``; the batch loss is the mean of the
+Each function checks its arguments, resolves the choice names once and runs the one-example
+functions of :mod:`jaxbp.core` batched with ``jax.vmap``; the batch loss is the mean of the
 per-example loss, so a batch of one is exactly the seed note's ``E = 1/2 (A3 - yt)^2``.
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from jaxbp.checks import check_data
-from jaxbp.losses import OutputSpec, check_output_units, resolve_output
+from jaxbp.core import check_output_units, forward_example, mean_loss, resolve_output
 from jaxbp.params import Params
 
-__all__ = ["batch_loss", "forward", "forward_example", "mean_loss", "per_example_loss"]
-
-
-def forward_example(
-    params: Params, x: jax.Array, spec: OutputSpec, z_shift: list[jax.Array] | None = None
-) -> tuple[list[jax.Array], list[jax.Array]]:
-    """Every pre-activation and activation of one example.
-
-    Args:
-      params: ``L`` layers ``{"W": (n_l, n_{l-1}), "b": (n_l,)}``.
-      x: ``(n_0,)`` one input.
-      spec: from :func:`jaxbp.losses.resolve_output`.
-      z_shift: optional ``L`` arrays ``(n_l,)`` added to each ``z_l``; differentiating with
-        respect to them at zero gives ``dE/dz_l`` (used by the reference deltas).
-
-    Returns:
-      ``(zs, As)``: ``zs[l]: (n_{l+1},)`` for the L layers; ``As[0] = x`` and
-      ``As[l+1] = f(zs[l])``, so ``As`` has ``L + 1`` entries.
-    """
-    # every loss, delta and reference goes through here, so it is checked once per trace
-    check_output_units(spec, params[-1]["W"].shape[0])
-    zs, As = [], [x]
-    last = len(params) - 1
-    for l, layer in enumerate(params):
-        z = layer["W"] @ As[-1] + layer["b"]  # z_i = sum_j w_ij A_j + b_i
-        if z_shift is not None:
-            z = z + z_shift[l]
-        act = spec.output if l == last else spec.hidden
-        zs.append(z)
-        As.append(act.f(z))
-    return zs, As
-
-
-def per_example_loss(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> jax.Array:
-    """Loss ``E`` of one example: ``x: (n_0,)``, ``y: (n_L,)``; returns a scalar."""
-    zs, As = forward_example(params, x, spec)
-    return spec.loss.value(zs[-1], As[-1], y)
-
-
-def mean_loss(params: Params, x: jax.Array, y: jax.Array, spec: OutputSpec) -> jax.Array:
-    """:func:`batch_loss` on a resolved ``spec`` (:func:`jaxbp.losses.resolve_output`): the mean
-    of :func:`per_example_loss` over ``x: (n, n_0)``, ``y: (n, n_L)``; what training and the
-    audit differentiate."""
-    per = jax.vmap(per_example_loss, in_axes=(None, 0, 0, None))(params, x, y, spec)
-    return jnp.mean(per)
+__all__ = ["batch_loss", "forward"]
 
 
 def forward(
@@ -74,7 +30,7 @@ def forward(
       params: the parameter pytree (see :mod:`jaxbp.params`).
       x: ``(batch, n_0)`` float, same dtype as ``params``.
       activation: hidden activation, one of ``sigmoid, tanh, relu, identity``.
-      loss: decides the default output activation (see :func:`resolve_output`).
+      loss: decides the default output activation (see :func:`jaxbp.core.resolve_output`).
       output_activation: overrides the output activation for ``mse``.
 
     Returns:

@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.checks import check_data, check_seed_network
-from jaxbp.losses import OutputSpec, bind_choices, resolve_output
-from jaxbp.network import forward_example, mean_loss
+from jaxbp.core import OutputSpec, bind_choices, forward_example, mean_loss, resolve_output
 from jaxbp.params import Params
 from jaxbp.seed import seed_weights, sigma
 
@@ -54,7 +53,7 @@ def deltas_by_jax_grad(
 ) -> list[jax.Array]:
     """Every layer's delta ``dE/dz_l`` as ``jax.grad`` of each example's loss with respect to a
     shift of ``z_l``, on a resolved ``spec``: ``L`` arrays ``(n, n_l)``, the reference for
-    :func:`jaxbp.backprop.backprop_batch`'s deltas."""
+    :func:`jaxbp.core.backprop_batch`'s deltas."""
 
     def loss_of_shift(shift, xi, yi):
         zs, As = forward_example(params, xi, spec, z_shift=shift)

@@ -18,7 +18,6 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxbp.backprop import backprop_batch
 from jaxbp.checks import (
     check_data,
     check_grads_like,
@@ -28,8 +27,13 @@ from jaxbp.checks import (
     check_seed_choices,
     check_seed_network,
 )
-from jaxbp.losses import OutputSpec, check_output_units, resolve_output
-from jaxbp.network import mean_loss
+from jaxbp.core import (
+    OutputSpec,
+    backprop_batch,
+    check_output_units,
+    mean_loss,
+    resolve_output,
+)
 from jaxbp.params import Params
 from jaxbp.seed import (
     seed_forward,

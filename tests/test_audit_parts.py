@@ -11,7 +11,7 @@ from audit.mistakes import missing_derivative_grads
 from audit.points import stack_points
 from audit.saturation import saturation_fn
 from audit.training import compare_training, finite_checkpoints
-from jaxbp.losses import resolve_output
+from jaxbp.core import resolve_output
 from jaxbp.seed import seed_factors
 from tests.broken_gradients import as_tree, assemble
 

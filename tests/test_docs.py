@@ -29,7 +29,13 @@ MODULES = _modules()
 
 
 def test_every_module_is_collected():
-    assert {"jaxbp.network", "audit.engine", "audit.tiers", "audit.report_json"} <= set(MODULES)
+    assert {
+        "jaxbp.core",
+        "jaxbp.network",
+        "audit.engine",
+        "audit.tiers",
+        "audit.report_json",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import jaxbp
 from jaxbp.activations import get_activation
-from jaxbp.losses import LOSSES, resolve_output
+from jaxbp.core import resolve_output
+from jaxbp.losses import LOSSES
 
 ACTS = ("sigmoid", "tanh", "relu", "identity")
 

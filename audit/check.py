@@ -21,7 +21,7 @@ from audit.points import PointGroup, numbered
 from audit.result import AuditResult
 from audit.tiers import compile_ahead, full_precision, tiered
 from audit.weights import compare_groups, comparison_config
-from jaxbp.checks import check_int
+from jaxbp.checks import check_int, check_key
 from jaxbp.sharding import data_size
 
 __all__ = ["check_gradients"]
@@ -188,6 +188,8 @@ def check_gradients(
         data_size(mesh)
     if points and key is None:
         raise ValueError("points > 0 needs key=jax.random.key(seed) for the perturbations")
+    if points:
+        check_key(key)
     params = jax.tree.map(_on_device, params)
     x, y = jax.tree.map(_on_device, x), jax.tree.map(_on_device, y)
     crowded = clear_if_crowded()

@@ -33,14 +33,14 @@ from audit.training import compare_training, finite_checkpoints
 from audit.weights import compare_groups, comparison_config, say
 from jaxbp.checks import (
     check_dtype,
+    check_float_array,
     check_int,
     check_key,
     check_seed,
     check_seed_choices,
     check_sizes,
 )
-from jaxbp.losses import OutputSpec, resolve_output
-from jaxbp.network import mean_loss
+from jaxbp.core import OutputSpec, mean_loss, resolve_output
 from jaxbp.sharding import data_size
 from jaxbp.train import GRADS
 
@@ -103,8 +103,8 @@ def _check_data(data, sizes, dtype) -> tuple[jax.Array, jax.Array]:
                 f"sizes {','.join(map(str, sizes))} but the data has {a.shape[1]} {what}: the "
                 f"{i} size must be {a.shape[1]}"
             )
-        if not jnp.issubdtype(a.dtype, jnp.floating) and not jnp.issubdtype(a.dtype, jnp.integer):
-            raise TypeError(f"data {what} have dtype {a.dtype}, expected numbers")
+        # the same rule as jaxbp: integer data is refused, floating data is cast to ``dtype``
+        check_float_array(a, "x" if what == "inputs" else "y")
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(
             f"data have {x.shape[0]} inputs and {y.shape[0]} targets; expected equal, >= 1"
@@ -163,7 +163,8 @@ def audit_network(
         trace (plain NumPy) is called point by point.
       sizes: layer widths ``(n0, ..., nL)``.
       activation, loss, output_activation: as in :func:`jaxbp.batch_loss`.
-      data: ``(x: (n, n0), y: (n, nL))``; default the XOR truth table.
+      data: ``(x: (n, n0), y: (n, nL))`` of a floating dtype, cast to ``dtype`` (integer
+        data is refused, as in :func:`jaxbp.fit`); default the XOR truth table.
       data_name: how the report names the data.
       points: number of random draws, >= 1.
       seed: seeds every key of the audit, as ``key=jax.random.key(seed)``.

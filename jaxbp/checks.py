@@ -54,19 +54,44 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 def check_int(
-    value: Any, what: str, minimum: int, maximum: int | None = None, *, none_ok: bool = False
+    value: Any,
+    what: str,
+    minimum: int,
+    maximum: int | None = None,
+    *,
+    none_ok: bool = False,
+    fn: str | None = None,
+    example: int | None = None,
 ) -> int | None:
-    """``value`` as an int in ``[minimum, maximum]`` (NumPy ints too; never a bool or float).
+    """``value`` as an int in ``[minimum, maximum]`` (NumPy ints too; never a bool or float);
+    the one integer check of jaxbp and the audit.
 
-    The message says what arrived and the range expected, e.g. ``steps=0, expected an int >= 1``.
+    The message says what arrived and the range expected, e.g. ``steps=0, expected an int >= 1``;
+    ``fn`` names the public function it is about and ``example`` the value it suggests.
+
+    Raises:
+      TypeError: ``value`` is not an integer (a float, a bool, a string, or ``None`` unless
+        ``none_ok``).
+      ValueError: it is an integer outside the range.
+
+    Example:
+      >>> check_int(2.0, "n", 1, fn="two_moons", example=200)
+      Traceback (most recent call last):
+      ...
+      TypeError: two_moons: n=2.0, expected an int >= 1 (got float); pass e.g. n=200
     """
     if value is None and none_ok:
         return None
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if ok and minimum <= int(value) and (maximum is None or int(value) <= maximum):
-        return int(value)
+    at = f"{fn}: " if fn else ""
     want = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
-    raise ValueError(f"{what}={value!r}, expected {want}" + (" or None" if none_ok else ""))
+    want += " or None" if none_ok else ""
+    hint = f"; pass e.g. {what}={minimum if example is None else example}"
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        got = type(value).__name__
+        raise TypeError(f"{at}{what}={value!r}, expected {want} (got {got}){hint}")
+    if int(value) < minimum or (maximum is not None and int(value) > maximum):
+        raise ValueError(f"{at}{what}={value!r}, expected {want}{hint}")
+    return int(value)
 
 
 def check_seed(seed: Any, what: str = "seed") -> int:
@@ -113,15 +138,21 @@ def check_learning_rate(learning_rate: Any, what: str = "learning_rate") -> Any:
     return learning_rate
 
 
-def check_key(key: Any, what: str = "key") -> None:
-    """``key`` is one PRNG key: typed (``jax.random.key``) or legacy raw ``uint32 (2,)``."""
+def check_key(key: Any, what: str = "key", *, fn: str | None = None) -> None:
+    """``key`` is one PRNG key: typed (``jax.random.key``) or a legacy raw ``uint32`` key
+    (``(2,)`` for the default threefry implementation, ``(4,)`` for ``rbg``); the one key
+    check of jaxbp and the audit. ``fn`` names the public function it is about."""
     dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
     if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
         return
-    if dtype == np.uint32 and shape == (2,):
+    if dtype == np.uint32 and shape in ((2,), (4,)):
         return
+    at = f"{fn}: " if fn else ""
     got = type(key).__name__ + (f" of shape {shape} and dtype {dtype}" if dtype else f" {key!r}")
-    raise TypeError(f"{what} is {got}, expected one PRNG key; pass {what}=jax.random.key(seed)")
+    raise TypeError(
+        f"{at}{what} is {got}, expected one PRNG key; pass {what}=jax.random.key(seed), and "
+        "split it with jax.random.split for several consumers"
+    )
 
 
 def check_sizes(sizes: Any) -> tuple[int, ...]:
@@ -201,7 +232,8 @@ def _check_finite(a: Any, what: str) -> None:
             )
 
 
-def _check_array(a: Any, what: str) -> None:
+def check_float_array(a: Any, what: str) -> None:
+    """``a`` is an array of a floating dtype; integer or boolean data is refused, never cast."""
     dt = getattr(a, "dtype", None)
     if dt is None:
         raise TypeError(
@@ -218,7 +250,7 @@ def check_data(params: Any, x: Any, y: Any | None = None) -> None:
     """``x: (batch, n_in)`` and ``y: (batch, n_out)`` float, finite, matching ``params``."""
     check_params(params)
     n_in, n_out = params[0]["W"].shape[1], params[-1]["W"].shape[0]
-    _check_array(x, "x")
+    check_float_array(x, "x")
     if x.ndim != 2 or x.shape[1] != n_in:
         raise ValueError(f"x has shape {x.shape}, expected (batch, {n_in})")
     if x.shape[0] == 0:
@@ -231,7 +263,7 @@ def check_data(params: Any, x: Any, y: Any | None = None) -> None:
     _check_finite(x, "x")
     if y is None:
         return
-    _check_array(y, "y")
+    check_float_array(y, "y")
     if y.shape != (x.shape[0], n_out):
         raise ValueError(f"y has shape {y.shape}, expected ({x.shape[0]}, {n_out})")
     if y.dtype != x.dtype:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxbp.checks import check_dtype
+from jaxbp.checks import check_dtype, check_int, check_key
 
 __all__ = ["TRUTH_TABLES", "circles", "load_csv", "one_hot", "truth_table", "two_moons"]
 
@@ -46,21 +46,6 @@ TRUTH_TABLES = tuple(_TRUTH_TABLE_TARGETS)  # the names truth_table takes
 # Input validation shared by the public functions. Each helper names the calling function so
 # the message points at the call the user wrote.
 # --------------------------------------------------------------------------------------------
-
-
-def _count(n: object, name: str, fn: str, example: str) -> int:
-    """Returns ``n`` as a Python int, or raises unless it is an integer >= 1."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(
-            f"{fn}: {name} must be an int, got {type(n).__name__} {n!r}; "
-            f"pass a whole number such as {name}={example}"
-        )
-    if n < 1:
-        raise ValueError(
-            f"{fn}: {name} must be at least 1, got {name}={n}; "
-            f"pass a positive number such as {name}={example}"
-        )
-    return int(n)
 
 
 def _real(value: object, name: str, fn: str) -> float:
@@ -84,21 +69,6 @@ def _noise(noise: object, fn: str) -> float:
             "pass noise=0.0 for points exactly on the curves"
         )
     return noise
-
-
-def _check_key(key: object, fn: str) -> None:
-    """Raises unless ``key`` looks like a PRNG key (typed, or legacy raw uint32)."""
-    dtype = getattr(key, "dtype", None)
-    shape = getattr(key, "shape", None)
-    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
-        return
-    if dtype == np.uint32 and shape is not None and len(shape) == 1:
-        return
-    got = f"{type(key).__name__}" + (f" of shape {shape} and dtype {dtype}" if dtype else "")
-    raise TypeError(
-        f"{fn}: key must be a single PRNG key, got {got} ({key!r}); "
-        "pass key=jax.random.key(seed), and split it with jax.random.split for several consumers"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +151,8 @@ def two_moons(
       ((6, 2), [0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
     """
     fn = "two_moons"
-    n = _count(n, "n", fn, "200")
-    _check_key(key, fn)
+    n = check_int(n, "n", 1, fn=fn, example=200)
+    check_key(key, fn=fn)
     noise = _noise(noise, fn)
     dt = check_dtype(dtype, fn=fn)
 
@@ -243,8 +213,8 @@ def circles(
       0.3
     """
     fn = "circles"
-    n = _count(n, "n", fn, "200")
-    _check_key(key, fn)
+    n = check_int(n, "n", 1, fn=fn, example=200)
+    check_key(key, fn=fn)
     noise = _noise(noise, fn)
     factor = _real(factor, "factor", fn)
     if not 0.0 < factor < 1.0:
@@ -364,7 +334,7 @@ def load_csv(
             f"{fn}: path must be a str or pathlib.Path, got {type(path).__name__} {path!r}; "
             'pass the file name, e.g. load_csv("data.csv")'
         )
-    n_targets = _count(n_targets, "n_targets", fn, "1")
+    n_targets = check_int(n_targets, "n_targets", 1, fn=fn, example=1)
     if header is not None and not isinstance(header, bool):
         raise TypeError(
             f"{fn}: header must be True, False or None, got {type(header).__name__} "
@@ -482,7 +452,7 @@ def one_hot(labels: ArrayLike, n_classes: int, *, dtype: DTypeLike = jnp.float32
       [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
     """
     fn = "one_hot"
-    n_classes = _count(n_classes, "n_classes", fn, "3")
+    n_classes = check_int(n_classes, "n_classes", 1, fn=fn, example=3)
     dt = check_dtype(dtype, fn=fn)
     traced = isinstance(labels, jax.core.Tracer)
     arr = labels if traced else np.asarray(labels)

@@ -475,10 +475,16 @@ def test_numpy_ints_are_ints():
     assert result.losses.shape == (3,)
 
 
+def _int_error(value):
+    """An int out of range is a ValueError; anything that is not an int is a TypeError."""
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    return ValueError if is_int else TypeError
+
+
 @pytest.mark.parametrize("start_step", [-1, 1.0, True])
 def test_start_step_must_be_a_non_negative_int(start_step):
     message = re.escape(f"start_step={start_step!r}, expected an int >= 0")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(_int_error(start_step), match=message):
         jaxbp.fit(P, X, Y, steps=1, start_step=start_step)
 
 
@@ -520,14 +526,15 @@ def test_check_seed_not_an_int(seed):
 
 @pytest.mark.parametrize("steps", [0, -3, 2.0, True, None])
 def test_steps_must_be_a_positive_int(steps):
-    with pytest.raises(ValueError, match=re.escape(f"steps={steps!r}, expected an int >= 1")):
+    message = re.escape(f"steps={steps!r}, expected an int >= 1")
+    with pytest.raises(_int_error(steps), match=message):
         jaxbp.fit(P, X, Y, steps=steps)
 
 
 @pytest.mark.parametrize("batch_size", [0, 5, -1, 2.0, True])
 def test_batch_size_out_of_range(batch_size):
     message = re.escape(f"batch_size={batch_size!r}, expected an int in [1, 4] or None")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(_int_error(batch_size), match=message):
         jaxbp.fit(P, X, Y, steps=1, batch_size=batch_size, key=jax.random.key(0))
 
 
@@ -540,7 +547,7 @@ def test_batch_size_without_key():
 @pytest.mark.parametrize("chunk_size", [0, 1.5, True])
 def test_chunk_size_must_be_a_positive_int(chunk_size):
     message = re.escape(f"chunk_size={chunk_size!r}, expected an int >= 1 or None")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(_int_error(chunk_size), match=message):
         jaxbp.fit(P, X, Y, steps=2, chunk_size=chunk_size)
 
 

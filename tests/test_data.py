@@ -155,14 +155,14 @@ def test_noise_is_gaussian_with_the_asked_standard_deviation(make):
 @pytest.mark.parametrize(
     ("kwargs", "error", "pattern"),
     [
-        ({"n": 0}, ValueError, r"n must be at least 1, got n=0"),
-        ({"n": -3}, ValueError, r"n must be at least 1, got n=-3"),
-        ({"n": 2.5}, TypeError, r"n must be an int, got float 2\.5"),
-        ({"n": True}, TypeError, r"n must be an int, got bool"),
+        ({"n": 0}, ValueError, r"n=0, expected an int >= 1; pass e\.g\. n=200"),
+        ({"n": -3}, ValueError, r"n=-3, expected an int >= 1"),
+        ({"n": 2.5}, TypeError, r"n=2\.5, expected an int >= 1 \(got float\)"),
+        ({"n": True}, TypeError, r"n=True, expected an int >= 1 \(got bool\)"),
         ({"noise": -0.1}, ValueError, r"noise .* must be >= 0, got noise=-0\.1"),
         ({"noise": math.nan}, ValueError, r"noise must be finite, got noise=nan"),
         ({"noise": "0.1"}, TypeError, r"noise must be a real number, got str"),
-        ({"key": 0}, TypeError, r"key must be a single PRNG key, got int.*jax\.random\.key"),
+        ({"key": 0}, TypeError, r"key is int 0, expected one PRNG key; pass key=jax\.random\.key"),
         ({"dtype": jnp.int32}, TypeError, r"dtype=int32 is not a floating dtype"),
         ({"dtype": "float31"}, TypeError, r"dtype='float31' is not a dtype"),
         ({"dtype": None}, TypeError, r"dtype=None is not a dtype"),
@@ -378,8 +378,8 @@ def test_load_csv_value_too_large_for_float32(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "pattern"),
     [
-        ({"n_targets": 0}, ValueError, r"n_targets must be at least 1, got n_targets=0"),
-        ({"n_targets": 1.0}, TypeError, r"n_targets must be an int, got float"),
+        ({"n_targets": 0}, ValueError, r"n_targets=0, expected an int >= 1"),
+        ({"n_targets": 1.0}, TypeError, r"n_targets=1\.0, expected an int >= 1 \(got float\)"),
         ({"header": "yes"}, TypeError, r"header must be True, False or None, got str 'yes'"),
         ({"delimiter": ", "}, ValueError, r"delimiter must be a single character.*', '"),
         ({"delimiter": '"'}, ValueError, r"delimiter must be a single character"),
@@ -447,8 +447,8 @@ def test_one_hot_labels_out_of_range(labels, pattern):
         (np.array([True, False]), 2, TypeError, r"integer class ids, got dtype bool"),
         (np.zeros((2, 1), np.int32), 2, ValueError, r"1-D with shape \(n,\), got shape \(2, 1\)"),
         (np.int32(1), 2, ValueError, r"1-D with shape \(n,\), got shape \(\)"),
-        (np.array([0]), 0, ValueError, r"n_classes must be at least 1, got n_classes=0"),
-        (np.array([0]), 2.0, TypeError, r"n_classes must be an int, got float"),
+        (np.array([0]), 0, ValueError, r"n_classes=0, expected an int >= 1"),
+        (np.array([0]), 2.0, TypeError, r"n_classes=2\.0, expected an int >= 1 \(got float\)"),
     ],
 )
 def test_one_hot_bad_arguments(labels, n_classes, error, pattern):

@@ -1,6 +1,7 @@
 """The audit engine: correct gradients pass, each deliberate mistake fails with its hint."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -117,7 +118,7 @@ def test_closed_form_passes_for_every_activation_loss_and_dtype(activation, loss
 
 def test_a_broken_layer_delta_is_the_first_failing_factor(monkeypatch):
     import audit.factors as factors
-    from jaxbp.backprop import Backprop
+    from jaxbp.core import Backprop
 
     real = factors.backprop_batch
 
@@ -258,13 +259,24 @@ def test_gradients_of_the_wrong_structure_name_the_leaf():
         (dict(activation="softplus"), r"activation='softplus' is not known"),
         (dict(learning_rate=0.0), r"learning_rate=0.0, expected a finite number > 0"),
         (dict(memory=0), r"memory=0, expected an int >= 1"),
-        (dict(memory=2.5e9), r"memory=2500000000.0, expected an int >= 1"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(kwargs, message):
     grad = kwargs.pop("grad", "seed")
     with pytest.raises(ValueError, match=message):
         audit.audit_network(grad, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(memory=2.5e9), r"memory=2500000000.0, expected an int >= 1 or None \(got float\)"),
+        (dict(points="64"), r"points='64', expected an int >= 1 \(got str\)"),
+    ],
+)
+def test_a_count_that_is_not_an_int_is_a_type_error(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        audit.audit_network("seed", **kwargs)
 
 
 def test_nan_in_the_data_is_refused():
@@ -549,3 +561,28 @@ def test_an_explicit_key_draws_what_the_seed_would():
     assert by_seed.config["seed"] == 7 and by_seed.config["key"] is None
     with pytest.raises(TypeError, match="key is int 3, expected one PRNG key"):
         audit.audit_network("seed", key=3, **common)
+
+
+def test_integer_data_is_refused_as_jaxbp_refuses_it():
+    # one rule in both halves: jaxbp.fit refuses integer data, and so does the audit
+    xi = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    yi = np.array([[0], [1], [1], [0]])
+    message = re.escape("x has dtype int64, expected a floating dtype; convert with x.astype(")
+    with pytest.raises(TypeError, match=message):
+        audit.audit_network("seed", data=(xi, yi), points=1, steps=0)
+    with pytest.raises(TypeError, match=message):
+        jaxbp.fit(jaxbp.init((2, 2, 1), key=jax.random.key(0)), xi, yi, steps=1)
+
+
+def test_check_gradients_refuses_a_key_that_is_not_a_prng_key():
+    params = {"w": jnp.ones((3, 2))}
+    x, y = jnp.ones((4, 3)), jnp.ones((4, 2))
+
+    def loss_fn(p, x, y):
+        return jnp.mean((x @ p["w"] - y) ** 2)
+
+    def grad_fn(p, x, y):
+        return {"w": 2 * x.T @ (x @ p["w"] - y) / y.size}
+
+    with pytest.raises(TypeError, match="key is int 5, expected one PRNG key"):
+        audit.check_gradients(grad_fn, loss_fn, params, x, y, points=3, key=5)

@@ -411,7 +411,8 @@ def _run(args: argparse.Namespace) -> int:
         threading.Thread(target=_import_plotting, daemon=True).start()
     # one device keeps the engine's default; more than JAX sees is a one-line error
     sharded = {"mesh": jaxbp.data_mesh(args.devices)} if args.devices > 1 else {}
-    grad: Any = args.grad if args.grad in GRAD_CHOICES else load_grad_fn(args.grad)
+    # a name of jaxbp.fit's goes to the engine, which refuses "autodiff" with its reason
+    grad: Any = args.grad if args.grad in jaxbp.GRADS else load_grad_fn(args.grad)
     x, y = _load_data(args)
     _check_widths(args, x, y)  # first: a width that cannot fit the data is the root problem
     _check_seed(args)

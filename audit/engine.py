@@ -67,6 +67,12 @@ def _loss_fn(spec: OutputSpec) -> Callable:
 def _resolve_grad(grad, sizes, spec, factors_fn):
     """(grad_fn, its name, factor auditor or None)."""
     if isinstance(grad, str):
+        if grad == "autodiff":
+            raise ValueError(
+                "grad='autodiff' is jax.grad itself, and auditing jax.grad against jax.grad "
+                f"checks nothing; audit one of {', '.join(GRAD_CHOICES)} or your own "
+                "grad_fn(params, x, y) -> grads (jaxbp.fit takes grad='autodiff' for training)"
+            )
         if grad not in GRAD_CHOICES:
             raise ValueError(
                 f"grad={grad!r} is not known; expected one of {', '.join(GRAD_CHOICES)}, or a "

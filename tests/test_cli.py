@@ -251,6 +251,13 @@ def test_bad_arguments(argv, message, no_engine, capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_autodiff_is_refused_with_its_reason(capsys, tmp_path):
+    # the engine refuses it before any work: jax.grad audited against itself checks nothing
+    assert main(["--grad", "autodiff", "--out", str(tmp_path / "r")]) == 2
+    assert "grad='autodiff' is jax.grad itself" in one_error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
 def test_grad_file_errors(grads_py, no_engine, capsys):
     assert main(["--grad", f"{grads_py.parent / 'nope.py'}:grads", "--no-report"]) == 2
     assert f"no such file '{grads_py.parent / 'nope.py'}'" in one_error_line(capsys)

@@ -255,6 +255,7 @@ def test_gradients_of_the_wrong_structure_name_the_leaf():
         (dict(sizes=(3, 2, 1), grad="closed_form"), r"sizes 3,2,1 but the data has 2 inputs"),
         (dict(sizes=(2, 3, 1)), r"grad='seed' is the note's 2-2-1 sigmoid network"),
         (dict(grad="autograd"), r"grad='autograd' is not known; expected one of seed, closed_form"),
+        (dict(grad="autodiff"), r"grad='autodiff' is jax.grad itself, .* checks nothing"),
         (dict(rtol=-1.0), r"rtol=-1.0, expected a finite number >= 0"),
         (dict(activation="softplus"), r"activation='softplus' is not known"),
         (dict(learning_rate=0.0), r"learning_rate=0.0, expected a finite number > 0"),

@@ -74,8 +74,10 @@ __all__ = [
     "Tolerance",
     "compare",
     "default_tolerance",
+    "empty_summary",
     "joined",
     "merge",
+    "merge_traced",
     "summarize",
     "tolerance_dict",
     "worst_of",
@@ -168,8 +170,8 @@ def compare(
     m, r = manual.astype(dt), reference.astype(dt)
     judged = jnp.isfinite(r)
     finite = jnp.isfinite(m) & judged
-    scale = _tensor_scale(r, segments, n_segments)
-    abs_err, rel_err, allowed = _errors(m, r, finite, scale[:, segments], tol)
+    scale = _tensor_scale(r, segments, n_segments)  # (n_points, P): each element's tensor's
+    abs_err, rel_err, allowed = _errors(m, r, finite, scale, tol)
     if roundoff is not None:
         noise = roundoff.astype(dt)
         allowed = jnp.maximum(allowed, tol.noise * jnp.where(jnp.isfinite(noise), noise, 0))
@@ -181,7 +183,7 @@ def compare(
         wide_dt = jnp.promote_types(recheck.dtype, dt)
         m64, r64 = recheck.astype(wide_dt), reference.astype(wide_dt)
         ok64 = jnp.isfinite(m64) & judged
-        err64, _, allowed64 = _errors(m64, r64, ok64, scale[:, segments].astype(wide_dt),
+        err64, _, allowed64 = _errors(m64, r64, ok64, scale.astype(wide_dt),
                                       recheck_tol or tol)  # fmt: skip
         rounding = finite & ~direct & ok64 & (err64 <= jnp.maximum(allowed64, 0))
         flag = jnp.where(rounding, jnp.int8(ROUNDING), flag)
@@ -194,9 +196,26 @@ def compare(
 
 
 def _tensor_scale(r: jax.Array, segments: np.ndarray, n_segments: int) -> jax.Array:
-    """``(n_points, n_segments)``: the largest finite ``|r|`` of each tensor at each point."""
+    """``(n_points, P)``: the largest finite ``|r|`` of each element's tensor at each point.
+
+    Tensors that lie in consecutive runs of ``segments`` (every flat gradient does) are
+    reduced slice by slice and broadcast back; XLA:CPU runs that several times faster than
+    the scatter and gather a general ``segment_max`` needs.
+    """
     r_abs = jnp.where(jnp.isfinite(r), jnp.abs(r), 0)
-    return jax.vmap(lambda v: jax.ops.segment_max(v, segments, n_segments))(r_abs)
+    segments = np.asarray(segments)
+    starts = np.flatnonzero(np.diff(segments, prepend=-1))
+    if len(starts) != n_segments or np.any(segments[starts] != np.arange(n_segments)):
+        per = jax.vmap(lambda v: jax.ops.segment_max(v, segments, n_segments))(r_abs)
+        return per[:, segments]
+    ends = [*starts[1:].tolist(), segments.size]
+    return jnp.concatenate(
+        [
+            jnp.broadcast_to(jnp.max(r_abs[:, a:b], axis=1, keepdims=True), (r.shape[0], b - a))
+            for a, b in zip(starts.tolist(), ends, strict=True)
+        ],
+        axis=1,
+    )
 
 
 def _errors(m, r, finite, scale, tol: Tolerance):
@@ -430,6 +449,30 @@ def merge(a: Summary, b: Summary) -> Summary:
     picked = [np.where(take_b, fb, fa) for fa, fb in zip(a[:9], b[:9], strict=True)]
     counts = [fa + fb for fa, fb in zip(a[9:12], b[9:12], strict=True)]
     return Summary(*picked, *counts, a.nonzero, a.unjudged_rows, a.first_unjudged)
+
+
+def merge_traced(a: Summary, b: Summary) -> Summary:
+    """:func:`joined` of two traced summaries, ``a``'s rows before ``b``'s (row indices
+    already global): the running worst case of a scan over blocks of points."""
+    take_b = (b.rank > a.rank) | (
+        (b.rank == a.rank) & ((b.score > a.score) | ((b.score == a.score) & (b.index < a.index)))
+    )
+    picked = [jnp.where(take_b, fb, fa) for fa, fb in zip(a[:9], b[:9], strict=True)]
+    counts = [fa + fb for fa, fb in zip(a[9:12], b[9:12], strict=True)]
+    first = jnp.where(a.first_unjudged[0] >= 0, a.first_unjudged, b.first_unjudged)
+    return Summary(*picked, *counts, a.nonzero | b.nonzero, a.unjudged_rows + b.unjudged_rows,
+                   first)  # fmt: skip
+
+
+def empty_summary(like: Summary) -> Summary:
+    """A summary of no rows shaped and typed as ``like`` (arrays or ``ShapeDtypeStruct``):
+    rank -2, below any counted or uncounted row, so the first block replaces every field."""
+    zeros = [jnp.zeros(f.shape, f.dtype) for f in like]
+    out = Summary(*zeros)
+    return out._replace(
+        rank=jnp.full(like.rank.shape, -2, like.rank.dtype),
+        first_unjudged=jnp.array([-1.0, 0.0, 0.0, 0.0], like.first_unjudged.dtype),
+    )
 
 
 def joined(parts: Sequence[Summary], rows: Sequence[int]) -> Summary:

@@ -16,13 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.budget import points_per_call
 from audit.compare import Summary, Tolerance, joined, unjudged_note, worst_of
 from audit.gradients import (
-    bytes_per_point,
+    blocked,
     compare_rows,
-    finish,
     in_two_passes,
+    plan_calls,
     runs_in,
     second_look,
 )
@@ -64,26 +63,30 @@ def _delta_rows(spec: OutputSpec, manual: bool):
     return rows
 
 
-@tiered(static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "mode"))
-def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode):
-    params, x, y = tree
-    result = compare_rows(
-        _seed_rows(factors_fn, names), _seed_rows(seed_factors_autodiff, names), None,
-        params, x, y, ref_dtype=ref_dtype, segments=np.arange(len(names)), tol=tol, look=look,
-        full=mode != "first",
-    )  # fmt: skip
-    return finish(result, valid, mode=mode, rows_per_point=x.shape[1])
+@tiered(static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "mode", "block"))
+def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode, block=None):
+    def rows(part):
+        params, x, y = part
+        return compare_rows(
+            _seed_rows(factors_fn, names), _seed_rows(seed_factors_autodiff, names), None,
+            params, x, y, ref_dtype=ref_dtype, segments=np.arange(len(names)), tol=tol,
+            look=look, full=mode != "first",
+        )  # fmt: skip
+
+    return blocked(rows, tree, valid, mode=mode, rows_per_point=tree[1].shape[1], block=block)
 
 
-@tiered(static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "mode"))
-def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode):
-    params, x, y = tree
-    result = compare_rows(
-        _delta_rows(spec, True), _delta_rows(spec, False), None, params, x, y,
-        ref_dtype=ref_dtype, segments=np.repeat(np.arange(len(widths)), widths), tol=tol,
-        look=look, full=mode != "first",
-    )  # fmt: skip
-    return finish(result, valid, mode=mode, rows_per_point=x.shape[1])
+@tiered(static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "mode", "block"))
+def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode, block=None):
+    def rows(part):
+        params, x, y = part
+        return compare_rows(
+            _delta_rows(spec, True), _delta_rows(spec, False), None, params, x, y,
+            ref_dtype=ref_dtype, segments=np.repeat(np.arange(len(widths)), widths), tol=tol,
+            look=look, full=mode != "first",
+        )  # fmt: skip
+
+    return blocked(rows, tree, valid, mode=mode, rows_per_point=tree[1].shape[1], block=block)
 
 
 def _summaries(
@@ -92,13 +95,13 @@ def _summaries(
     """Every group's rows, compared in two passes by ``program`` (with the static
     ``options``) and summarized as one; each call takes as many points as fit in ``memory``
     bytes (None: the default budget) by the estimate of
-    :func:`audit.gradients.bytes_per_point` for the reference ``ref_rows``, and runs the
+    :func:`audit.gradients.plan_calls` for the reference ``ref_rows``, and runs the
     program compiled for its size (:mod:`audit.tiers`)."""
     parts = []
     for g in groups:
-        chunk = points_per_call(bytes_per_point(ref_rows, g, options["ref_dtype"]), memory, g.size)
+        chunk, block = plan_calls(ref_rows, g, options["ref_dtype"], memory, mesh)
         size = g.size if chunk is None else min(chunk, g.size)
-        run = functools.partial(program.pick(work(g.params, g.batch, size)), **options)
+        run = functools.partial(program.pick(work(g.params, g.batch, size)), **options, block=block)
         tree = (g.params, g.x, g.y)
         parts.append(in_two_passes(run, tree, g.size, int(g.x.shape[1]), mesh, chunk))
     return joined(parts, [g.size * int(g.x.shape[1]) for g in groups])

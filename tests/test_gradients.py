@@ -79,3 +79,61 @@ def test_points_in_chunks_judge_as_one_call(grad_fn):
     np.testing.assert_allclose(chunked.score[bad], one.score[bad], rtol=1e-5)
     assert chunked.index.max() >= 64  # the worst points come from later calls too
     assert (one.rank >= 2).all()  # every element failed the plain rule somewhere
+
+
+def _rows_of(tol):
+    """``rows_fn`` for :func:`audit.gradients.blocked` over a tree ``(m, r)`` of
+    ``(points, rows_per_point * 3)`` values, reshaped to 3 elements a row."""
+    from audit.compare import compare
+
+    segments = np.array([0, 0, 1])
+
+    def rows(tree):
+        m, r = (a.reshape(-1, 3) for a in tree)
+        return m, r, compare(m, r, None, segments, 2, tol)
+
+    return rows
+
+
+def _made_up_points(n, rows_per_point):
+    """Hand-made values: ties in score, failures, a NaN handwritten value, a non-finite
+    reference (not judged) and exact agreement, spread over the points."""
+    rng = np.random.default_rng(3)
+    r = rng.normal(size=(n, rows_per_point * 3))
+    m = r * (1 + 1e-4 * rng.integers(-3, 4, size=r.shape))  # repeated errors: ties
+    m[5, 1] = r[5, 1] * 1.5  # fails
+    m[n - 2, 2] = np.nan  # fails, NaN never passes
+    r[7, 0] = np.inf  # not judged there
+    r[n - 1, :] = 0.0
+    m[n - 1, :] = 0.0  # exact
+    return m, r
+
+
+@pytest.mark.parametrize("rows_per_point", [1, 2])
+@pytest.mark.parametrize("block", [1, 3, 4, 64])
+def test_a_scan_over_blocks_summarizes_as_one_step(rows_per_point, block):
+    from audit.gradients import blocked
+
+    n = 23
+    tol = Tolerance(1e-3, 0.0, 1e-2, noise=0.0)
+    tree = _made_up_points(n, rows_per_point)
+    rows = _rows_of(tol)
+    valid = (n - 1) * rows_per_point  # the last point pads: it counts nowhere
+    with jax.enable_x64(True):
+        for mode in ("first", "second"):
+            run = jax.jit(
+                lambda t, v, b, mode=mode: blocked(
+                    rows, t, v, mode=mode, rows_per_point=rows_per_point, block=b
+                ),
+                static_argnums=2,
+            )
+            one, bad_one = run(tree, valid, None)
+            many, bad_many = run(tree, valid, block)
+            for name, a, b in zip(Summary._fields, one, many, strict=True):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+            if mode == "first":
+                np.testing.assert_array_equal(np.asarray(bad_one), np.asarray(bad_many))
+                assert np.flatnonzero(np.asarray(bad_many)).tolist() == [5, n - 2]
+    summary = Summary(*(np.asarray(f) for f in one))
+    assert summary.n_failed.sum() > 0 and summary.unjudged_rows == 1
+    assert summary.first_unjudged[0] == 7 * rows_per_point

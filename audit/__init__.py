@@ -2,7 +2,9 @@
 
 ``audit_network`` audits a jaxbp MLP (the seed's formulas, the general closed form or your own
 ``grad_fn``); ``check_gradients`` audits any ``grad_fn`` on any pytree against ``jax.grad`` of
-any scalar loss. Both return an :class:`AuditResult` holding what ``report.json`` holds;
+any scalar loss; ``check_vjp``/``check_jvp`` audit a ``jax.custom_vjp``/``jax.custom_jvp``
+rule against autodiff of its primal code, and ``assert_vjp`` does it as one line of a test.
+All return an :class:`AuditResult` holding what ``report.json`` holds;
 ``format_table`` renders it for a terminal and ``write_report`` writes the report folder.
 """
 
@@ -12,6 +14,7 @@ from audit.compare import DEFAULT_TOLERANCES, Tolerance, default_tolerance
 from audit.engine import audit_network
 from audit.report import ReportError, write_report
 from audit.result import AuditResult
+from audit.rules import assert_vjp, check_jvp, check_vjp
 from audit.table import format_table
 
 __all__ = [
@@ -19,8 +22,11 @@ __all__ = [
     "AuditResult",
     "ReportError",
     "Tolerance",
+    "assert_vjp",
     "audit_network",
     "check_gradients",
+    "check_jvp",
+    "check_vjp",
     "default_tolerance",
     "format_table",
     "verdict_line",

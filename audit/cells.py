@@ -192,6 +192,10 @@ def verdict_line(result: Any) -> str:
         ``FAILED: 2 of 9 weights (w12, w21) disagree with jax.grad at 70 points; ...``
     """
     data = result_dict(result)
+    # a custom rule's audit (audit.check_vjp) judges input elements against autodiff of the
+    # primal code, not weights against jax.grad of a loss
+    rule = (data.get("config") or {}).get("check") in ("check_vjp", "check_jvp")
+    unit, ref = ("element", "autodiff of the primal") if rule else ("weight", "jax.grad")
     weights = data.get("weights") or []
     factors = data.get("factors") or []
     total = (data.get("points") or {}).get("total")
@@ -201,7 +205,7 @@ def verdict_line(result: Any) -> str:
     extra = []
     for which, what in (("precision", "pass%s as rounding (PASS*)"), ("not_judged", "not judged")):
         groups, n = [], 0
-        for rows, kind in ((weights, "weight"), (factors, "factor")):
+        for rows, kind in ((weights, unit), (factors, "factor")):
             names = count_status(rows, which)
             n += len(names)
             if names:
@@ -211,25 +215,25 @@ def verdict_line(result: Any) -> str:
             extra.append(f"{' and '.join(groups)} {what.replace('%s', 'es' if n == 1 else '')}")
     tail = f"; {'; '.join(extra)}" if extra else ""
     if data.get("passed"):
-        parts = [f"{n_w - len(bad_w)}/{n_w} weights"]
+        parts = [f"{n_w - len(bad_w)}/{n_w} {unit}s"]
         if factors:
             parts.append(f"{n_f - len(bad_f)}/{n_f} factors")
-        return f"PASSED: {', '.join(parts)} agree with jax.grad{at}{tail}"
+        return f"PASSED: {', '.join(parts)} agree with {ref}{at}{tail}"
     problems = []
     if bad_w:
-        problems.append(f"{len(bad_w)} of {n_w} weights ({_name_list(bad_w)})")
+        problems.append(f"{len(bad_w)} of {n_w} {unit}s ({_name_list(bad_w)})")
     if bad_f:
         problems.append(f"{len(bad_f)} of {n_f} factors ({_name_list(bad_f)})")
     if problems:
-        line = f"FAILED: {' and '.join(problems)} disagree with jax.grad{at}"
+        line = f"FAILED: {' and '.join(problems)} disagree with {ref}{at}"
         first = data.get("first_failing_factor")
         if first:
             line += f"; first failing factor: {first}"
         return line + tail
     if extra:
-        return f"NOT JUDGED: nothing disagrees with jax.grad{at}, but {'; '.join(extra)}"
+        return f"NOT JUDGED: nothing disagrees with {ref}{at}, but {'; '.join(extra)}"
     return (
-        f"FAILED: all {n_w} weights and {n_f} factors agree with jax.grad{at}, "
+        f"FAILED: all {n_w} {unit}s and {n_f} factors agree with {ref}{at}, "
         "but the audit did not pass; see the notes"
     )
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from audit.budget import clear_if_crowded
 from audit.compare import default_tolerance, tolerance_dict
+from audit.custom_rules import custom_rules
 from audit.gradients import is_traceable
 from audit.points import PointGroup, numbered
 from audit.result import AuditResult
@@ -88,6 +89,20 @@ def _tree_names(params) -> list[str]:
             digits = [[str(i) for i in range(d)] for d in shape]
             names += [f"{base}[{','.join(ix)}]" for ix in itertools.product(*digits)]
     return names
+
+
+def _rules_note(loss_fn: Callable, rules: list[str]) -> list[str]:
+    """Says, never silently, that the reference goes through custom derivative rules."""
+    if not rules:
+        return []
+    who = getattr(loss_fn, "__name__", "loss_fn")
+    kinds = ", ".join(sorted(set(rules)))
+    return [
+        f"jax.grad of {who} goes through {len(rules)} custom derivative rule(s) ({kinds}): "
+        "there the reference is the rule itself, so this audit checks that part of the "
+        "gradient against itself; check each rule on its own with audit.check_vjp or "
+        "audit.check_jvp, which differentiate its primal code"
+    ]
 
 
 def _check_loss(loss_fn: Callable, params, x, y) -> None:
@@ -199,6 +214,7 @@ def check_gradients(
     perturbed = _perturbed.pick(points * n_params)
     drawing = compile_ahead(perturbed, params, key, spread, points=points) if points else None
     _check_loss(loss_fn, params, x, y)
+    rules = custom_rules(loss_fn, params, x, y)
     all_names = list(names) if names is not None else _tree_names(params)
     if len(all_names) != n_params:
         raise ValueError(
@@ -247,7 +263,7 @@ def check_gradients(
         weights=weights,
         factors=[],
         first_failing_factor=None,
-        notes=([crowded] if crowded else []) + notes,
+        notes=([crowded] if crowded else []) + _rules_note(loss_fn, rules) + notes,
         training=None,
         timing=timing,
     )

@@ -149,3 +149,17 @@ def test_audit_my_gradient_names_the_swapped_weights(tmp_path):
     assert "swapped" in failed.group(1), out
     for name in ("correct_grads", "buggy_grads"):
         assert (tmp_path / name / "report.json").is_file()
+
+
+def test_custom_vjp_example_passes_the_right_rules_and_names_the_slip():
+    out = run_example("custom_vjp.py")
+    lines = out.splitlines()
+    assert (
+        lines[0]
+        == "softplus: PASSED: 32/32 elements agree with autodiff of the primal at 32 points"
+    )
+    assert lines[1].startswith("layer norm: PASSED: 96/96 elements agree")
+    assert lines[2].startswith("layer norm, mean term dropped: FAILED: 32 of 96 elements (x[0]")
+    # only x's elements: the dropped d(mean)/dx term leaves dgain and dbias right
+    assert "x: 32 of 32 elements disagree" in out
+    assert "gain:" not in out and "bias:" not in out

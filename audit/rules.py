@@ -1,0 +1,263 @@
+"""Audit a custom derivative rule: a ``jax.custom_vjp`` or ``jax.custom_jvp`` function.
+
+When JAX differentiates such a function it uses the rule, never the primal code, so
+``jax.grad`` of a loss that calls it checks the rule against itself. Here the rule is
+compared instead with JAX's derivative of the primal implementation (``f.fun``), which
+autodiff follows operation by operation, in float64, and with central finite differences
+of the primal values as a third opinion. Each element of every input is judged by the
+audit's rule (:mod:`audit.compare`) at many points around the given arguments.
+
+A VJP ``c -> J(x)^T c`` is checked as the gradient of ``<c, f(x)>`` for a random cotangent
+``c``: a wrong rule ``R != J^T`` gives ``R c != J^T c`` for almost every ``c``. A
+``custom_jvp`` rule is checked through the VJP that JAX derives from it by transposition,
+so a wrong tangent rule shows at the input element it gets wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audit.check import check_gradients
+from audit.result import AuditResult
+from jaxbp.checks import check_key
+
+__all__ = ["assert_vjp", "check_jvp", "check_vjp", "failure_message"]
+
+
+def _primal_of(f: Callable) -> Callable:
+    primal = getattr(f, "fun", None)
+    if not isinstance(f, (jax.custom_vjp, jax.custom_jvp)) or primal is None:
+        raise TypeError(
+            f"f is {type(f).__name__} {getattr(f, '__name__', f)!r}, expected a function "
+            "decorated with jax.custom_vjp or jax.custom_jvp whose rule is defined (defvjp / "
+            "defjvp); for a whole gradient function use audit.check_gradients"
+        )
+    return primal
+
+
+def _arg_names(primal: Callable, n: int) -> list[str]:
+    try:
+        params = list(inspect.signature(primal).parameters)
+    except (TypeError, ValueError):
+        params = []
+    return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
+
+
+def _element_names(args: tuple, arg_names: Sequence[str]) -> list[str]:
+    names = []
+    for i, arg in enumerate(args):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
+            base = arg_names[i] + jax.tree_util.keystr(path)
+            shape = np.shape(leaf)
+            flat = [",".join(map(str, ix)) for ix in np.ndindex(*shape)] if shape else []
+            names += [f"{base}[{ix}]" for ix in flat] if shape else [base]
+    return names
+
+
+def _check_args(f: Callable, args: tuple) -> None:
+    if not args:
+        raise ValueError("no arguments: pass the point to check f at, e.g. check_vjp(f, x)")
+    for i, arg in enumerate(args):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
+            dt = getattr(leaf, "dtype", None)
+            if dt is None or not jnp.issubdtype(dt, jnp.floating):
+                where = f"argument {i}{jax.tree_util.keystr(path)}"
+                raise TypeError(
+                    f"{where} is {type(leaf).__name__} with dtype {dt}, expected a float array: "
+                    "every argument of f is differentiated; bind integer or static arguments "
+                    "with functools.partial first"
+                )
+
+
+@functools.lru_cache(maxsize=64)
+def _pair(f: Callable, kind: str) -> tuple[Callable, Callable]:
+    """``(rule, loss)`` for :func:`audit.check_gradients`: the VJP JAX computes from ``f``'s
+    rule, and ``<c, f.fun(...)>``, whose autodiff follows the primal code. One pair of
+    objects per ``f``, so a second audit of the same rule reuses what was compiled."""
+    primal = f.fun
+
+    def rule(params, c, unused):
+        del unused
+        return jax.vjp(f, *params)[1](c)  # what JAX computes from the rule
+
+    def through_primal(params, c, unused):
+        del unused
+        value = primal(*params)  # autodiff of this follows the primal code, not the rule
+        pairs = zip(jax.tree.leaves(value), jax.tree.leaves(c), strict=True)
+        return sum(jnp.sum(a * b) for a, b in pairs)
+
+    who = getattr(f, "__name__", None) or getattr(primal, "__name__", "f")
+    rule.__name__ = f"{who} ({'custom_vjp' if kind == 'check_vjp' else 'custom_jvp'} rule)"
+    through_primal.__name__ = f"<c, {getattr(primal, '__name__', 'f')}(...)>"
+    return rule, through_primal
+
+
+def _audit(
+    f: Callable,
+    args: tuple,
+    *,
+    kind: str,
+    points: int,
+    key: jax.Array | None,
+    spread: float,
+    rtol: float | None,
+    atol: float | None,
+    fd: bool,
+    fd_max: int,
+    memory: int | None,
+) -> AuditResult:
+    primal = _primal_of(f)
+    args = tuple(jax.tree.map(jnp.asarray, a) for a in args)  # Python floats, NumPy arrays
+    _check_args(f, args)
+    if key is None:
+        raise ValueError(
+            f"{kind} needs key=jax.random.key(seed) for the cotangent and the random points"
+        )
+    check_key(key)
+    try:
+        out = jax.eval_shape(f, *args)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"f(*args) failed at the given point: {e}") from e
+    # the cotangent: standard normal, every element non-zero with probability 1, drawn on
+    # the host from the key's bits (an eager jax.random call compiles a program per shape)
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    bits = np.asarray(jax.random.key_data(key) if typed else key).ravel().tolist()
+    rng = np.random.default_rng([*bits, 0xC07A])
+    ct = jax.tree.map(
+        lambda o: jax.device_put(rng.standard_normal(o.shape).astype(o.dtype)),
+        out,
+    )
+    rule, through_primal = _pair(f, kind)
+    names = _element_names(args, _arg_names(primal, len(args)))
+    result = check_gradients(
+        rule, through_primal, args, ct, np.zeros((1,), jax.tree.leaves(args)[0].dtype),
+        points=points, key=key, spread=spread, rtol=rtol, atol=atol, fd=fd, fd_max=fd_max,
+        names=names, memory=memory,
+    )  # fmt: skip
+    result.config.update(check=kind, reference="autodiff of f.fun, in float64")
+    return result
+
+
+def check_vjp(
+    f: Callable,
+    *args: Any,
+    points: int = 255,
+    key: jax.Array | None = None,
+    spread: float = 0.5,
+    rtol: float | None = None,
+    atol: float | None = None,
+    fd: bool = True,
+    fd_max: int = 64,
+    memory: int | None = None,
+) -> AuditResult:
+    """Audit the rule of a ``jax.custom_vjp`` function against autodiff of its primal code.
+
+    Args:
+      f: a ``jax.custom_vjp`` function with its rule defined.
+      *args: the point to check at: float arrays or pytrees of them, as ``f`` takes them.
+      points: random points around ``args`` (each leaf moved by ``spread`` times its RMS
+        times standard normal noise), besides ``args`` itself.
+      key: PRNG key for the cotangent and the points (keyword-only, required).
+      rtol, atol, fd, fd_max, memory: as in :func:`audit.check_gradients`.
+
+    Returns:
+      An :class:`audit.AuditResult` with one entry per element of every input
+      (``x[3]``, named by ``f``'s parameters): the rule's VJP, autodiff's, the finite
+      difference, errors, verdict and hint at its worst point.
+
+    Example:
+      >>> @jax.custom_vjp
+      ... def softplus(x): return jnp.logaddexp(x, 0.0)
+      >>> softplus.defvjp(lambda x: (softplus(x), x), lambda x, g: (g * jax.nn.sigmoid(x),))
+      >>> check_vjp(softplus, jnp.linspace(-3.0, 3.0, 8), key=jax.random.key(0)).passed
+      True
+    """
+    return _audit(f, args, kind="check_vjp", points=points, key=key, spread=spread, rtol=rtol,
+                  atol=atol, fd=fd, fd_max=fd_max, memory=memory)  # fmt: skip
+
+
+def check_jvp(
+    f: Callable,
+    *args: Any,
+    points: int = 255,
+    key: jax.Array | None = None,
+    spread: float = 0.5,
+    rtol: float | None = None,
+    atol: float | None = None,
+    fd: bool = True,
+    fd_max: int = 64,
+    memory: int | None = None,
+) -> AuditResult:
+    """Audit the rule of a ``jax.custom_jvp`` function against autodiff of its primal code.
+
+    The tangent rule is checked through the VJP JAX derives from it by transposing it, per
+    element of every input; arguments as in :func:`check_vjp`.
+
+    Example:
+      >>> @jax.custom_jvp
+      ... def square(x): return x * x
+      >>> square.defjvp(lambda p, t: (p[0] * p[0], p[0] * t[0]))  # a slip: 2 x t
+      <function ...>
+      >>> r = check_jvp(square, jnp.arange(1.0, 5.0), key=jax.random.key(0))
+      >>> r.passed, r.failed_weights
+      (False, ['x[0]', 'x[1]', 'x[2]', 'x[3]'])
+    """
+    return _audit(f, args, kind="check_jvp", points=points, key=key, spread=spread, rtol=rtol,
+                  atol=atol, fd=fd, fd_max=fd_max, memory=memory)  # fmt: skip
+
+
+def failure_message(result: AuditResult, *, worst: int = 3) -> str:
+    """A compact account of a failed audit for a test's AssertionError: the verdict line,
+    then per leaf how many elements fail and the ``worst`` of them with both values, the
+    hint and the point."""
+    leaves: dict[str, list[dict]] = {}
+    for w in result.weights:
+        leaves.setdefault(w["name"].split("[")[0], []).append(w)
+    lines = []
+    for leaf, entries in leaves.items():
+        bad = [w for w in entries if w["status"] in ("fail", "not_judged")]
+        if not bad:
+            continue
+        bad.sort(key=lambda w: -(w["score"] if isinstance(w["score"], float) else np.inf))
+        lines.append(f"{leaf}: {len(bad)} of {len(entries)} elements disagree")
+        for w in bad[:worst]:
+            hint = f"; {w['hint']}" if w.get("hint") else ""
+            lines.append(
+                f"  {w['name']}: rule {w['manual']:.6g}, autodiff {w['reference']:.6g} at "
+                f"{w['worst_point']['label']}{hint}"
+                if isinstance(w["manual"], float) and isinstance(w["reference"], float)
+                else f"  {w['name']}: rule {w['manual']}, autodiff {w['reference']} at "
+                f"{w['worst_point']['label']}{hint}"
+            )
+    total = len(result.weights)
+    failing = sum(1 for w in result.weights if not w["passed"])
+    head = f"{failing} of {total} elements disagree ({result.config.get('check', 'audit')})"
+    return "\n".join([head, *lines])
+
+
+def assert_vjp(f: Callable, *args: Any, key: jax.Array | None = None, **options: Any) -> None:
+    """:func:`check_vjp` (or :func:`check_jvp` for a ``custom_jvp`` ``f``) as one line in a
+    test: raises ``AssertionError`` with :func:`failure_message` unless every element passes.
+
+    Example:
+      >>> @jax.custom_vjp
+      ... def cube(x): return x ** 3
+      >>> cube.defvjp(lambda x: (x ** 3, x), lambda x, g: (g * 3 * x,))  # a slip: 3 x^2
+      >>> assert_vjp(cube, jnp.arange(1.0, 4.0), key=jax.random.key(0))
+      Traceback (most recent call last):
+      ...
+      AssertionError: 3 of 3 elements disagree (check_vjp)
+      x: 3 of 3 elements disagree
+      ...
+    """
+    check = check_jvp if isinstance(f, jax.custom_jvp) else check_vjp
+    result = check(f, *args, key=key, **options)
+    if not result.passed:
+        raise AssertionError(failure_message(result))

@@ -1,0 +1,221 @@
+"""Tests for audit.rules and audit.custom_rules: custom_vjp / custom_jvp rules audited
+against autodiff of their primal code.
+
+The right rules are the textbook derivatives, written here by hand; the broken ones carry one
+slip each, and the test names the elements it must hit. Every expectation is independent of
+the audit: a slip is planted where the derivative is known to differ.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import audit
+from audit.custom_rules import custom_rules
+
+KEY = jax.random.key(0)
+
+
+@jax.custom_vjp
+def softplus(x):
+    return jnp.logaddexp(x, 0.0)
+
+
+softplus.defvjp(lambda x: (softplus(x), x), lambda x, g: (g * jax.nn.sigmoid(x),))
+
+
+def _layer_norm(x, g, b):
+    mu = jnp.mean(x)
+    xc = x - mu
+    var = jnp.mean(xc * xc)
+    return g * xc / jnp.sqrt(var + 1e-5) + b
+
+
+def _layer_norm_bwd(res, dy, *, slip=None):
+    """The layer norm's VJP by hand: xhat = xc / s, y = g xhat + b,
+    dx = (g dy - mean(g dy) - xhat mean(g dy xhat)) / s."""
+    x, g = res
+    n = x.shape[0]
+    mu = jnp.mean(x)
+    xc = x - mu
+    s = jnp.sqrt(jnp.mean(xc * xc) + 1e-5)
+    xhat = xc / s
+    gdy = g * dy
+    dx = (gdy - jnp.mean(gdy) - xhat * jnp.mean(gdy * xhat)) / s
+    if slip == "no_mean_term":  # the dropped d(mu)/dx term
+        dx = (gdy - xhat * jnp.mean(gdy * xhat)) / s
+    dg = dy * xhat
+    if slip == "dg_sign":
+        dg = -dg
+    del n
+    return dx, dg, dy
+
+
+def _layer_norm_op(slip=None):
+    op = jax.custom_vjp(_layer_norm)
+    op.defvjp(
+        lambda x, g, b: (_layer_norm(x, g, b), (x, g)),
+        functools.partial(_layer_norm_bwd, slip=slip),
+    )
+    return op
+
+
+def _ln_args(dtype):
+    k1, k2, k3 = jax.random.split(jax.random.key(4), 3)
+    return (
+        jax.random.normal(k1, (32,), dtype),
+        1 + 0.1 * jax.random.normal(k2, (32,), dtype),
+        0.1 * jax.random.normal(k3, (32,), dtype),
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_right_softplus_rule_passes_at_many_points(dtype):
+    x = jnp.linspace(-6, 6, 32, dtype=dtype)
+    r = audit.check_vjp(softplus, x, key=KEY, points=1000, spread=2.0)
+    assert r.passed, r.failed_weights
+    assert len(r.weights) == 32 and r.weights[3]["name"] == "x[3]"
+    assert r.config["check"] == "check_vjp"
+    # the rule's VJP is sigmoid(x) times the cotangent, element by element
+    w = r.weights[0]
+    assert np.isfinite(w["manual"]) and w["status"] in ("pass", "precision")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_right_layer_norm_rule_passes(dtype):
+    r = audit.check_vjp(_layer_norm_op(), *_ln_args(dtype), key=KEY, points=1000)
+    assert r.passed, r.failed_weights
+    assert {w["name"].split("[")[0] for w in r.weights} == {"x", "g", "b"}
+
+
+def test_a_dropped_mean_term_fails_at_x_only():
+    r = audit.check_vjp(_layer_norm_op("no_mean_term"), *_ln_args(jnp.float32), key=KEY)
+    assert not r.passed
+    failing = {name.split("[")[0] for name in r.failed_weights}
+    assert failing == {"x"}
+    assert len(r.failed_weights) == 32
+
+
+def test_a_sign_slip_in_dg_fails_every_g_and_nothing_else():
+    r = audit.check_vjp(_layer_norm_op("dg_sign"), *_ln_args(jnp.float32), key=KEY)
+    assert r.failed_weights == [f"g[{i}]" for i in range(32)]
+
+
+def test_check_gradients_says_the_reference_goes_through_the_rule():
+    # the broken rule passes check_gradients, which can only say why it cannot judge it
+    op = _layer_norm_op("no_mean_term")
+    x, g, b = _ln_args(jnp.float32)
+
+    def loss_fn(p, x, y):
+        return jnp.sum((op(x, p["g"], p["b"]) - y) ** 2)
+
+    grad_fn = jax.grad(loss_fn)
+    r = audit.check_gradients(grad_fn, loss_fn, {"g": g, "b": b}, x, jnp.zeros(32), points=3,
+                              key=KEY, fd=False)  # fmt: skip
+    assert r.passed
+    assert any("custom derivative rule" in n and "audit.check_vjp" in n for n in r.notes)
+    plain = audit.check_gradients(
+        jax.grad(lambda p, x, y: jnp.sum(p["g"] * x)),
+        lambda p, x, y: jnp.sum(p["g"] * x),
+        {"g": g},
+        x,
+        x,
+        points=3,
+        key=KEY,
+        fd=False,
+    )
+    assert not any("custom derivative rule" in n for n in plain.notes)
+
+
+@jax.custom_jvp
+def logsumexp(x):
+    return jnp.log(jnp.sum(jnp.exp(x)))
+
+
+@logsumexp.defjvp
+def _logsumexp_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return logsumexp(x), jnp.sum(jax.nn.softmax(x) * t)
+
+
+@jax.custom_jvp
+def bad_logsumexp(x):
+    return jnp.log(jnp.sum(jnp.exp(x)))
+
+
+@bad_logsumexp.defjvp
+def _bad_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    p = jnp.exp(x) / jnp.sum(jnp.exp(x))
+    return bad_logsumexp(x), jnp.sum(p.at[0].set(0.0) * t)  # the first element left out
+
+
+def test_a_custom_jvp_rule_is_checked_through_its_transpose():
+    x = jax.random.normal(jax.random.key(1), (8,))
+    assert audit.check_jvp(logsumexp, x, key=KEY, points=500).passed
+    r = audit.check_jvp(bad_logsumexp, x, key=KEY)
+    assert r.failed_weights == ["x[0]"]
+
+
+def test_pytree_arguments_are_named_by_path():
+    @jax.custom_vjp
+    def affine(p, x):
+        return p["w"] @ x + p["b"]
+
+    affine.defvjp(
+        lambda p, x: (affine(p, x), (p, x)),
+        lambda res, g: ({"w": jnp.outer(g, res[1]), "b": g}, res[0]["w"].T @ g),
+    )
+    p = {"w": jnp.ones((2, 3)), "b": jnp.zeros(2)}
+    r = audit.check_vjp(affine, p, jnp.arange(3.0), key=KEY)
+    assert r.passed
+    assert [w["name"] for w in r.weights][:3] == ["p['b'][0]", "p['b'][1]", "p['w'][0,0]"]
+    assert r.weights[-1]["name"] == "x[2]"
+
+
+def test_assert_vjp_is_silent_when_right_and_names_the_leaf_when_wrong():
+    audit.assert_vjp(softplus, jnp.linspace(-3, 3, 32), key=KEY)
+    with pytest.raises(AssertionError) as info:
+        audit.assert_vjp(_layer_norm_op("dg_sign"), *_ln_args(jnp.float32), key=KEY)
+    message = str(info.value)
+    lines = message.splitlines()
+    assert lines[0] == "32 of 96 elements disagree (check_vjp)"
+    assert lines[1] == "g: 32 of 32 elements disagree"
+    assert lines[2].startswith("  g[") and "rule " in lines[2] and "autodiff " in lines[2]
+    assert len(lines) == 5  # the three worst elements of the one failing leaf
+
+
+def test_assert_vjp_takes_a_custom_jvp_function():
+    with pytest.raises(AssertionError, match=r"^1 of 8 elements disagree \(check_jvp\)"):
+        audit.assert_vjp(bad_logsumexp, jnp.linspace(-1, 1, 8), key=KEY)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: audit.check_vjp(jnp.sin, jnp.ones(3), key=KEY), TypeError,
+         "expected a function decorated with jax.custom_vjp or jax.custom_jvp"),
+        (lambda: audit.check_vjp(softplus, jnp.arange(3), key=KEY), TypeError,
+         "argument 0 is ArrayImpl with dtype int"),
+        (lambda: audit.check_vjp(softplus, jnp.ones(3)), ValueError,
+         r"check_vjp needs key=jax.random.key\(seed\)"),
+        (lambda: audit.check_vjp(softplus, key=KEY), ValueError, "no arguments"),
+        (lambda: audit.check_vjp(softplus, jnp.ones(3), key=3), TypeError,
+         "key is int 3, expected one PRNG key"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_with_one_message(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_custom_rules_are_found_inside_jit_and_nested_calls():
+    assert custom_rules(lambda x: jnp.sum(x * 2), jnp.ones(3)) == []
+    inner = jax.jit(lambda x: softplus(x) + logsumexp(x))
+    assert custom_rules(lambda x: jnp.sum(inner(x)), jnp.ones(3)) == [
+        "custom_vjp_call",
+        "custom_jvp_call",
+    ]

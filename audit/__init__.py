@@ -3,11 +3,13 @@
 ``audit_network`` audits a jaxbp MLP (the seed's formulas, the general closed form or your own
 ``grad_fn``); ``check_gradients`` audits any ``grad_fn`` on any pytree against ``jax.grad`` of
 any scalar loss; ``check_vjp``/``check_jvp`` audit a ``jax.custom_vjp``/``jax.custom_jvp``
-rule against autodiff of its primal code, and ``assert_vjp`` does it as one line of a test.
+rule against autodiff of its primal code, ``check_backward`` every intermediate of a
+hand-written backward pass; ``assert_vjp`` and ``assert_backward`` do it as one line of a test.
 All return an :class:`AuditResult` holding what ``report.json`` holds;
 ``format_table`` renders it for a terminal and ``write_report`` writes the report folder.
 """
 
+from audit.backward import assert_backward, check_backward
 from audit.cells import verdict_line
 from audit.check import check_gradients
 from audit.compare import DEFAULT_TOLERANCES, Tolerance, default_tolerance
@@ -22,8 +24,10 @@ __all__ = [
     "AuditResult",
     "ReportError",
     "Tolerance",
+    "assert_backward",
     "assert_vjp",
     "audit_network",
+    "check_backward",
     "check_gradients",
     "check_jvp",
     "check_vjp",

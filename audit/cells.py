@@ -194,8 +194,12 @@ def verdict_line(result: Any) -> str:
     data = result_dict(result)
     # a custom rule's audit (audit.check_vjp) judges input elements against autodiff of the
     # primal code, not weights against jax.grad of a loss
-    rule = (data.get("config") or {}).get("check") in ("check_vjp", "check_jvp")
-    unit, ref = ("element", "autodiff of the primal") if rule else ("weight", "jax.grad")
+    check = (data.get("config") or {}).get("check")
+    unit, ref = {
+        "check_vjp": ("element", "autodiff of the primal"),
+        "check_jvp": ("element", "autodiff of the primal"),
+        "check_backward": ("element", "autodiff"),
+    }.get(check, ("weight", "jax.grad"))
     weights = data.get("weights") or []
     factors = data.get("factors") or []
     total = (data.get("points") or {}).get("total")
@@ -214,21 +218,22 @@ def verdict_line(result: Any) -> str:
         if groups:
             extra.append(f"{' and '.join(groups)} {what.replace('%s', 'es' if n == 1 else '')}")
     tail = f"; {'; '.join(extra)}" if extra else ""
+    factor_word = "intermediate" if check == "check_backward" else "factor"
     if data.get("passed"):
         parts = [f"{n_w - len(bad_w)}/{n_w} {unit}s"]
         if factors:
-            parts.append(f"{n_f - len(bad_f)}/{n_f} factors")
+            parts.append(f"{n_f - len(bad_f)}/{n_f} {factor_word}s")
         return f"PASSED: {', '.join(parts)} agree with {ref}{at}{tail}"
     problems = []
     if bad_w:
         problems.append(f"{len(bad_w)} of {n_w} {unit}s ({_name_list(bad_w)})")
     if bad_f:
-        problems.append(f"{len(bad_f)} of {n_f} factors ({_name_list(bad_f)})")
+        problems.append(f"{len(bad_f)} of {n_f} {factor_word}s ({_name_list(bad_f)})")
     if problems:
         line = f"FAILED: {' and '.join(problems)} disagree with {ref}{at}"
         first = data.get("first_failing_factor")
         if first:
-            line += f"; first failing factor: {first}"
+            line += f"; first failing {factor_word}: {first}"
         return line + tail
     if extra:
         return f"NOT JUDGED: nothing disagrees with {ref}{at}, but {'; '.join(extra)}"

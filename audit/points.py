@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit.tiers import tiered
 from jaxbp.params import Params
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "joined_labels",
     "merge_same_shapes",
     "numbered",
+    "perturbed",
     "random_batch",
     "random_points",
     "stack_points",
@@ -188,3 +190,32 @@ def _draw_all(key, *, sizes, n, loss, dtype, batch):
         return params, x, _random_targets(ky, (batch, sizes[-1]), loss, dtype)
 
     return jax.vmap(lambda i: draw(jax.random.fold_in(key, i)))(jnp.arange(n))
+
+
+def _rms(a: jax.Array) -> jax.Array:
+    """Root mean square of a leaf, or 1 for an all-zero leaf."""
+    return jnp.where(jnp.any(a != 0), jnp.sqrt(jnp.mean(a * a)), 1).astype(a.dtype)
+
+
+# random draws run 13x slower quickly compiled (4,095 points of a 2-2-1 network: 15 ms
+# against 1.1 ms): the quick form only for a handful of points
+@tiered(static_argnames=("points",), quick_work=1 << 11)
+def perturbed(params, key, spread, *, points: int):
+    """``points + 1`` stacked params: the given point, then ``points`` perturbations of it.
+
+    Every leaf gets ``spread * rms(leaf) * normal`` noise, all drawn in one call with the
+    RBG generator seeded from ``key``: the same points for the same key, and a program that
+    compiles in a fraction of threefry's time (which dominated the first call).
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    sizes = [a.size for a in leaves]
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    data = jax.random.key_data(key) if typed else key
+    rbg = jax.random.wrap_key_data(jnp.concatenate([data, ~data]).astype(jnp.uint32), impl="rbg")
+    noise = jax.random.normal(rbg, (points, sum(sizes)), leaves[0].dtype)
+    out, start = [], 0
+    for a, n in zip(leaves, sizes, strict=True):
+        step = spread * _rms(a) * noise[:, start : start + n].reshape(points, *a.shape)
+        out.append(jnp.concatenate([a[None], a[None] + step]))
+        start += n
+    return jax.tree.unflatten(treedef, out)

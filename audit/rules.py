@@ -220,6 +220,7 @@ def failure_message(result: AuditResult, *, worst: int = 3) -> str:
     leaves: dict[str, list[dict]] = {}
     for w in result.weights:
         leaves.setdefault(w["name"].split("[")[0], []).append(w)
+    mine = "by hand" if result.config.get("check") == "check_backward" else "rule"
     lines = []
     for leaf, entries in leaves.items():
         bad = [w for w in entries if w["status"] in ("fail", "not_judged")]
@@ -230,10 +231,10 @@ def failure_message(result: AuditResult, *, worst: int = 3) -> str:
         for w in bad[:worst]:
             hint = f"; {w['hint']}" if w.get("hint") else ""
             lines.append(
-                f"  {w['name']}: rule {w['manual']:.6g}, autodiff {w['reference']:.6g} at "
+                f"  {w['name']}: {mine} {w['manual']:.6g}, autodiff {w['reference']:.6g} at "
                 f"{w['worst_point']['label']}{hint}"
                 if isinstance(w["manual"], float) and isinstance(w["reference"], float)
-                else f"  {w['name']}: rule {w['manual']}, autodiff {w['reference']} at "
+                else f"  {w['name']}: {mine} {w['manual']}, autodiff {w['reference']} at "
                 f"{w['worst_point']['label']}{hint}"
             )
     total = len(result.weights)

@@ -6,6 +6,8 @@ import io
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import jsonschema
 import numpy as np
 import pytest
@@ -113,3 +115,21 @@ def test_a_failing_audit_with_nan_gradients_validates(tmp_path):
     b2 = next(w for w in data["weights"] if w["name"] == "b2")
     assert b2["manual"] is None and b2["nonfinite"]["manual"] == "nan"
     assert data["jaxbp_version"] == jaxbp.__version__
+
+
+def test_reports_of_a_custom_rule_and_a_backward_pass_validate(tmp_path):
+    from tests.test_backward import _point, _slipped
+    from tests.test_backward import forward as bn_forward
+    from tests.test_rules import _layer_norm_op, _ln_args
+
+    key = jax.random.key(0)
+    rule = audit.check_vjp(_layer_norm_op("dg_sign"), *_ln_args(jnp.float32), key=key)
+    back = audit.check_backward(bn_forward, _slipped("sign"), *_point(jnp.float32), key=key)
+    for name, result in (("rule", rule), ("backward", back)):
+        audit.write_report(result, tmp_path / name)
+        data = json.loads((tmp_path / name / "report.json").read_text())
+        VALIDATOR.validate(data)
+        assert data["verdict"] == "failed"
+        assert (tmp_path / name / "report.html").exists()
+    assert data["first_failing_factor"] == "hpre"
+    assert data["config"]["check"] == "check_backward"

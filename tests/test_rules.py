@@ -219,3 +219,74 @@ def test_custom_rules_are_found_inside_jit_and_nested_calls():
         "custom_vjp_call",
         "custom_jvp_call",
     ]
+
+
+# -- the verdict as users meet it: right rules at 10,000 points, broken ones named --------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_right_rules_never_fail_at_ten_thousand_points(dtype):
+    wide = jnp.linspace(-12, 12, 32, dtype=dtype)  # saturated softplus at both ends
+    results = [
+        audit.check_vjp(softplus, wide, key=KEY, points=9999, spread=1.0, fd=False),
+        audit.check_vjp(_layer_norm_op(), *_ln_args(dtype), key=KEY, points=9999, fd=False),
+        audit.check_jvp(logsumexp, wide[:8], key=KEY, points=9999, fd=False),
+    ]
+    for r in results:
+        assert r.passed, (r.config["grad"], r.failed_weights[:5], r.notes)
+        assert r.points["total"] == 10_000
+        assert r.counts["weights"]["not_judged"] == 0
+
+
+def _matmul_op(slip=None):
+    """``W @ x`` with its VJP by hand: dW = g x^T, dx = W^T g; ``slip`` plants one mistake."""
+
+    @jax.custom_vjp
+    def op(W, x):
+        return W @ x
+
+    def bwd(res, g):
+        W, x = res
+        dW, dx = jnp.outer(g, x), W.T @ g
+        if slip == "transposed":  # W where W^T belongs (square W only)
+            dx = W @ g
+        if slip == "missing_1_over_n":
+            dW = dW * x.shape[0]
+        return dW, dx
+
+    op.defvjp(lambda W, x: (W @ x, (W, x)), bwd)
+    return op
+
+
+def test_a_transposed_matrix_in_the_rule_fails_at_x_only():
+    W = jax.random.normal(jax.random.key(5), (4, 4))
+    x = jax.random.normal(jax.random.key(6), (4,))
+    assert audit.check_vjp(_matmul_op(), W, x, key=KEY).passed
+    r = audit.check_vjp(_matmul_op("transposed"), W, x, key=KEY)
+    assert {n.split("[")[0] for n in r.failed_weights} == {"x"}
+
+
+def test_a_scale_slip_is_named_as_a_constant_ratio():
+    W = jax.random.normal(jax.random.key(5), (3, 4))
+    x = jax.random.normal(jax.random.key(6), (4,))
+    r = audit.check_vjp(_matmul_op("missing_1_over_n"), W, x, key=KEY)
+    assert {n.split("[")[0] for n in r.failed_weights} == {"W"}
+    assert len(r.failed_weights) == 12
+    hints = {r.weight(n)["hint"] for n in r.failed_weights}
+    assert all("x4" in h for h in hints), hints
+
+
+def test_a_detached_branch_in_the_rule_is_caught():
+    @jax.custom_vjp
+    def gated(x, gate):
+        return x * jax.nn.sigmoid(gate)
+
+    def bwd(res, g):
+        _, gate = res
+        s = jax.nn.sigmoid(gate)
+        return g * s, jnp.zeros_like(gate)  # the gate's branch left out
+
+    gated.defvjp(lambda x, gate: (gated(x, gate), (x, gate)), bwd)
+    x, gate = jnp.linspace(-1, 1, 6), jnp.linspace(-2, 2, 6)
+    r = audit.check_vjp(gated, x, gate, key=KEY)
+    assert r.failed_weights == [f"gate[{i}]" for i in range(6)]

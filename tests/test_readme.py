@@ -1,0 +1,43 @@
+"""The README's outputs for custom rules and backward passes are what the code prints."""
+
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import audit
+
+README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _block_after(marker: str, lang: str = "") -> str:
+    start = README.index(marker)
+    match = re.compile(rf"```{lang}\n(.*?)```", re.S).search(README, start)
+    return match.group(1)
+
+
+def test_the_backward_pass_example_raises_what_the_readme_shows():
+    code = _block_after("A hand-written backward pass: mark", "python")
+    shown = _block_after("raises\n\n```", "").strip()
+    with jax.enable_x64(False), pytest.raises(AssertionError) as info:  # as a user runs it
+        exec(code, {"jax": jax, "jnp": jnp, "audit": audit})
+    assert f"AssertionError: {info.value}" == shown
+
+
+def test_the_custom_rule_message_is_what_the_readme_shows():
+    from examples.custom_vjp import layer_norm_op
+
+    shown = _block_after("on the example's 32-element inputs raises:").strip()
+    with jax.enable_x64(False):  # as a user runs it
+        _raise_the_readme_example(layer_norm_op, shown)
+
+
+def _raise_the_readme_example(layer_norm_op, shown):
+    kx, kg, kb = jax.random.split(jax.random.key(1), 3)
+    x = 3 * jax.random.normal(kx, (32,))
+    gain, bias = 1 + 0.1 * jax.random.normal(kg, (32,)), 0.1 * jax.random.normal(kb, (32,))
+    with pytest.raises(AssertionError) as info:
+        audit.assert_vjp(layer_norm_op(drop_mean_term=True), x, gain, bias, key=jax.random.key(0))
+    assert f"AssertionError: {info.value}" == shown

@@ -412,11 +412,18 @@ def summarize(manual, reference, cmp: Comparison, keep, valid) -> Summary:
     rank = jnp.where(
         ~keep2, -1, jnp.where(failed, 3, jnp.where(cmp.flag > 0, 2, jnp.where(cmp.judged, 1, 0)))
     ).astype(jnp.int8)
-    top = jnp.max(rank, axis=0)
-    idx = jnp.argmax(jnp.where(rank == top[None], cmp.score, -1.0), axis=0)
+    if rank.shape[0] == 1:  # one row, as a wide network's scan steps: nothing to choose
+        top, idx = rank[0], jnp.zeros(rank.shape[1:], jnp.int32)
 
-    def at(a):
-        return jnp.take_along_axis(a, idx[None, :], axis=0)[0]
+        def at(a):
+            return a[0]
+
+    else:
+        top = jnp.max(rank, axis=0)
+        idx = jnp.argmax(jnp.where(rank == top[None], cmp.score, -1.0), axis=0)
+
+        def at(a):
+            return jnp.take_along_axis(a, idx[None, :], axis=0)[0]
 
     unjudged = ~cmp.judged & valid2
     first = jnp.argmax(unjudged.ravel())

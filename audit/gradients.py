@@ -352,6 +352,7 @@ def blocked(rows_fn: Callable, tree, valid, *, mode: str, rows_per_point: int, b
     def step(carry, xs):
         part, k = xs
         summary, bad = local(part, k)
+        summary = jax.lax.optimization_barrier(summary)
         return merge_traced(carry, summary), bad
 
     ks = jnp.arange(steps, dtype=jnp.int32)

@@ -37,7 +37,7 @@ from audit.budget import clear_if_crowded
 from audit.compare import default_tolerance, tolerance_dict
 from audit.gradients import is_traceable
 from audit.points import PointGroup, numbered, perturbed
-from audit.result import AuditResult
+from audit.result import AuditResult, column
 from audit.rules import failure_message
 from audit.tiers import full_precision
 from audit.weights import compare_groups, comparison_config
@@ -297,7 +297,7 @@ def check_backward(
     first = next((f["name"] for f in factors if not f["passed"]), None)
     timing = dict(phases, total_s=time.perf_counter() - t_start)
     return AuditResult(
-        passed=all(w["passed"] for w in weights),
+        passed=all(column(weights, "passed")),
         config=dict(
             check="check_backward",
             grad=grad_fn.__name__,

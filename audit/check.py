@@ -19,7 +19,7 @@ from audit.compare import default_tolerance, tolerance_dict
 from audit.custom_rules import custom_rules
 from audit.gradients import is_traceable
 from audit.points import PointGroup, numbered, perturbed
-from audit.result import AuditResult
+from audit.result import AuditResult, column
 from audit.tiers import compile_ahead, full_precision
 from audit.weights import compare_groups, comparison_config
 from jaxbp.checks import check_int, check_key
@@ -219,7 +219,7 @@ def check_gradients(
     timing.update(phases)
     timing["total_s"] = time.perf_counter() - t_start
     return AuditResult(
-        passed=all(w["passed"] for w in weights),
+        passed=all(column(weights, "passed")),
         config=dict(
             grad=getattr(grad_fn, "__name__", "grad_fn"),
             loss=getattr(loss_fn, "__name__", "loss_fn"),

@@ -26,7 +26,7 @@ from audit.factors import delta_factors, seed_factor_audit
 from audit.gradients import is_traceable
 from audit.mistakes import missing_derivative_grads
 from audit.points import PointGroup, merge_same_shapes, random_batch, random_points, stack_points
-from audit.result import AuditResult
+from audit.result import AuditResult, column
 from audit.saturation import saturation_fn
 from audit.tiers import full_precision, tiered
 from audit.training import compare_training, finite_checkpoints
@@ -318,7 +318,7 @@ def audit_network(
         ),
     )
     timing["total_s"] = time.perf_counter() - t_start
-    passed = all(w["passed"] for w in weights) and all(f["passed"] for f in factors)
+    passed = all(column(weights, "passed")) and all(f["passed"] for f in factors)
     return AuditResult(
         passed=passed,
         config=config,

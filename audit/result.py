@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["STATUSES", "AuditResult", "json_number", "status_counts", "verdict_of"]
+__all__ = ["STATUSES", "AuditResult", "column", "json_number", "status_counts", "verdict_of"]
 
 # An element's status: agrees; agrees once rounding is told apart; disagrees; never judgeable.
 STATUSES = ("pass", "precision", "fail", "not_judged")
@@ -24,13 +24,22 @@ def json_number(v: Any) -> float | str | None:
     return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
 
 
+def column(rows: Sequence[Mapping[str, Any]], key: str) -> list:
+    """Every row's ``key`` (None where it has none): from the columns of a
+    :class:`audit.weight_table.WeightTable` without making its entries, else row by row."""
+    own = getattr(rows, "column", None)
+    if callable(own):
+        return own(key)
+    return [e.get(key) for e in rows]
+
+
 def status_counts(
     weights: Sequence[Mapping[str, Any]], factors: Sequence[Mapping[str, Any]]
 ) -> dict[str, dict[str, int]]:
     """How many weights and factors have each status: ``{"weights": {"pass": 9,
     "precision": 0, "fail": 0, "not_judged": 0}, "factors": {...}}``."""
     seen = {
-        what: collections.Counter(e.get("status") for e in rows)
+        what: collections.Counter(column(rows, "status"))
         for what, rows in (("weights", weights), ("factors", factors))
     }
     return {what: {s: c[s] for s in STATUSES} for what, c in seen.items()}
@@ -42,7 +51,7 @@ def verdict_of(passed: bool, entries: Sequence[Mapping[str, Any]]) -> str:
     overall flag and the weight and factor entries' ``status``."""
     if passed:
         return "passed"
-    statuses = {e.get("status") for e in entries}
+    statuses = set(column(entries, "status"))
     if "fail" not in statuses and "not_judged" in statuses:
         return "not_judged"
     return "failed"
@@ -57,7 +66,9 @@ class AuditResult:
       config: the options used, jax version, backend and devices.
       tolerance: ``rtol``, ``atol``, ``floor``, ``noise`` and the rule in words.
       points: how many points of each source were audited.
-      weights: one dict per scalar parameter, in flatten order: ``name, manual, reference,
+      weights: one dict per scalar parameter, in flatten order (a list, or a
+        :class:`audit.weight_table.WeightTable` that reads as one and makes each dict when it
+        is first read): ``name, manual, reference,
         finite_diff, abs_err, rel_err, allowed_err, score, passed, status, precision,
         not_judgeable, hint, saturated, worst_point``; values are those at the weight's
         worst point. ``status`` is ``"pass"``, ``"precision"`` (it passed only once rounding
@@ -83,7 +94,7 @@ class AuditResult:
     config: dict
     tolerance: dict
     points: dict
-    weights: list[dict]
+    weights: Sequence[dict]
     factors: list[dict]
     first_failing_factor: str | None
     notes: list[str]
@@ -100,21 +111,26 @@ class AuditResult:
     def verdict(self) -> str:
         """``"passed"``, ``"failed"`` (something disagrees) or ``"not_judged"`` (nothing
         disagrees, but ``jax.grad`` was never finite for some weight or factor)."""
-        return verdict_of(self.passed, self.weights + self.factors)
+        statuses = column(self.weights, "status") + column(self.factors, "status")
+        return verdict_of(self.passed, [{"status": s} for s in set(statuses)])
 
     @property
     def failed_weights(self) -> list[str]:
         """Names of the weights that failed, in flatten order."""
-        return [w["name"] for w in self.weights if not w["passed"]]
+        names, passed = column(self.weights, "name"), column(self.weights, "passed")
+        return [n for n, ok in zip(names, passed, strict=True) if not ok]
 
     def weight(self, name: str) -> dict:
         """The entry of one weight by its name (``"w12"``)."""
-        for w in self.weights:
-            if w["name"] == name:
-                return w
-        raise KeyError(f"no weight named {name!r}; names are {[w['name'] for w in self.weights]}")
+        names = column(self.weights, "name")
+        if name not in names:
+            shown = ", ".join(names[:12]) + (
+                f" and {len(names) - 12} more" if len(names) > 12 else ""
+            )
+            raise KeyError(f"no weight named {name!r}; names are {shown}")
+        return self.weights[names.index(name)]
 
     def to_dict(self) -> dict:
         """Every field as a dict (a deep copy; JSON-safe, NaN/Inf as ``"nan"``/``"inf"``).
         ``report.json`` is this in its versioned form: :func:`audit.report_json.document`."""
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(dataclasses.replace(self, weights=list(self.weights)))

@@ -62,9 +62,14 @@ def finite_differences(
 
 
 def _fd_args(loss_fn, g: PointGroup, widx, local, dtype) -> tuple:
+    """The program's arguments: only the ``m`` points the pairs difference at, taken on the
+    host (a gather on the device would compile once per leaf shape), so a call costs the
+    same whatever the number of points the audit compared."""
     treedef = jax.tree.structure(g.params)
     shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(g.params))
-    return loss_fn, treedef, shapes, jnp.dtype(dtype).name, g.params, g.x, g.y, widx, local
+    params, x, y = jax.tree.map(lambda a: np.asarray(a)[local], (g.params, g.x, g.y))
+    at = np.arange(len(local), dtype=np.int32)
+    return loss_fn, treedef, shapes, jnp.dtype(dtype).name, params, x, y, widx, at
 
 
 def _fd_program(g: PointGroup, m: int) -> Callable:

@@ -1,6 +1,9 @@
 """audit.points: labels made on demand, stacking and merging groups, random draws."""
 
+import math
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -8,9 +11,11 @@ import jaxbp
 from audit.points import (
     RANDOM_BATCH,
     Labels,
+    hashed_normal,
     joined_labels,
     merge_same_shapes,
     numbered,
+    perturbed,
     random_batch,
     random_points,
     stack_points,
@@ -95,3 +100,35 @@ def test_random_points_differ_by_key_and_agree_for_the_same_key():
     )
     np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
     assert not np.array_equal(np.asarray(a.x), np.asarray(c.x))
+
+
+def test_hashed_normal_is_standard_normal_and_the_same_whatever_the_rows():
+    """Moments and quantiles against the standard normal's (math.erf), over 10^6 numbers;
+    row i depends on the key, i and the column alone."""
+    key = jax.random.key(7)
+    z = np.asarray(hashed_normal(key, 200, 5000, jnp.float32), dtype=np.float64)
+    assert np.isfinite(z).all()
+    assert abs(z.mean()) < 5 / np.sqrt(z.size)  # five standard errors
+    assert abs(z.std() - 1) < 0.005
+    for t in (-2.0, -1.0, 0.0, 0.5, 1.5, 3.0):
+        expected = 0.5 * (1 + math.erf(t / math.sqrt(2)))
+        assert abs(np.mean(z <= t) - expected) < 0.002, t
+    more = np.asarray(hashed_normal(key, 300, 5000, jnp.float32), dtype=np.float64)
+    np.testing.assert_array_equal(more[:200], z)
+    other = np.asarray(hashed_normal(jax.random.key(8), 200, 5000, jnp.float32))
+    assert abs(np.corrcoef(z.ravel(), other.ravel())[0, 1]) < 0.01
+    # neighbouring rows and columns are uncorrelated
+    assert abs(np.corrcoef(z[:-1].ravel(), z[1:].ravel())[0, 1]) < 0.01
+    assert abs(np.corrcoef(z[:, :-1].ravel(), z[:, 1:].ravel())[0, 1]) < 0.01
+
+
+def test_perturbed_keeps_the_given_point_first_and_scales_by_each_leafs_rms():
+    params = {"w": jnp.full((40, 50), 3.0, jnp.float32), "b": jnp.zeros((50,), jnp.float32)}
+    out = perturbed(params, jax.random.key(0), 0.5, points=64)
+    np.testing.assert_array_equal(np.asarray(out["w"][0]), np.asarray(params["w"]))
+    step_w = (np.asarray(out["w"][1:], dtype=np.float64) - 3.0) / (0.5 * 3.0)
+    step_b = np.asarray(out["b"][1:], dtype=np.float64) / 0.5  # an all-zero leaf's rms is 1
+    for step in (step_w, step_b):
+        assert abs(step.std() - 1) < 0.05 and abs(step.mean()) < 0.05
+    again = perturbed(params, jax.random.key(0), 0.5, points=16)
+    np.testing.assert_array_equal(np.asarray(again["w"]), np.asarray(out["w"][:17]))

@@ -1,10 +1,13 @@
-"""Load the gradient function to audit from ``MODULE:FUNCTION`` or ``path/to/file.py:FUNCTION``.
+"""Load the user's code to audit from ``MODULE:NAME`` or ``path/to/file.py:NAME``.
 
-The function must accept ``(params, x, y)`` positionally and return gradients shaped like
-``params``; this module checks only that it can be called that way, the engine checks what
-it returns. What it returns is wrapped by :func:`guard`: any exception the user's code
-raises (``sys.exit`` included) comes out as a :class:`UserCodeError` that names the function,
-so a crash is never mistaken for an error of the audit or for a wrong gradient.
+:func:`load_grad_fn` loads a gradient function, which must accept ``(params, x, y)``
+positionally and return gradients shaped like ``params``; this module checks only that it
+can be called that way, the engine checks what it returns. :func:`load_rule` loads a
+``jax.custom_vjp``/``jax.custom_jvp`` function, :func:`load_backward` a forward and a
+backward pass, :func:`load_inputs` the arguments to audit them at. The user's functions are
+wrapped by :func:`guard`: any exception the user's code raises (``sys.exit`` included) comes
+out as a :class:`UserCodeError` that names the function, so a crash is never mistaken for an
+error of the audit or for a wrong gradient.
 
 Example:
     >>> load_grad_fn("jaxbp.seed:seed_grads").__name__  # a module's function
@@ -44,7 +47,8 @@ _MAX_LISTED = 12
 
 
 class LoadError(ValueError):
-    """The gradient function could not be loaded or cannot be called as ``fn(params, x, y)``."""
+    """What a spec names could not be loaded, or is not what it must be (a gradient function
+    callable as ``fn(params, x, y)``, a custom rule, a pair of passes, a tuple of inputs)."""
 
 
 class UserCodeError(Exception):

@@ -106,7 +106,9 @@ def settle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | N
     which = _which(args)
     if which is None:
         if args.inputs is not None:
-            return "--inputs gives the point for --vjp, --jvp or --backward, and there is none"
+            return (
+                "--inputs gives the point for --vjp, --jvp or --backward, but none of them is given"
+            )
         return None
     spec = getattr(args, which[2:])
     if given:
@@ -166,6 +168,7 @@ def audit_function(args: argparse.Namespace) -> Any:
     which = _which(args)
     spec = getattr(args, which[2:])
     modules: dict[str, Any] = {}  # a file named twice runs once
+    # the options every check_* takes, in one place
     options = dict(
         points=args.points, key=jax.random.key(args.seed), rtol=args.rtol, atol=args.atol,
         fd=args.fd, memory=args.memory,

@@ -202,6 +202,9 @@ def test_help_exits_0(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: jaxbp-audit")
     assert "MODULE:FUNCTION" in out and "exit status" in out
+    for flag in ("--vjp SPEC", "--jvp SPEC", "--backward SPEC", "--inputs SPEC"):
+        assert flag in out
+    assert "MODULE:FORWARD,BACKWARD" in out and "params first for --backward" in out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1153,7 +1156,7 @@ def test_inputs_missing_or_alone_is_a_usage_error(rules_py, capsys):
     )
     assert "params first" in error_of(["--backward", f"{rules_py}:forward,backward"], capsys)
     assert error_of(["--inputs", f"{rules_py}:inputs"], capsys).startswith(
-        "--inputs gives the point for --vjp, --jvp or --backward, and there is none"
+        "--inputs gives the point for --vjp, --jvp or --backward, but none of them is given"
     )
     assert "argument --jvp: not allowed with argument --vjp" in error_of(
         ["--vjp", f"{rules_py}:boom", "--jvp", f"{rules_py}:square"], capsys

@@ -261,6 +261,14 @@ def points_line(points: Mapping[str, Any]) -> str:
 def header_line(data: Mapping[str, Any]) -> str:
     """The audited configuration in one line."""
     c = data.get("config") or {}
+    if c.get("check") in ("check_vjp", "check_jvp", "check_backward"):
+        # a rule or a backward pass: no network or data to show; the command line names
+        # the function and its inputs, a call from Python the functions audited
+        named = ("function", "inputs") if c.get("function") else ("grad", "loss")
+        shown = (*named, "dtype", "seed")
+        return f"audit: {c['check']} " + " ".join(
+            f"{k}={c[k]}" for k in shown if c.get(k) is not None
+        )
     sizes = "-".join(str(s) for s in c.get("sizes") or [])
     out_act = c.get("output_activation")
     parts = [

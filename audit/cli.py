@@ -1,4 +1,5 @@
-"""``jaxbp-audit``: audit handwritten MLP gradients against jax.grad from the command line.
+"""``jaxbp-audit``: audit handwritten MLP gradients against jax.grad from the command line,
+or a custom derivative rule or a hand-written backward pass against autodiff.
 
 Exit status: 0 when every weight and factor agrees, 1 when something disagrees, 2 for a
 usage or input error or a failure of the audited code (one line on stderr, no traceback),
@@ -8,6 +9,7 @@ Example:
     $ jaxbp-audit                                  # the note's 2-2-1 formulas on XOR
     $ jaxbp-audit --grad closed_form --sizes 2,8,1 --activation tanh --data moons
     $ jaxbp-audit --grad my_backprop.py:grads --no-report
+    $ jaxbp-audit --vjp my_ops.py:softplus --inputs my_ops.py:inputs
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from audit import cli_checks
 from audit.engine import GRAD_CHOICES
 from jaxbp.activations import ACTIVATIONS
 from jaxbp.core import OUTPUT_ACTIVATIONS
@@ -34,7 +37,7 @@ PROG = "jaxbp-audit"
 GENERATED = ("moons", "circles")
 GENERATED_POINTS = 200
 
-_EPILOG = """\
+_EPILOG = f"""\
 --grad takes seed (the note's formulas, 2-2-1 sigmoid with mse only), closed_form (the delta
 rule for any sizes), MODULE:FUNCTION or path/to/file.py:FUNCTION for your own
 grad_fn(params, x, y) -> grads shaped like params.
@@ -46,8 +49,9 @@ Compiled programs are kept in $XDG_CACHE_HOME/jaxbp/jax (default ~/.cache/jaxbp/
 second run loads them instead of compiling again; --no-cache or JAXBP_NO_CACHE=1 turns this
 off. Delete that folder to reclaim its space.
 
-exit status: 0 all gradients agree with jax.grad, 1 some disagree, 2 usage or input error,
-or an exception in your --grad function (one line on stderr; JAXBP_DEBUG=1 shows the whole
+{cli_checks.EPILOG}
+exit status: 0 all gradients agree with jax.grad (or autodiff), 1 some disagree, 2 usage or
+input error, or an exception in your code (one line on stderr; JAXBP_DEBUG=1 shows the whole
 traceback as well), 130 interrupted (the previous report is kept whole).
 
 examples:
@@ -55,6 +59,8 @@ examples:
   jaxbp-audit --grad closed_form --sizes 2,8,1 --activation tanh --data moons
   jaxbp-audit --grad my_backprop.py:grads --steps 0 --no-report
   jaxbp-audit --grad closed_form --sizes 2,64,64,1 --points 4096 --devices 8
+  jaxbp-audit --vjp my_ops.py:layer_norm --inputs my_ops.py:inputs
+  jaxbp-audit --backward my_mlp.py:forward,backward --inputs my_mlp.py:inputs
 """
 
 
@@ -138,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``jaxbp-audit`` argument parser."""
     p = _Parser(
         prog=PROG,
-        description="Check handwritten MLP gradients against jax.grad, weight by weight, at\n"
-        "random points and along a training run, and write a report.",
+        description="Check handwritten MLP gradients against jax.grad, weight by weight, at "
+        "random\npoints and along a training run, or a custom derivative rule or a hand-written\n"
+        "backward pass against autodiff, element by element; write a report.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -168,10 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default seed)",
     )  # fmt: skip
 
+    cli_checks.add_options(p)
+
     run = p.add_argument_group("audit")
     run.add_argument(
         "--points", type=_int_at_least(1), default=64, metavar="N",
-        help="random (params, x, y) draws to audit at (default 64)",
+        help="random (params, x, y) draws to audit at, or points around --inputs (default 64)",
     )  # fmt: skip
     run.add_argument(
         "--seed", type=_seed, default=0, help="seeds every random draw (default 0)"
@@ -393,22 +402,23 @@ def _import_plotting() -> None:
         pass
 
 
-def _run(args: argparse.Namespace) -> int:
+def _check_network_options(args: argparse.Namespace) -> None:
     import jax
 
     import jaxbp
-    from audit import interrupt
-    from audit.cells import verdict_line
-    from audit.loader import load_grad_fn
-    from audit.report import check_out_dir, write_report
-    from audit.table import format_table
 
-    # references and finite differences run in float64; the audited values keep --dtype
+    # references and finite differences run in float64; the audited values keep --dtype.
+    # (A rule's audit runs its float64 references itself: the user's code, --inputs
+    # included, runs with JAX's settings as in the user's own program.)
     jax.config.update("jax_enable_x64", True)
     jaxbp.resolve_output(args.activation, args.loss, args.output_activation)
-    if args.report:
-        check_out_dir(args.out)  # before the long run, so a bad --out costs nothing
-        threading.Thread(target=_import_plotting, daemon=True).start()
+
+
+def _audit_network(args: argparse.Namespace) -> Any:
+    import jaxbp
+    from audit import interrupt
+    from audit.loader import load_grad_fn
+
     # one device keeps the engine's default; more than JAX sees is a one-line error
     sharded = {"mesh": jaxbp.data_mesh(args.devices)} if args.devices > 1 else {}
     # a name of jaxbp.fit's goes to the engine, which refuses "autodiff" with its reason
@@ -424,7 +434,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
-    result = _engine()(
+    return _engine()(
         grad,
         sizes=args.sizes,
         activation=args.activation,
@@ -444,6 +454,21 @@ def _run(args: argparse.Namespace) -> int:
         memory=args.memory,
         **sharded,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from audit import interrupt
+    from audit.cells import verdict_line
+    from audit.report import check_out_dir, write_report
+    from audit.table import format_table
+
+    rule = args.vjp or args.jvp or args.backward
+    if not rule:
+        _check_network_options(args)
+    if args.report:
+        check_out_dir(args.out)  # before the long run, so a bad --out costs nothing
+        threading.Thread(target=_import_plotting, daemon=True).start()
+    result = cli_checks.audit_function(args) if rule else _audit_network(args)
     interrupt.raise_if_pending()
     if not args.quiet:
         print(format_table(result, color=_use_color(sys.stdout), max_rows=args.max_rows))
@@ -501,8 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, or argparse's own usage error (already printed)
+        args = parser.parse_args(argv, namespace=cli_checks.unset_namespace())
+        problem = cli_checks.settle(args, parser)
+        if problem:
+            parser.error(problem)
+    except SystemExit as e:  # --help, or a usage error (already printed)
         return e.code if isinstance(e.code, int) else 2
     # A command-line run (argv None) only exits after this: a Ctrl-C while the interpreter
     # shuts down (JAX's exit handlers take a moment) must not turn the outcome into a death

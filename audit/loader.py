@@ -1,10 +1,13 @@
-"""Load the gradient function to audit from ``MODULE:FUNCTION`` or ``path/to/file.py:FUNCTION``.
+"""Load the user's code to audit from ``MODULE:NAME`` or ``path/to/file.py:NAME``.
 
-The function must accept ``(params, x, y)`` positionally and return gradients shaped like
-``params``; this module checks only that it can be called that way, the engine checks what
-it returns. What it returns is wrapped by :func:`guard`: any exception the user's code
-raises (``sys.exit`` included) comes out as a :class:`UserCodeError` that names the function,
-so a crash is never mistaken for an error of the audit or for a wrong gradient.
+:func:`load_grad_fn` loads a gradient function, which must accept ``(params, x, y)``
+positionally and return gradients shaped like ``params``; this module checks only that it
+can be called that way, the engine checks what it returns. :func:`load_rule` loads a
+``jax.custom_vjp``/``jax.custom_jvp`` function, :func:`load_backward` a forward and a
+backward pass, :func:`load_inputs` the arguments to audit them at. The user's functions are
+wrapped by :func:`guard`: any exception the user's code raises (``sys.exit`` included) comes
+out as a :class:`UserCodeError` that names the function, so a crash is never mistaken for an
+error of the audit or for a wrong gradient.
 
 Example:
     >>> load_grad_fn("jaxbp.seed:seed_grads").__name__  # a module's function
@@ -27,7 +30,16 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LoadError", "UserCodeError", "file_module_name", "guard", "load_grad_fn"]
+__all__ = [
+    "LoadError",
+    "UserCodeError",
+    "file_module_name",
+    "guard",
+    "load_backward",
+    "load_grad_fn",
+    "load_inputs",
+    "load_rule",
+]
 
 _FORM = "expected MODULE:FUNCTION (e.g. mypkg.backprop:grads) or path/to/file.py:FUNCTION"
 # Callables listed when the asked-for name is missing.
@@ -35,7 +47,8 @@ _MAX_LISTED = 12
 
 
 class LoadError(ValueError):
-    """The gradient function could not be loaded or cannot be called as ``fn(params, x, y)``."""
+    """What a spec names could not be loaded, or is not what it must be (a gradient function
+    callable as ``fn(params, x, y)``, a custom rule, a pair of passes, a tuple of inputs)."""
 
 
 class UserCodeError(Exception):
@@ -231,6 +244,54 @@ def _check_signature(fn: Callable[..., Any], spec: str) -> None:
         ) from None
 
 
+def _split(spec: Any, what: str, form: str) -> tuple[str, str]:
+    """``(target, attr)`` of ``"target:attr"``, the module or file and the name after the colon."""
+    if not isinstance(spec, str):
+        raise LoadError(f"the {what} spec must be a string, got {type(spec).__name__}; {form}")
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise LoadError(f"{spec!r} is not a {what} spec; {form}")
+    return target, attr
+
+
+def _module(target: str, modules: dict[str, types.ModuleType] | None) -> types.ModuleType:
+    """The module or file ``target``, run once per ``modules`` cache (a file is run anew
+    without one)."""
+    if modules is not None and target in modules:
+        return modules[target]
+    module = _from_file(target) if _is_path(target) else _from_module(target)
+    if modules is not None:
+        modules[target] = module
+    return module
+
+
+def _attribute(
+    module: types.ModuleType, target: str, attr: str, spec: str, form: str, noun: str = "function"
+) -> Any:
+    parts = attr.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise LoadError(f"{attr!r} in {spec!r} is not a {noun} name; {form}")
+    where = f"{target!r}"
+    obj: Any = module
+    for i, part in enumerate(parts):
+        if not hasattr(obj, part):
+            if i == 0:
+                names = _callables(module)
+                listed = ", ".join(names[:_MAX_LISTED]) + (
+                    " ..." if len(names) > _MAX_LISTED else ""
+                )
+                have = f"callables defined there: {listed}" if names else "it defines no callables"
+                raise LoadError(f"{where} has no attribute {part!r}; {have}")
+            raise LoadError(f"{'.'.join(parts[:i])} in {where} has no attribute {part!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _kind(obj: Any) -> str:
+    kind = type(obj).__name__
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+
+
 def load_grad_fn(spec: str) -> Callable[..., Any]:
     """The function named by ``spec``, checked to accept ``(params, x, y)`` positionally.
 
@@ -248,34 +309,148 @@ def load_grad_fn(spec: str) -> Callable[..., Any]:
         cannot be imported; the name is missing (the message lists the module's callables),
         not callable, or cannot take three positional arguments.
     """
-    if not isinstance(spec, str):
-        raise LoadError(f"the gradient spec must be a string, got {type(spec).__name__}; {_FORM}")
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise LoadError(f"{spec!r} is not a gradient function spec; {_FORM}")
-    parts = attr.split(".")
-    if not all(p.isidentifier() for p in parts):
-        raise LoadError(f"{attr!r} in {spec!r} is not a function name; {_FORM}")
-    module = _from_file(target) if _is_path(target) else _from_module(target)
-    where = f"{target!r}"
-    obj: Any = module
-    for i, part in enumerate(parts):
-        if not hasattr(obj, part):
-            if i == 0:
-                names = _callables(module)
-                listed = ", ".join(names[:_MAX_LISTED]) + (
-                    " ..." if len(names) > _MAX_LISTED else ""
-                )
-                have = f"callables defined there: {listed}" if names else "it defines no callables"
-                raise LoadError(f"{where} has no attribute {part!r}; {have}")
-            raise LoadError(f"{'.'.join(parts[:i])} in {where} has no attribute {part!r}")
-        obj = getattr(obj, part)
+    target, attr = _split(spec, "gradient function", _FORM)
+    obj = _attribute(_module(target, None), target, attr, spec, _FORM)
     if not callable(obj):
-        kind = type(obj).__name__
-        article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise LoadError(
-            f"{attr} in {where} is not callable: it is {article} {kind}; point at a function "
+            f"{attr} in {target!r} is not callable: it is {_kind(obj)}; point at a function "
             "grad_fn(params, x, y) -> grads"
         )
-    _check_signature(obj, f"{attr} in {where}")
+    _check_signature(obj, f"{attr} in {target!r}")
     return guard(obj, spec)
+
+
+_RULE_FORM = "expected MODULE:FUNCTION or path/to/file.py:FUNCTION"
+_BACKWARD_FORM = (
+    "expected MODULE:FORWARD,BACKWARD or path/to/file.py:FORWARD,BACKWARD, e.g. "
+    "my_mlp.py:forward,backward"
+)
+_INPUTS_FORM = (
+    "expected MODULE:NAME or path/to/file.py:NAME, naming a function of no arguments that "
+    "returns the arguments as a tuple, or such a tuple"
+)
+
+
+def load_rule(
+    spec: str, kind: str, *, modules: dict[str, types.ModuleType] | None = None
+) -> Callable[..., Any]:
+    """The ``jax.custom_vjp`` (``kind="vjp"``) or ``jax.custom_jvp`` (``kind="jvp"``) function
+    named by ``spec``, rebuilt with its primal code and its rule each wrapped by :func:`guard`.
+
+    Args:
+      spec: ``"MODULE:FUNCTION"`` or ``"path/to/file.py:FUNCTION"``, as for
+        :func:`load_grad_fn`.
+      kind: ``"vjp"`` or ``"jvp"``: which decorator the function must carry.
+      modules: a cache of modules already run, shared with :func:`load_inputs` so that one
+        file named twice runs once.
+
+    Returns:
+      A ``jax.custom_vjp`` / ``jax.custom_jvp`` with the same primal, rule and options;
+      whatever the primal or the rule raises comes out as a :class:`UserCodeError` naming
+      ``spec``.
+
+    Raises:
+      LoadError: as :func:`load_grad_fn`, or the name is not a function of that kind with
+        its rule defined (the message says which kind it is, and the flag for it).
+    """
+    import jax
+
+    if kind not in ("vjp", "jvp"):
+        raise ValueError(f"kind={kind!r}; expected 'vjp' or 'jvp'")
+    target, attr = _split(spec, f"custom_{kind}", _RULE_FORM)
+    obj = _attribute(_module(target, modules), target, attr, spec, _RULE_FORM)
+    want, other = (
+        (jax.custom_vjp, jax.custom_jvp) if kind == "vjp" else (jax.custom_jvp, jax.custom_vjp)
+    )
+    if isinstance(obj, other):
+        flag = "--jvp" if kind == "vjp" else "--vjp"
+        raise LoadError(
+            f"{spec} is a jax.{other.__name__} function, not a jax.custom_{kind} one; audit it "
+            f"with {flag}"
+        )
+    if not isinstance(obj, want):
+        what = "a plain function" if callable(obj) else _kind(obj)
+        define = "defvjp(fwd, bwd)" if kind == "vjp" else "defjvp(jvp)"
+        raise LoadError(
+            f"{spec} is {what}, not a jax.custom_{kind} function: decorate it with "
+            f"@jax.custom_{kind} and define its rule with {define}; a whole gradient function "
+            "grad_fn(params, x, y) is audited with --grad"
+        )
+    primal = guard(obj.fun, spec)
+    if kind == "vjp":
+        if obj.fwd is None or obj.bwd is None:
+            raise LoadError(f"{spec} is a jax.custom_vjp with no rule: call defvjp(fwd, bwd) on it")
+        rebuilt = jax.custom_vjp(primal, nondiff_argnums=obj.nondiff_argnums)
+        rebuilt.defvjp(
+            guard(obj.fwd, f"{spec} (its fwd rule)"), guard(obj.bwd, f"{spec} (its bwd rule)"),
+            symbolic_zeros=obj.symbolic_zeros, optimize_remat=obj.optimize_remat,
+        )  # fmt: skip
+        return rebuilt
+    jvp = getattr(obj, "jvp", None)
+    if jvp is None:
+        raise LoadError(f"{spec} is a jax.custom_jvp with no rule: call defjvp(jvp) on it")
+    rebuilt = jax.custom_jvp(primal, nondiff_argnums=obj.nondiff_argnums)
+    rebuilt.defjvp(guard(jvp, f"{spec} (its jvp rule)"), symbolic_zeros=obj.symbolic_zeros)
+    return rebuilt
+
+
+def load_backward(
+    spec: str, *, modules: dict[str, types.ModuleType] | None = None
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The ``(forward, backward)`` pair named by ``"MODULE:FORWARD,BACKWARD"`` (or a file
+    path before the colon), each wrapped by :func:`guard`, for :func:`audit.check_backward`.
+
+    Raises:
+      LoadError: as :func:`load_grad_fn`; or not two names after the colon, or one that is
+        not callable.
+    """
+    target, names = _split(spec, "backward pass", _BACKWARD_FORM)
+    parts = [n.strip() for n in names.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise LoadError(
+            f"{names!r} in {spec!r} is not two function names separated by a comma; "
+            f"{_BACKWARD_FORM}"
+        )
+    module = _module(target, modules)
+    pair = []
+    for role, attr in zip(("forward", "backward"), parts, strict=True):
+        obj = _attribute(module, target, attr, spec, _BACKWARD_FORM)
+        if not callable(obj):
+            raise LoadError(
+                f"{attr} in {target!r} is not callable: it is {_kind(obj)}; the {role} pass "
+                "must be a function"
+            )
+        pair.append(guard(obj, f"{target}:{attr}"))
+    return pair[0], pair[1]
+
+
+def load_inputs(spec: str, *, modules: dict[str, types.ModuleType] | None = None) -> tuple:
+    """The arguments named by ``spec``: a function of no arguments is called and must return
+    a tuple (or list) of them; a tuple or list value is taken as it is.
+
+    Raises:
+      LoadError: as :func:`load_grad_fn`; or what it names (or returns) is not a tuple or
+        list, or the function needs arguments.
+      UserCodeError: the function raised.
+    """
+    target, attr = _split(spec, "inputs", _INPUTS_FORM)
+    obj = _attribute(_module(target, modules), target, attr, spec, _INPUTS_FORM, noun="Python")
+    how = ""
+    if callable(obj):
+        try:
+            inspect.signature(obj).bind()
+        except TypeError as e:
+            raise LoadError(
+                f"{spec} cannot be called with no arguments ({e}); --inputs names a function "
+                "of no arguments that returns the arguments as a tuple, or the tuple itself"
+            ) from None
+        except ValueError:  # no signature to check
+            pass
+        obj = guard(obj, spec)()
+        how = " returned"
+    if not isinstance(obj, (tuple, list)):
+        raise LoadError(
+            f"{spec}{how or ' is'} {_kind(obj)}, expected a tuple of the arguments, in order "
+            "(params first for a backward pass); return (x,) for a single argument"
+        )
+    return tuple(obj)

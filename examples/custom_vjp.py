@@ -7,7 +7,9 @@ element of every input, at many points around the given one.
 
 Run: ``python examples/custom_vjp.py``. It prints each audit's verdict and, for the layer
 norm whose rule drops the mean's term, which input's elements disagree. It exits 0 when the
-two right rules pass and the slip is caught, 1 otherwise.
+two right rules pass and the slip is caught, 1 otherwise. The same audit from the shell:
+``jaxbp-audit --vjp examples/custom_vjp.py:slipped_layer_norm --inputs
+examples/custom_vjp.py:layer_norm_inputs``.
 """
 
 import functools
@@ -63,18 +65,34 @@ def layer_norm_op(*, drop_mean_term: bool = False):
     return op
 
 
-def audits(n: int, points: int, key: jax.Array) -> dict[str, audit.AuditResult]:
-    """Each rule audited at ``points`` random points around one ``(n,)`` input."""
+# the two layer norm rules as module-level names, for the command line:
+#   jaxbp-audit --vjp examples/custom_vjp.py:slipped_layer_norm \
+#       --inputs examples/custom_vjp.py:layer_norm_inputs
+right_layer_norm = layer_norm_op()
+slipped_layer_norm = layer_norm_op(drop_mean_term=True)
+
+
+def layer_norm_inputs(n: int = 32) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The point the layer norms are audited at: ``(x, gain, bias)``, each ``(n,)``."""
     kx, kg, kb = jax.random.split(jax.random.key(1), 3)
     x = 3 * jax.random.normal(kx, (n,))
     gain, bias = 1 + 0.1 * jax.random.normal(kg, (n,)), 0.1 * jax.random.normal(kb, (n,))
+    return x, gain, bias
+
+
+def softplus_inputs(n: int = 32) -> tuple[jax.Array]:
+    """The point softplus is audited at: ``(x,)``, ``x: (n,)``, the layer norm's ``x``."""
+    return layer_norm_inputs(n)[:1]
+
+
+def audits(n: int, points: int, key: jax.Array) -> dict[str, audit.AuditResult]:
+    """Each rule audited at ``points`` random points around one ``(n,)`` input."""
+    x, gain, bias = layer_norm_inputs(n)
     kw = dict(points=points, key=key)
     return {
         "softplus": audit.check_vjp(softplus, x, **kw),
-        "layer norm": audit.check_vjp(layer_norm_op(), x, gain, bias, **kw),
-        "layer norm, mean term dropped": audit.check_vjp(
-            layer_norm_op(drop_mean_term=True), x, gain, bias, **kw
-        ),
+        "layer norm": audit.check_vjp(right_layer_norm, x, gain, bias, **kw),
+        "layer norm, mean term dropped": audit.check_vjp(slipped_layer_norm, x, gain, bias, **kw),
     }
 
 

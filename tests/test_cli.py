@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from audit.result import AuditResult
 ROOT = Path(__file__).resolve().parent.parent
 
 GRADS_PY = """
+import jax
 import jax.numpy as jnp
 import jaxbp
 
@@ -200,6 +202,9 @@ def test_help_exits_0(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: jaxbp-audit")
     assert "MODULE:FUNCTION" in out and "exit status" in out
+    for flag in ("--vjp SPEC", "--jvp SPEC", "--backward SPEC", "--inputs SPEC"):
+        assert flag in out
+    assert "MODULE:FORWARD,BACKWARD" in out and "params first for --backward" in out
 
 
 # --------------------------------------------------------------------------------------------
@@ -920,3 +925,290 @@ def test_damaged_cache_entries_cost_a_compilation_not_the_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "PASSED" in proc.stdout
     assert "Warning" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# --vjp, --jvp and --backward: a rule or a backward pass in the user's file
+# --------------------------------------------------------------------------------------------
+
+EXAMPLE = ROOT / "examples" / "custom_vjp.py"
+QUICK = ["--points", "4", "--no-report"]
+
+RULES_PY = """
+import jax
+import jax
+import jax.numpy as jnp
+
+
+@jax.custom_jvp
+def square(x):
+    return x * x
+
+
+@square.defjvp
+def _square_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return x * x, x * t  # a slip: 2 x t
+
+
+@jax.custom_vjp
+def boom(x):
+    return jnp.sin(x)
+
+
+def _boom_fwd(x):
+    return jnp.sin(x), x
+
+
+def _boom_bwd(x, g):
+    raise RuntimeError("bwd exploded")
+
+
+boom.defvjp(_boom_fwd, _boom_bwd)
+
+
+def plain(x):
+    return jnp.sin(x)
+
+
+def inputs():
+    return (jnp.arange(1.0, 4.0),)
+
+
+def not_a_tuple():
+    return jnp.arange(1.0, 4.0)
+
+
+two_args = (jnp.ones(3), jnp.ones(3))
+
+
+def forward(tap, w, x):
+    h = tap("h", x @ w)
+    a = tap("a", jnp.tanh(h))
+    s = tap("s", a**2)
+    return jnp.mean(s)
+
+
+def backward(w, x):
+    a = jnp.tanh(x @ w)
+    ds = jnp.full(a.shape, 1 / a.size)
+    da = ds * 2 * a
+    return {"s": ds, "a": da, "h": da * (1 - a**2)}
+
+
+def slipped(w, x):
+    a = jnp.tanh(x @ w)
+    ds = jnp.full(a.shape, 1 / a.size)
+    da = ds * a  # a slip: d(a^2)/da is 2 a; dh, computed from da, inherits it
+    return {"s": ds, "a": da, "h": da * (1 - a**2)}
+
+
+def point():
+    w = jax.random.normal(jax.random.key(1), (3, 4))
+    x = jax.random.normal(jax.random.key(2), (5, 3))
+    return w, x
+"""
+
+
+@pytest.fixture
+def rules_py(tmp_path):
+    path = tmp_path / "my_rules.py"
+    path.write_text(textwrap.dedent(RULES_PY), encoding="utf-8")
+    return path
+
+
+def last_line(capsys):
+    return capsys.readouterr().out.rstrip().splitlines()[-1]
+
+
+def test_vjp_options_reach_check_vjp(monkeypatch, capsys):
+    calls = []
+
+    def fake(f, *args, **kwargs):
+        calls.append((f, args, kwargs))
+        return AuditResult(**make_result())
+
+    monkeypatch.setattr(audit, "check_vjp", fake)
+    argv = [
+        "--vjp", f"{EXAMPLE}:softplus", "--inputs", f"{EXAMPLE}:softplus_inputs", "--points", "7",
+        "--seed", "3", "--rtol", "1e-3", "--atol", "1e-6", "--no-fd", "--memory", "1GiB",
+        "--no-report",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    [(f, args, kw)] = calls
+    assert isinstance(f, jax.custom_vjp) and f.__name__ == "softplus"
+    assert len(args) == 1 and args[0].shape == (32,)
+    key = kw.pop("key")
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(3)))
+    assert kw == dict(points=7, rtol=1e-3, atol=1e-6, fd=False, memory=2**30)
+
+
+def test_vjp_of_the_examples_right_softplus_passes_and_writes_the_report(tmp_path, capsys):
+    # the rule is the derivative by construction: d/dx log(1 + e^x) = sigmoid(x)
+    from examples.custom_vjp import softplus_inputs
+
+    (x,) = softplus_inputs()
+    x64 = np.asarray(x, np.float64)
+    np.testing.assert_allclose(
+        jax.vmap(jax.grad(lambda v: jnp.logaddexp(v, 0.0)))(x64), jax.nn.sigmoid(x64), rtol=1e-12
+    )
+    out = tmp_path / "r"
+    argv = ["--vjp", f"{EXAMPLE}:softplus", "--inputs", f"{EXAMPLE}:softplus_inputs"]
+    assert main([*argv, "--points", "4", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith(f"audit: check_vjp function={EXAMPLE}:softplus inputs=")
+    assert "PASSED: 32/32 elements agree with autodiff of the primal at 5 points" in stdout
+    data = json.loads((out / "report.json").read_text())
+    assert data["verdict"] == "passed"
+    assert data["config"]["function"] == f"{EXAMPLE}:softplus"
+    assert data["config"]["check"] == "check_vjp" and data["config"]["seed"] == 0
+
+
+def test_vjp_of_the_examples_slipped_layer_norm_fails_naming_x(capsys):
+    # independently: the slipped rule's dx differs from jax.vjp of the primal in float64,
+    # its dgain and dbias do not
+    from examples.custom_vjp import layer_norm, layer_norm_inputs, slipped_layer_norm
+
+    point = tuple(np.asarray(a, np.float64) for a in layer_norm_inputs())
+    ct = np.linspace(-1.0, 1.0, 32)
+    rule = jax.vjp(slipped_layer_norm, *point)[1](ct)
+    true = jax.vjp(lambda *a: layer_norm(*a, eps=1e-5), *point)[1](ct)
+    assert not np.allclose(rule[0], true[0], rtol=1e-3)
+    np.testing.assert_allclose(rule[1], true[1], rtol=1e-9)
+    np.testing.assert_allclose(rule[2], true[2], rtol=1e-9)
+
+    argv = ["--vjp", f"{EXAMPLE}:slipped_layer_norm", "--inputs", f"{EXAMPLE}:layer_norm_inputs"]
+    assert main([*argv, *QUICK, "--no-fd"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        out.rstrip()
+        .splitlines()[-1]
+        .startswith(
+            "FAILED: 32 of 96 elements (x[0], x[1], x[2], x[3], x[4], x[5], and 26 more) disagree "
+            "with autodiff of the primal at 5 points"
+        )
+    )
+    failing = [line.split()[0] for line in out.splitlines() if " FAIL " in line]
+    assert len(failing) == 32 and all(name.startswith("x[") for name in failing)
+
+
+def test_jvp_with_a_slip_fails_at_every_element(rules_py, capsys):
+    # d(x^2)/dx = 2x, the rule gives x: every element of x is off by a factor of 2
+    assert main(["--jvp", f"{rules_py}:square", "--inputs", f"{rules_py}:inputs", *QUICK]) == 1
+    assert last_line(capsys).startswith(
+        "FAILED: 3 of 3 elements (x[0], x[1], x[2]) disagree with autodiff of the primal"
+    )
+
+
+def test_backward_pass_right_passes(rules_py, capsys):
+    argv = ["--backward", f"{rules_py}:forward,backward", "--inputs", f"{rules_py}:point"]
+    assert main([*argv, *QUICK]) == 0
+    assert last_line(capsys).startswith(
+        "PASSED: 60/60 elements, 3/3 intermediates agree with autodiff at 5 points"
+    )
+
+
+def test_backward_pass_with_a_slip_names_its_first_failing_intermediate(rules_py, capsys):
+    # independently, in float64: dE/ds = 1/N is right; dE/da = 2 a/N, the slip gives a/N
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("my_rules_check", rules_py)
+    mod = module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    w, x = (np.asarray(a, np.float64) for a in mod.point())
+    a = np.tanh(x @ w)
+    slipped = mod.slipped(w, x)
+    np.testing.assert_allclose(slipped["s"], jax.grad(jnp.mean)(a**2), rtol=1e-12)
+    true_da = jax.grad(lambda v: jnp.mean(v**2))(a)
+    assert not np.allclose(slipped["a"], true_da, rtol=1e-3)
+
+    argv = ["--backward", f"{rules_py}:forward,slipped", "--inputs", f"{rules_py}:point"]
+    assert main([*argv, *QUICK]) == 1
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1] == (
+        "FAILED: 40 of 60 elements (a[0,0], a[0,1], a[0,2], a[0,3], a[1,0], a[1,1], and 34 more) "
+        "and 2 of 3 intermediates (a, h) disagree with autodiff at 5 points; first failing "
+        "intermediate: a"
+    )
+    assert "first failing factor: a" in out
+
+
+def error_of(argv, capsys):
+    assert main(argv) == 2
+    return one_error_line(capsys).removeprefix("jaxbp-audit: error: ")
+
+
+def test_network_options_with_a_rule_are_a_usage_error(rules_py, capsys):
+    base = ["--vjp", f"{rules_py}:boom", "--inputs", f"{rules_py}:inputs"]
+    assert error_of([*base, "--sizes", "2,3,1", "--data", "and"], capsys) == (
+        f"--sizes and --data are for a network audit (--grad), not for --vjp {rules_py}:boom, "
+        "which is audited at the point --inputs gives; drop them (see jaxbp-audit --help)"
+    )
+    # given explicitly, even at its default value
+    assert error_of([*base, "--grad", "seed"], capsys).startswith("--grad is for a network audit")
+    assert "--steps is for" in error_of([*base, "--steps", "0"], capsys)
+
+
+def test_inputs_missing_or_alone_is_a_usage_error(rules_py, capsys):
+    assert error_of(["--vjp", f"{rules_py}:boom"], capsys) == (
+        f"--vjp {rules_py}:boom needs --inputs MODULE:NAME or path.py:NAME: a function of no "
+        "arguments returning its arguments as a tuple, or such a tuple (see jaxbp-audit --help)"
+    )
+    assert "params first" in error_of(["--backward", f"{rules_py}:forward,backward"], capsys)
+    assert error_of(["--inputs", f"{rules_py}:inputs"], capsys).startswith(
+        "--inputs gives the point for --vjp, --jvp or --backward, but none of them is given"
+    )
+    assert "argument --jvp: not allowed with argument --vjp" in error_of(
+        ["--vjp", f"{rules_py}:boom", "--jvp", f"{rules_py}:square"], capsys
+    )
+
+
+def test_what_is_not_a_custom_rule_is_named(rules_py, capsys):
+    inputs = ["--inputs", f"{rules_py}:inputs", "--no-report"]
+    assert error_of(["--vjp", f"{rules_py}:plain", *inputs], capsys) == (
+        f"{rules_py}:plain is a plain function, not a jax.custom_vjp function: decorate it with "
+        "@jax.custom_vjp and define its rule with defvjp(fwd, bwd); a whole gradient function "
+        "grad_fn(params, x, y) is audited with --grad"
+    )
+    assert error_of(["--vjp", f"{rules_py}:square", *inputs], capsys) == (
+        f"{rules_py}:square is a jax.custom_jvp function, not a jax.custom_vjp one; audit it "
+        "with --jvp"
+    )
+    assert error_of(["--jvp", f"{rules_py}:two_args", *inputs], capsys).startswith(
+        f"{rules_py}:two_args is a tuple, not a jax.custom_jvp function"
+    )
+
+
+def test_inputs_that_are_not_a_tuple_or_do_not_fit_are_named(rules_py, capsys):
+    rule = ["--vjp", f"{EXAMPLE}:softplus", "--no-report", "--inputs"]
+    assert error_of([*rule, f"{rules_py}:not_a_tuple"], capsys) == (
+        f"{rules_py}:not_a_tuple returned an ArrayImpl, expected a tuple of the arguments, in "
+        "order (params first for a backward pass); return (x,) for a single argument"
+    )
+    assert error_of([*rule, f"{rules_py}:two_args"], capsys) == (
+        f"--inputs {rules_py}:two_args gives 2 arguments, but {EXAMPLE}:softplus takes (x) "
+        "(too many positional arguments)"
+    )
+    assert "has no attribute 'nothing'" in error_of([*rule, f"{rules_py}:nothing"], capsys)
+
+
+def test_an_exception_in_the_users_rule_exits_2_naming_it(rules_py, capsys):
+    argv = ["--vjp", f"{rules_py}:boom", "--inputs", f"{rules_py}:inputs", *QUICK]
+    assert error_of(argv, capsys) == (
+        f"{rules_py}:boom (its bwd rule) raised RuntimeError: bwd exploded (at {rules_py}, line "
+        "28, in _boom_bwd); fix the function, or call it on its own to debug it (JAXBP_DEBUG=1 "
+        "shows the traceback)"
+    )
+
+
+def test_python_m_audit_rule_exit_codes(rules_py):
+    proc = run_module("--vjp", f"{rules_py}:boom", "--inputs", f"{rules_py}:inputs", "--lr", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"jaxbp-audit: error: --lr is for a network audit (--grad), not for --vjp "
+        f"{rules_py}:boom, which is audited at the point --inputs gives; drop it (see "
+        "jaxbp-audit --help)"
+    ]
+    proc = run_module("--jvp", f"{rules_py}:square", "--inputs", f"{rules_py}:inputs", *QUICK)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("FAILED: 3 of 3 elements")

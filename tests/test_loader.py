@@ -1,11 +1,21 @@
-"""Tests for audit.loader: every way a --grad spec can be right or wrong, by the message."""
+"""Tests for audit.loader: every way a --grad spec can be right or wrong, by the message, and
+the specs of --vjp, --jvp, --backward and --inputs."""
 
 import sys
 import textwrap
 
 import pytest
 
-from audit.loader import LoadError, UserCodeError, file_module_name, guard, load_grad_fn
+from audit.loader import (
+    LoadError,
+    UserCodeError,
+    file_module_name,
+    guard,
+    load_backward,
+    load_grad_fn,
+    load_inputs,
+    load_rule,
+)
 
 GOOD = """
 import jaxbp
@@ -327,3 +337,105 @@ def test_guard_keeps_a_keyboard_interrupt():
 
 def test_load_error_is_a_value_error():
     assert issubclass(LoadError, ValueError)
+
+
+RULES = """
+import jax
+import jax.numpy as jnp
+
+RUNS = []
+RUNS.append(1)  # how many times the file was run
+
+
+@jax.custom_vjp
+def cube(x):
+    return x**3
+
+
+cube.defvjp(lambda x: (x**3, x), lambda x, g: (g * 3 * x**2,))
+
+
+@jax.custom_vjp
+def no_rule(x):
+    return x
+
+
+@jax.custom_jvp
+def fails(x):
+    return jnp.sin(x)
+
+
+@fails.defjvp
+def _fails_jvp(primals, tangents):
+    raise ValueError("jvp broke")
+
+
+def inputs():
+    return [jnp.ones(3)]
+
+
+def needs_n(n):
+    return (jnp.ones(n),)
+
+
+point = (jnp.ones(2),)
+array = jnp.ones(2)
+"""
+
+
+@pytest.fixture
+def rules_file(tmp_path):
+    return write(tmp_path / "rules.py", RULES)
+
+
+def test_load_rule_rebuilds_the_rule_with_the_same_derivative(rules_file):
+    import jax
+    import jax.numpy as jnp
+
+    cube = load_rule(f"{rules_file}:cube", "vjp")
+    assert isinstance(cube, jax.custom_vjp) and cube.__name__ == "cube"
+    x = jnp.array([1.0, 2.0])
+    # 3 x^2, by hand
+    assert jax.vjp(cube, x)[1](jnp.ones(2))[0].tolist() == [3.0, 12.0]
+
+
+def test_load_rule_errors_say_what_the_name_is(rules_file):
+    with pytest.raises(LoadError, match=r"rules.py:no_rule is a jax.custom_vjp with no rule"):
+        load_rule(f"{rules_file}:no_rule", "vjp")
+    with pytest.raises(LoadError, match=r"is a jax.custom_vjp function, not a jax.custom_jvp one"):
+        load_rule(f"{rules_file}:cube", "jvp")
+    with pytest.raises(LoadError, match=r"rules.py:inputs is a plain function, not a jax.cus"):
+        load_rule(f"{rules_file}:inputs", "vjp")
+    with pytest.raises(LoadError, match=r"rules.py:array is an ArrayImpl, not a jax.custom"):
+        load_rule(f"{rules_file}:array", "jvp")
+
+
+def test_a_failing_rule_is_a_user_code_error_naming_it(rules_file):
+    import jax
+    import jax.numpy as jnp
+
+    fails = load_rule(f"{rules_file}:fails", "jvp")
+    with pytest.raises(UserCodeError, match=r"rules.py:fails \(its jvp rule\) raised ValueError"):
+        jax.jvp(fails, (jnp.ones(2),), (jnp.ones(2),))
+
+
+def test_load_backward_needs_two_callables(rules_file):
+    forward, backward = load_backward(f"{rules_file}:inputs,needs_n")
+    assert (forward.__name__, backward.__name__) == ("inputs", "needs_n")
+    with pytest.raises(LoadError, match=r"'inputs' in .* is not two function names"):
+        load_backward(f"{rules_file}:inputs")
+    with pytest.raises(LoadError, match=r"point in .* is not callable: it is a tuple"):
+        load_backward(f"{rules_file}:inputs,point")
+
+
+def test_load_inputs_calls_a_function_or_takes_a_tuple(rules_file):
+    modules = {}
+    called = load_inputs(f"{rules_file}:inputs", modules=modules)
+    assert isinstance(called, tuple) and len(called) == 1 and called[0].shape == (3,)
+    assert load_inputs(f"{rules_file}:point", modules=modules)[0].shape == (2,)
+    [module] = modules.values()
+    assert module.RUNS == [1]  # one file named twice runs once
+    with pytest.raises(LoadError, match=r"rules.py:array is an ArrayImpl, expected a tuple"):
+        load_inputs(f"{rules_file}:array")
+    with pytest.raises(LoadError, match=r"rules.py:needs_n cannot be called with no arguments"):
+        load_inputs(f"{rules_file}:needs_n")

@@ -1,7 +1,12 @@
-"""The README's outputs for custom rules and backward passes are what the code prints."""
+"""The README's outputs for custom rules and backward passes, from Python and from the command
+line, are what the code prints."""
 
+import os
 import pathlib
 import re
+import shlex
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -41,3 +46,24 @@ def _raise_the_readme_example(layer_norm_op, shown):
     with pytest.raises(AssertionError) as info:
         audit.assert_vjp(layer_norm_op(drop_mean_term=True), x, gain, bias, key=jax.random.key(0))
     assert f"AssertionError: {info.value}" == shown
+
+
+def test_the_command_line_rule_audit_prints_what_the_readme_shows():
+    shown = _block_after("whose rule drops the mean's term from `dx` (`time` varies").rstrip()
+    command, *expected = shown.splitlines()
+    prog, *args = shlex.split(command.removeprefix("$ "))
+    assert prog == "jaxbp-audit"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, JAXBP_NO_CACHE="1")  # nothing written to the user's cache folder
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "audit", *args], cwd=root, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    printed = proc.stdout.rstrip().splitlines()
+
+    def timeless(lines):  # the one line that varies from run to run
+        return [re.sub(r"^time: \d+\.\d+ s$", "time: <varies>", line) for line in lines]
+
+    assert timeless(printed) == timeless(expected)

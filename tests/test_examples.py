@@ -211,3 +211,24 @@ def test_backprop_ninja_backward_equals_jax_grad_in_float64():
     off = {slip: jnp.float64(0) for slip in ninja.SLIPS}
     same = ninja.backward(params, Xb, Yb, off)
     assert all(bool(jnp.array_equal(same[k], mine[k])) for k in mine)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_backprop_ninja_without_atol_fails_only_the_two_gradients_that_are_zero(dtype):
+    # why the example passes atol: dlogit_maxes and db1 are 0 in exact arithmetic, so both
+    # sides are roundoff there, and the relative rule fails them and nothing else
+    audit = pytest.importorskip("audit")
+    ninja = load_example_module("backprop_ninja")
+    X, Y, vocab = ninja.make_dataset(ninja.make_words(300))
+    Xb, Yb = ninja.batch(X, Y, 16, key=jax.random.key(2))
+    params = ninja.init_params(len(vocab), dtype, key=jax.random.key(3))
+
+    def fwd(tap, p):
+        return ninja.forward(tap, p, Xb, Yb)
+
+    def back(p):
+        return ninja.backward(p, Xb, Yb)
+
+    r = audit.check_backward(fwd, back, params, points=15, key=jax.random.key(0), fd=False)
+    assert {f["name"] for f in r.factors if not f["passed"]} == {"logit_maxes", "b1"}
+    assert r.first_failing_factor == "logit_maxes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -22,13 +23,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NUMBER = r"[-+]?\d+\.\d+(?:e[-+]?\d+)?"
 
 
-def run_example(name: str, *args: str, code: str | None = None) -> str:
+def run_example(name: str, *args: str, code: str | None = None, timeout: float = 120) -> str:
     """Run ``examples/<name>`` (or ``python -c code``) with JAXBP_QUICK=1; return stdout."""
     env = dict(os.environ, JAXBP_QUICK="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-c", code] if code else [sys.executable, str(EXAMPLES / name)]
     proc = subprocess.run(
-        [*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
@@ -163,3 +164,71 @@ def test_custom_vjp_example_passes_the_right_rules_and_names_the_slip():
     # only x's elements: the dropped d(mean)/dx term leaves dgain and dbias right
     assert "x: 32 of 32 elements disagree" in out
     assert "gain:" not in out and "bias:" not in out
+
+
+def test_backprop_ninja_passes_the_right_pass_and_names_each_slip_where_it_was_put():
+    # the audit compiles two programs per dtype for 26 intermediates: a minute on a busy CPU
+    out = run_example("backprop_ninja.py", timeout=600)
+    verdicts = re.findall(r"^(PASSED|FAILED): .*$", out, re.M)
+    assert verdicts == ["PASSED", "PASSED"], out  # float32, then float64
+    assert "PASSED: 7509/7509 elements, 26/26 intermediates agree with autodiff" in out
+    rows = re.findall(r"^  d(\w+) +(\S+) +worst element off by", out, re.M)
+    assert len(rows) == 2 * 26
+    backward_order = [name for name, _ in rows[:26]]
+    assert backward_order[:8] == ["logprobs", "probs", "counts_sum_inv", "counts_sum",
+                                  "counts", "norm_logits", "logit_maxes", "logits"]  # fmt: skip
+    assert backward_order[-3:] == ["embcat", "emb", "C"]
+    assert {status for _, status in rows} == {"PASS"}
+    named = dict(re.findall(r"^(d\w+): .*\n  first failing intermediate: (.*)$", out, re.M))
+    assert named == {
+        "dlogprobs": "logprobs",
+        "dcounts_sum": "counts_sum",
+        "dhpreact": "hpreact",
+        "dbnvar": "bnvar",
+        "dbndiff2": "bndiff2",
+        "dembcat": "embcat",
+        "dC": "C",
+    }, out
+    assert "sign error" in out.split("dcounts_sum:")[1].splitlines()[2], out
+
+
+def test_backprop_ninja_backward_equals_jax_grad_in_float64():
+    ninja = load_example_module("backprop_ninja")
+    X, Y, vocab = ninja.make_dataset(ninja.make_words(40, seed=1))
+    Xb, Yb = ninja.batch(X, Y, 12, key=jax.random.key(2))
+    params = ninja.init_params(len(vocab), jnp.float64, key=jax.random.key(3))
+    loss = functools.partial(ninja.forward, lambda name, value: value, Xb=Xb, Yb=Yb)
+    ref = jax.grad(loss)(params)
+    mine = ninja.backward(params, Xb, Yb)
+    for name in ("C", "W1", "b1", "bngain", "bnbias", "W2", "b2"):
+        assert mine[name].shape == ref[name].shape, name
+        scale = float(jnp.max(jnp.abs(ref[name])))
+        err = float(jnp.max(jnp.abs(mine[name] - ref[name])))
+        # b1's gradient is 0 in exact arithmetic: batch norm subtracts it back out
+        assert err <= (1e-10 * scale if name != "b1" else 1e-15), (name, err, scale)
+    assert float(jnp.max(jnp.abs(ref["b1"]))) < 1e-15
+    # the flags the audit plants slips with, all 0, leave the right pass as it is
+    off = {slip: jnp.float64(0) for slip in ninja.SLIPS}
+    same = ninja.backward(params, Xb, Yb, off)
+    assert all(bool(jnp.array_equal(same[k], mine[k])) for k in mine)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_backprop_ninja_without_atol_fails_only_the_two_gradients_that_are_zero(dtype):
+    # why the example passes atol: dlogit_maxes and db1 are 0 in exact arithmetic, so both
+    # sides are roundoff there, and the relative rule fails them and nothing else
+    audit = pytest.importorskip("audit")
+    ninja = load_example_module("backprop_ninja")
+    X, Y, vocab = ninja.make_dataset(ninja.make_words(300))
+    Xb, Yb = ninja.batch(X, Y, 16, key=jax.random.key(2))
+    params = ninja.init_params(len(vocab), dtype, key=jax.random.key(3))
+
+    def fwd(tap, p):
+        return ninja.forward(tap, p, Xb, Yb)
+
+    def back(p):
+        return ninja.backward(p, Xb, Yb)
+
+    r = audit.check_backward(fwd, back, params, points=15, key=jax.random.key(0), fd=False)
+    assert {f["name"] for f in r.factors if not f["passed"]} == {"logit_maxes", "b1"}
+    assert r.first_failing_factor == "logit_maxes"

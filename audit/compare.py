@@ -25,7 +25,11 @@ point, and at two copies with every input nudged by one unit in the last place).
 value cannot be computed to ``rtol`` in that dtype at all (a difference of two nearly equal
 numbers, such as ``1 - p`` when a float32 softmax saturates), a handwritten value within
 ``noise`` times that is not called wrong. When the audited dtype is the reference dtype
-(float64 audits), ``roundoff`` is 0 and this clause passes nothing.
+(float64 audits), ``roundoff`` is the reference's own spread over the point and its two
+nudged copies in float64; the float64 rule of the second look (below) counts it the same way.
+A value that is 0 in exact arithmetic (the gradient of a softmax's max shift, of a bias that
+batch norm subtracts back out) is roundoff on both sides, of that size whatever its tensor's
+scale: the floor alone, tied to a tensor that is itself roundoff, would call it wrong.
 
 Defaults by the dtype of the handwritten gradients (the reference runs in float64 whenever
 64-bit mode is on):
@@ -147,6 +151,7 @@ def compare(
     *,
     recheck: jax.Array | None = None,
     recheck_tol: Tolerance | None = None,
+    recheck_roundoff: jax.Array | None = None,
     spread: jax.Array | None = None,
 ) -> Comparison:
     """Compare flat gradients at many points.
@@ -160,6 +165,9 @@ def compare(
       tol: the thresholds.
       recheck: ``(n_points, P)`` the handwritten function evaluated again in the reference's
         dtype, or None; judged by ``recheck_tol`` where ``manual`` fails (flag ROUNDING).
+      recheck_roundoff: ``(n_points, P)`` the reference's roundoff in its own dtype, or
+        None; ``noise`` times it widens the recheck's ``allowed``, as ``roundoff`` does the
+        direct rule's.
       spread: ``(n_points, P)`` the handwritten function's measured spread in its own dtype,
         or None; ``noise * spread`` widens ``allowed`` where ``manual`` fails (flag WIDENED).
 
@@ -183,8 +191,13 @@ def compare(
         wide_dt = jnp.promote_types(recheck.dtype, dt)
         m64, r64 = recheck.astype(wide_dt), reference.astype(wide_dt)
         ok64 = jnp.isfinite(m64) & judged
-        err64, _, allowed64 = _errors(m64, r64, ok64, scale.astype(wide_dt),
-                                      recheck_tol or tol)  # fmt: skip
+        wide_tol = recheck_tol or tol
+        err64, _, allowed64 = _errors(m64, r64, ok64, scale.astype(wide_dt), wide_tol)
+        if recheck_roundoff is not None:
+            own = recheck_roundoff.astype(wide_dt)
+            allowed64 = jnp.maximum(
+                allowed64, wide_tol.noise * jnp.where(jnp.isfinite(own), own, 0)
+            )
         rounding = finite & ~direct & ok64 & (err64 <= jnp.maximum(allowed64, 0))
         flag = jnp.where(rounding, jnp.int8(ROUNDING), flag)
     if spread is not None:

@@ -239,6 +239,8 @@ def compare_rows(
     ``wide`` is its value in ``ref_dtype`` (or None). ``look`` is :func:`second_look`'s answer.
     ``full=False`` is the first pass of :func:`in_two_passes`: the plain rule only, without
     the reference's roundoff and the second look, which can only turn a failure into a pass.
+    The full rule counts the reference's roundoff in the audited dtype, and for the float64
+    rule (a float64 audit's, or the second look's) both sides' spread under nudges in float64.
     ``manual_x64`` (a bool) traces ``manual_fn`` in the audited dtype with 64-bit types on
     or off, as the caller's own code runs it; None: as the program is traced. The second
     look's float64 evaluation always has them on.
@@ -248,7 +250,7 @@ def compare_rows(
         manual = own(params, x, y)
     wide_args = cast_floats((params, x, y), ref_dtype)
     reference = ref_fn(*wide_args)
-    rnd = recheck = spread = None
+    rnd = recheck = spread = rnd_wide = None
     narrower = jax.tree.leaves(params)[0].dtype != jnp.dtype(ref_dtype)
     if not full:
         look, narrower = None, False
@@ -256,13 +258,25 @@ def compare_rows(
         rnd = roundoff(ref_fn, params, x, y, reference)
     if look == "recheck":
         recheck = wide if manual_fn is None else manual_fn(*wide_args)
+    if full and (look == "recheck" or not narrower):
+        # the float64 rule's roundoff: how far each side moves under one-ulp nudges of the
+        # inputs in float64. A value that is 0 in exact arithmetic (a softmax's max shift, a
+        # bias that batch norm subtracts back out) is cancellation residue on both sides, of
+        # that size whatever its tensor's scale; a wrong formula is off by far more.
+        rnd_wide = roundoff(ref_fn, *wide_args, reference)
+        if manual_fn is not None:
+            hand = (manual_fn, *wide_args, recheck) if look == "recheck" else (
+                own, params, x, y, manual)  # fmt: skip
+            rnd_wide = jnp.maximum(rnd_wide, roundoff(*hand).astype(rnd_wide.dtype))
+        if not narrower:
+            rnd = rnd_wide
     elif look == "spread" and manual_fn is not None:
         spread = roundoff(own, params, x, y, manual)
         if not narrower:  # the reference runs in the audited dtype too: count its own spread
             spread = jnp.maximum(spread, roundoff(ref_fn, params, x, y, reference))
     cmp = compare(
         manual, reference, rnd, segments, int(segments.max()) + 1, tol, recheck=recheck,
-        recheck_tol=DEFAULT_TOLERANCES["float64"], spread=spread,
+        recheck_tol=DEFAULT_TOLERANCES["float64"], recheck_roundoff=rnd_wide, spread=spread,
     )  # fmt: skip
     return manual, reference, cmp
 
@@ -604,8 +618,9 @@ def plan_calls(
     return points_per_call(per_point, max(room, 1), n), block
 
 
-EVALUATIONS = 3 + NUDGES  # gradients one point costs under the full rule: handwritten,
-# reference, the recheck and the reference's nudged copies
+EVALUATIONS = 3 + 3 * NUDGES  # gradients one point costs under the full rule: handwritten,
+# reference, the recheck, the reference's nudged copies in the audited and in its own dtype,
+# and the handwritten side's in float64
 
 
 def bytes_per_point(rows_fn: Callable, group: PointGroup, ref_dtype) -> int:

@@ -17,8 +17,9 @@ non-zero, never at one point alone. Per element:
 Per tensor (leaf), for the summary line of a report: one constant ratio throughout the tensor
 ("x0.98 everywhere in W1"), a sign flip, the sum instead of the mean, the reference's
 transpose (square tensors), swapped pairs, a supplied candidate, another tensor's reference,
-or a ratio of one sign that varies from element to element (an elementwise factor missing or
-wrong). The reference is named as the audit names it (``jax.grad``, ``autodiff``).
+one offset shared by every element at each point (a dropped mean's term), or a ratio of one
+sign that varies from element to element (an elementwise factor missing or wrong). The
+reference is named as the audit names it (``jax.grad``, ``autodiff``).
 """
 
 from __future__ import annotations
@@ -253,6 +254,8 @@ def _leaf_hints(failing, manual, reference, *, leaf_of, leaf_shapes, leaf_offset
         if hint is None and whole:
             hint = _another_leaf(leaf, m, r, sig, manual[at], reference[at], sig_floor[at],
                                  leaf_of, leaf_shapes, leaf_offsets, rtol, lnames, ref)  # fmt: skip
+        if hint is None and whole:
+            hint = _shared_offset(m, r, sig, rtol, name, ref)
         if hint is None:
             mb, rb, sb = m[:, in_bad], r[:, in_bad], sig[:, in_bad]
             scale_b = scale[at][:, cols][:, in_bad]
@@ -294,6 +297,24 @@ def _whole_leaf_ratio(m, r, sig, batch, rtol, name, ref) -> str | None:
     if abs(c - 0.5) <= 0.5 * rtol:
         return f"x1/2 everywhere in {name}: a factor 1/2 too many"
     return f"{_times(c)} everywhere in {name}: a constant factor"
+
+
+def _shared_offset(m, r, sig, rtol, name, ref) -> str | None:
+    """The handwritten tensor is the reference plus one value shared by all its elements at
+    each point (a dropped mean's or sum's term), at enough points to tell."""
+    if m.shape[1] < 2:
+        return None
+    d = m - r
+    scale = np.maximum(np.abs(r).max(axis=1), 1e-300)
+    spread = d.max(axis=1) - d.min(axis=1)
+    offset = np.abs(np.median(d, axis=1))
+    shows = offset > 10 * rtol * scale  # the offset itself is clearly there
+    if shows.sum() < MIN_POINTS or not np.all(spread <= rtol * scale):
+        return None
+    return (
+        f"handwritten {name} - {ref} is one value shared by every element at each point: a "
+        "term common to the whole tensor (such as a mean's) is missing or extra"
+    )
 
 
 def _another_leaf(leaf, m, r, sig, manual, reference, floor, leaf_of, shapes, offsets, rtol,

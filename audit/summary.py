@@ -105,7 +105,9 @@ def _hint(rows, failing, ref: str) -> str | None:
             return next(iter(common))
         worst = max(failing, key=severity)
         own = hint_text(worst)
-        return f"worst {worst.get('name')}: {own}" if own else None
+        if not own or own.startswith("no simple pattern"):  # its row says as much
+            return None
+        return f"worst {worst.get('name')}: {own}"
     flagged = [w for w in rows if status(w) == "precision"]
     unjudged = [w for w in rows if status(w) == "not_judged"]
     if unjudged:

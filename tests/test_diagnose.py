@@ -196,3 +196,11 @@ def test_a_swap_is_named_only_where_it_explains_every_failure_of_the_tensor():
     manual[:, 0] *= 3.0  # and w11 wrong on its own: the pair may be a coincidence
     hints = run(manual, ref, [0, 1, 2])
     assert not any("swap" in h for h in hints.values())
+
+
+def test_one_offset_shared_by_the_whole_tensor_is_named():
+    # a dropped mean's term: every element is off by the same amount at each point
+    ref = reference(n=8)
+    offset = np.linspace(0.5, 1.5, 8)[:, None]
+    found = leaves(ref + offset, ref, range(6))
+    assert found.leaves[0].startswith("handwritten T0 - jax.grad is one value shared by every")

@@ -142,3 +142,35 @@ def test_a_network_report_without_its_tensors_is_read_from_its_sizes():
 )
 def test_ratio_text(ratio, text):
     assert ratio_text(ratio) == text
+
+
+def _linear_loss(p, x, y):
+    return jnp.mean(jnp.sum((x @ p["W1"] + p["b"][None, :] - y) ** 2, axis=1))
+
+
+def _right(p, x, y):
+    r = 2 * (x @ p["W1"] + p["b"][None, :] - y) / x.shape[0]
+    return {"W1": x.T @ r, "b": jnp.sum(r, axis=0)}
+
+
+def test_any_pytree_gets_a_constant_ratio_and_a_sum_instead_of_a_mean_per_leaf():
+    def slipped(p, x, y):
+        g = _right(p, x, y)
+        # W1 off by 2% everywhere; b summed over the batch instead of averaged
+        return {"W1": 0.98 * g["W1"], "b": g["b"] * x.shape[0]}
+
+    kw, kx, ky = jax.random.split(jax.random.key(3), 3)
+    p = {"W1": jax.random.normal(kw, (3, 2)), "b": jnp.zeros(2)}
+    x, y = jax.random.normal(kx, (8, 3)), jax.random.normal(ky, (8, 2))
+    with jax.enable_x64(True):  # the right gradient is the right one, by jax.grad in float64
+        p64, x64, y64 = (jax.tree.map(lambda a: np.asarray(a, np.float64), t) for t in (p, x, y))
+        auto = jax.grad(_linear_loss)(p64, x64, y64)
+        for k, v in _right(p64, x64, y64).items():
+            np.testing.assert_allclose(v, auto[k], rtol=1e-12)
+    result = audit.check_gradients(slipped, _linear_loss, p, x, y, points=16, key=kw, fd=False)
+    summaries = {s["name"]: s for s in leaf_summaries(result)}
+    assert summaries["['W1']"]["hint"] == "x0.98 everywhere in ['W1']: a constant factor"
+    assert summaries["['W1']"]["ratio"] == pytest.approx(0.98, rel=1e-4)
+    assert summaries["['b']"]["hint"].startswith("x batch size everywhere in ['b']")
+    assert summaries["['b']"]["ratio"] == pytest.approx(8, rel=1e-4)
+    assert [(s["failing"], s["size"]) for s in summaries.values()] == [(6, 6), (2, 2)]

@@ -269,7 +269,7 @@ def assert_vjp(f: Callable, *args: Any, key: jax.Array | None = None, **options:
       Traceback (most recent call last):
       ...
       AssertionError: 3 of 3 elements disagree (check_vjp)
-      x: 3 of 3 elements disagree
+      x: 3 of 3 elements disagree, typically ... of autodiff
       ...
     """
     check = check_jvp if isinstance(f, jax.custom_jvp) else check_vjp

@@ -160,7 +160,7 @@ def diagnose_leaves(
     matched: dict[int, str] = {}  # element -> the candidate it matched
     transposed = _transposed_leaves(failing, manual, reference, leaf_of, leaf_shapes,
                                     leaf_offsets, rtol, sig_floor, lnames, ref)  # fmt: skip
-    swaps = _swapped_pairs(failing, manual, reference, leaf_of, rtol, sig_floor, fails)
+    pending = []  # elements no pattern of their own explains: swaps and candidates next
     for i in map(int, failing):
         m, r = manual[:, i], reference[:, i]
         bad_m, bad_r = ~np.isfinite(m), ~np.isfinite(r)
@@ -189,6 +189,10 @@ def diagnose_leaves(
         if leaf_of[i] in transposed:
             hints[i] = transposed[leaf_of[i]]
             continue
+        pending.append((i, at, m, r, floor_i, sig))
+    swaps = _swapped_pairs(failing, [p[0] for p in pending], manual, reference, leaf_of, rtol,
+                           sig_floor, fails)  # fmt: skip
+    for i, at, m, r, floor_i, sig in pending:
         if i in swaps:
             j = swaps[i]
             hints[i] = f"matches {ref} of {names[j]}: swapped indices ({names[i]} <-> {names[j]})"
@@ -228,10 +232,10 @@ def _leaf_hints(failing, manual, reference, *, leaf_of, leaf_shapes, leaf_offset
         cols = np.arange(leaf_offsets[leaf], leaf_offsets[leaf] + int(np.prod(leaf_shapes[leaf])))
         at = fails[:, bad].any(axis=1)
         at = at if at.any() else np.ones(len(at), bool)
-        m, r = manual[at][:, cols], reference[at][:, cols]
+        m, r = manual[:, cols][at], reference[:, cols][at]
         if not (np.isfinite(m).all() and np.isfinite(r).all()):
             continue
-        sig = np.abs(r) > sig_floor[at][:, cols]
+        sig = np.abs(r) > sig_floor[:, cols][at]
         in_bad = np.isin(cols, bad)
         whole = bool(in_bad.all())
         hint = _whole_leaf_ratio(m, r, sig, batch[at], rtol, name, ref)
@@ -252,13 +256,13 @@ def _leaf_hints(failing, manual, reference, *, leaf_of, leaf_shapes, leaf_offset
                 extra = candidates[key][2:]
                 hint = extra[0] if extra else f"as the gradient without {key}'s derivative"
         if hint is None and whole:
-            hint = _another_leaf(leaf, m, r, sig, manual[at], reference[at], sig_floor[at],
-                                 leaf_of, leaf_shapes, leaf_offsets, rtol, lnames, ref)  # fmt: skip
+            hint = _another_leaf(leaf, m, r, at, reference, sig_floor, leaf_shapes,
+                                 leaf_offsets, rtol, lnames, ref)  # fmt: skip
         if hint is None and whole:
             hint = _shared_offset(m, r, sig, rtol, name, ref)
         if hint is None:
             mb, rb, sb = m[:, in_bad], r[:, in_bad], sig[:, in_bad]
-            scale_b = scale[at][:, cols][:, in_bad]
+            scale_b = scale[:, cols][at][:, in_bad]
             if sb.any() and np.all(np.abs(mb[sb]) <= 1e-6 * scale_b[sb]):
                 hint = f"handwritten {name} is 0 where {ref} is not: a missing term"
             elif sb.any(axis=1).sum() >= MIN_POINTS:
@@ -317,21 +321,21 @@ def _shared_offset(m, r, sig, rtol, name, ref) -> str | None:
     )
 
 
-def _another_leaf(leaf, m, r, sig, manual, reference, floor, leaf_of, shapes, offsets, rtol,
-                  lnames, ref) -> str | None:  # fmt: skip
+def _another_leaf(leaf, m, r, at, reference, floor, shapes, offsets, rtol, lnames,
+                  ref) -> str | None:  # fmt: skip
     """Another tensor of the same shape whose reference the handwritten one equals."""
-    own_floor = floor[:, leaf_of == leaf]
-    if np.all(_close(m, r, rtol, own_floor)):
+    own = np.arange(offsets[leaf], offsets[leaf] + int(np.prod(shapes[leaf])))
+    if np.all(_close(m, r, rtol, floor[:, own][at])):
         return None
     for other, shape in enumerate(shapes):
         if other == leaf or tuple(shape) != tuple(shapes[leaf]):
             continue
         cols = np.arange(offsets[other], offsets[other] + int(np.prod(shape)))
-        r_o = reference[:, cols]
-        sig_o = np.abs(r_o) > floor[:, cols]
+        r_o, f_o = reference[:, cols][at], floor[:, cols][at]
+        sig_o = np.abs(r_o) > f_o
         if sig_o.any(axis=1).sum() < MIN_POINTS or not np.isfinite(r_o).all():
             continue
-        if np.all(_close(m, r_o, rtol, floor[:, cols])):
+        if np.all(_close(m, r_o, rtol, f_o)):
             return (
                 f"handwritten {lnames[leaf]} equals {ref}'s {lnames[other]}: the step between "
                 "them is left out (a missing elementwise derivative?) or the two are swapped"
@@ -339,45 +343,56 @@ def _another_leaf(leaf, m, r, sig, manual, reference, floor, leaf_of, shapes, of
     return None
 
 
-def _swapped_pairs(failing, manual, reference, leaf_of, rtol, floor, fails) -> dict[int, int]:
+# the most work (elements tried x partners x points) spent looking for swapped pairs in one
+# tensor; a tensor needing more is not searched
+SWAP_WORK = 2**27
+
+
+def _swapped_pairs(failing, pending, manual, reference, leaf_of, rtol, floor, fails):
     """``{i: j}`` for elements whose handwritten value is the reference of another element
     of the same tensor and the other way round, in tensors where every failing element is
     one of such pairs. Two elements that happen to match one way (an elementwise slip can
-    make a value equal a neighbour's reference at a few points) are not a swap."""
+    make a value equal a neighbour's reference at a few points) are not a swap. Only the
+    ``pending`` elements (no pattern of their own) are tried, and only in tensors where
+    every failing element is pending."""
     failing = np.asarray(failing, int)
+    pending_set = set(pending)
     n = manual.shape[0]
-    partner: dict[int, int] = {}
-    for i in failing.tolist():
-        at = fails[:, i] if fails[:, i].any() else np.ones(n, bool)
-        m = manual[at, i]
-        if not np.isfinite(m).all():
-            continue
-        j = _swap_partner(i, m, reference[at], leaf_of, rtol, floor[at, i], floor[at])
-        if j is not None:
-            partner[i] = j
     out: dict[int, int] = {}
-    bad_set = set(failing.tolist())
     for leaf in np.unique(leaf_of[failing]).tolist():
         bad = [int(i) for i in failing if leaf_of[i] == leaf]
-        if all(i in partner and partner.get(partner[i]) == i and partner[i] in bad_set
-               for i in bad):  # fmt: skip
-            out.update({i: partner[i] for i in bad})
+        cols = np.flatnonzero(leaf_of == leaf)
+        if not all(i in pending_set for i in bad) or len(bad) * cols.size * n > SWAP_WORK:
+            continue
+        ref_leaf, floor_leaf = reference[:, cols], floor[:, cols]
+        partner: dict[int, int] = {}
+        for i in bad:
+            at = fails[:, i] if fails[:, i].any() else np.ones(n, bool)
+            j = _swap_partner(i, manual[at, i], cols, ref_leaf[at], floor_leaf[at], rtol)
+            if j is None:
+                break
+            partner[i] = j
+        else:
+            if all(partner.get(partner[i]) == i for i in bad):
+                out.update(partner)
     return out
 
 
-def _swap_partner(i, m, reference, leaf_of, rtol, floor_i, floor) -> int | None:
-    """Another element of the same tensor whose reference equals this manual value at every
-    point, and is clearly non-zero at enough of them to tell."""
-    cols = np.flatnonzero(leaf_of == leaf_of[i])
-    cols = cols[cols != i]
-    if cols.size == 0 or cols.size > 4096:
+def _swap_partner(i, m, cols, ref_leaf, floor_leaf, rtol) -> int | None:
+    """Another element of the same tensor (``cols``, whose references and floors at the
+    points are ``ref_leaf``, ``floor_leaf``) whose reference equals this manual value at
+    every point, and is clearly non-zero at enough of them to tell."""
+    if cols.size < 2 or cols.size > 4096:
         return None
-    r = reference[:, cols]
-    ok = np.all(_close(m[:, None], r, rtol, floor_i[:, None]), axis=0)
+    k = int(np.flatnonzero(cols == i)[0])
+    others = np.arange(cols.size) != k
+    r = ref_leaf[:, others]
+    floor_i = floor_leaf[:, [k]]
+    ok = np.all(_close(m[:, None], r, rtol, floor_i), axis=0)
     # a partner whose own reference equals ours tells nothing (both would match)
-    ok &= ~np.all(_close(reference[:, [i]], r, rtol, floor_i[:, None]), axis=0)
-    ok &= (np.abs(r) > floor[:, cols]).sum(axis=0) >= min(MIN_POINTS, r.shape[0])
-    return int(cols[np.argmax(ok)]) if ok.any() else None
+    ok &= ~np.all(_close(ref_leaf[:, [k]], r, rtol, floor_i), axis=0)
+    ok &= (np.abs(r) > floor_leaf[:, others]).sum(axis=0) >= min(MIN_POINTS, r.shape[0])
+    return int(cols[others][np.argmax(ok)]) if ok.any() else None
 
 
 def _transposed_leaves(failing, manual, reference, leaf_of, shapes, offsets, rtol, floor,

@@ -58,21 +58,20 @@ def _constant(ratio: np.ndarray, rtol: float) -> float | None:
 
 
 def _ratio_hint(ratio: np.ndarray, batch: np.ndarray, rtol: float, ref: str) -> str | None:
+    med = _constant(ratio, rtol)
+    if med is not None:
+        for value, text in (
+            (-1.0, f"sign error: handwritten = -1 x {ref}"),
+            (2.0, "x2: a dropped 1/2 (d/dA of 1/2 (A - yt)^2 is A - yt, not 2 (A - yt))"),
+            (0.5, "x1/2: a factor 1/2 too many"),
+        ):
+            if abs(med - value) <= rtol * abs(value):
+                return text
     if np.any(batch != 1):
         if np.all(np.abs(ratio - batch) <= rtol * batch):
             return "x batch size: summed over the batch instead of averaged"
         if np.all(np.abs(ratio * batch - 1) <= rtol):
             return "x 1/batch size: averaged over the batch twice"
-    med = _constant(ratio, rtol)
-    if med is None:
-        return None
-    for value, text in (
-        (-1.0, f"sign error: handwritten = -1 x {ref}"),
-        (2.0, "x2: a dropped 1/2 (d/dA of 1/2 (A - yt)^2 is A - yt, not 2 (A - yt))"),
-        (0.5, "x1/2: a factor 1/2 too many"),
-    ):
-        if abs(med - value) <= rtol * abs(value):
-            return text
     return None
 
 
@@ -286,20 +285,20 @@ def _whole_leaf_ratio(m, r, sig, batch, rtol, name, ref) -> str | None:
         return None
     ratio = m[sig] / r[sig]
     b = np.broadcast_to(batch[:, None], sig.shape)[sig]
+    c = _constant(ratio, rtol)
+    if c is not None and abs(c + 1) <= rtol:
+        return f"sign error: handwritten {name} = -1 x {ref} (x-1 everywhere)"
+    if c is not None and abs(c - 2) <= 2 * rtol:
+        return f"x2 everywhere in {name}: a dropped 1/2"
+    if c is not None and abs(c - 0.5) <= 0.5 * rtol:
+        return f"x1/2 everywhere in {name}: a factor 1/2 too many"
     if np.any(b != 1):
         if np.all(np.abs(ratio - b) <= rtol * b):
             return f"x batch size everywhere in {name}: summed over the batch instead of averaged"
         if np.all(np.abs(ratio * b - 1) <= rtol):
             return f"x 1/batch size everywhere in {name}: averaged over the batch twice"
-    c = _constant(ratio, rtol)
     if c is None:
         return None
-    if abs(c + 1) <= rtol:
-        return f"sign error: handwritten {name} = -1 x {ref} (x-1 everywhere)"
-    if abs(c - 2) <= 2 * rtol:
-        return f"x2 everywhere in {name}: a dropped 1/2"
-    if abs(c - 0.5) <= 0.5 * rtol:
-        return f"x1/2 everywhere in {name}: a factor 1/2 too many"
     return f"{_times(c)} everywhere in {name}: a constant factor"
 
 

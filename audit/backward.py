@@ -165,9 +165,10 @@ def _element_names(order) -> list[str]:
     return names
 
 
-def _summaries(weights: list[dict], order) -> list[dict]:
+def _summaries(weights: list[dict], order, leaf_hints: dict[str, str | None]) -> list[dict]:
     """One entry per intermediate, in backward order: its worst element, and a hint that
-    counts the failing elements."""
+    counts the failing elements and says what they show (the intermediate's own hint from
+    the diagnosis, else the worst element's)."""
     by_name: dict[str, list[dict]] = {}
     for w in weights:
         by_name.setdefault(w["name"].split("[")[0], []).append(w)
@@ -178,8 +179,11 @@ def _summaries(weights: list[dict], order) -> list[dict]:
         bad = sum(1 for w in rows if w["status"] in ("fail", "not_judged"))
         hint = None
         if bad:
-            hint = f"{bad} of {len(rows)} elements disagree; worst {worst['name']}" + (
-                f": {worst['hint']}" if worst.get("hint") else ""
+            own = leaf_hints.get(name)
+            hint = f"{bad} of {len(rows)} elements disagree; " + (
+                own
+                if own
+                else f"worst {worst['name']}" + (f": {worst['hint']}" if worst.get("hint") else "")
             )
         out.append(
             dict(
@@ -288,12 +292,12 @@ def check_backward(
     traced = is_traceable(grad_fn, group)
     tol = default_tolerance(dt, rtol, atol)
     ref_dtype = jnp.float64
-    weights, notes, per_call, phases = compare_groups(
+    weights, notes, per_call, phases, leaves = compare_groups(
         grad_fn, ref_grad_fn, loss_fn, [group], traced=traced, names=_element_names(order),
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max, candidates=None, saturation=None,
-        progress=None, memory=memory,
+        progress=None, memory=memory, leaf_names=list(names), reference_name="autodiff",
     )  # fmt: skip
-    factors = _summaries(weights, order)
+    factors = _summaries(weights, order, {leaf["name"]: leaf["hint"] for leaf in leaves})
     first = next((f["name"] for f in factors if not f["passed"]), None)
     timing = dict(phases, total_s=time.perf_counter() - t_start)
     return AuditResult(
@@ -309,6 +313,7 @@ def check_backward(
             **comparison_config(
                 tol, ref_dtype, fd=fd, fd_max=fd_max, memory=memory, per_call=per_call, mesh=None
             ),
+            leaves=leaves,
         ),
         tolerance=tolerance_dict(tol),
         points=dict(total=n, seed_example=0, random=points, trajectory=0, traced=traced),

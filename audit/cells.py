@@ -31,6 +31,7 @@ __all__ = [
     "outcome",
     "passing",
     "points_line",
+    "reference_name",
     "result_dict",
     "sci",
     "select_rows",
@@ -56,6 +57,20 @@ def result_dict(result: Any) -> Mapping[str, Any]:
             f"expected an AuditResult or its to_dict() mapping, got {type(result).__name__}"
         )
     return data
+
+
+# audits whose reference is autodiff of the user's own primal or forward code, not jax.grad
+# of a loss
+_AUTODIFF_CHECKS = ("check_vjp", "check_jvp", "check_backward")
+
+
+def reference_name(result: Any) -> str:
+    """What the audit's reference is called in hints, headers and messages: ``autodiff`` for
+    a custom rule's or a backward pass's audit (autodiff of the primal or forward code),
+    else ``jax.grad``."""
+    data = result_dict(result)
+    check = (data.get("config") or {}).get("check")
+    return "autodiff" if check in _AUTODIFF_CHECKS else "jax.grad"
 
 
 def as_float(value: Any) -> float | None:

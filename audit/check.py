@@ -62,6 +62,12 @@ def _tree_names(params) -> list[str]:
     return names
 
 
+def _leaf_names(params) -> list[str]:
+    """``"['W1']"``: each leaf's path, ``params`` for a bare array."""
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [jax.tree_util.keystr(path) or "params" for path, _ in paths]
+
+
 def _rules_note(loss_fn: Callable, rules: list[str]) -> list[str]:
     """Says, never silently, that the reference goes through custom derivative rules."""
     if not rules:
@@ -132,6 +138,8 @@ def check_gradients(
     progress: Callable[[str], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     memory: int | None = None,
+    leaf_names: Sequence[str] | None = None,
+    reference_name: str = "jax.grad",
 ) -> AuditResult:
     """Audit ``grad_fn`` against ``jax.grad(loss_fn)`` on any pytree.
 
@@ -144,6 +152,9 @@ def check_gradients(
       key: PRNG key for the perturbations.
       rtol, atol, fd, fd_max, progress, mesh, memory: as in :func:`audit_network`.
       names: one name per scalar parameter in flatten order; default the leaf paths.
+      leaf_names: one name per leaf of ``params`` in flatten order, as the report's
+        summary lines and hints say it; default the leaf paths (``['W1']``).
+      reference_name: what hints and notes call the reference (``jax.grad``).
 
     Returns:
       An :class:`AuditResult` (``factors`` empty, ``training`` None).
@@ -191,6 +202,12 @@ def check_gradients(
         raise ValueError(
             f"names has {len(all_names)} entries, expected one per scalar parameter ({n_params})"
         )
+    tree_leaves = _leaf_names(params) if leaf_names is None else list(leaf_names)
+    if len(tree_leaves) != len(leaves):
+        raise ValueError(
+            f"leaf_names has {len(tree_leaves)} entries, expected one per leaf of params "
+            f"({len(leaves)})"
+        )
     tol = default_tolerance(dt, rtol, atol)
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
 
@@ -211,10 +228,11 @@ def check_gradients(
     )
 
     traced = is_traceable(grad_fn, group)
-    weights, notes, per_call, phases = compare_groups(
+    weights, notes, per_call, phases, leaf_entries = compare_groups(
         grad_fn, _autodiff_of(loss_fn), loss_fn, [group], traced=traced, names=all_names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max, candidates=None, saturation=None,
-        progress=progress, mesh=mesh, memory=memory,
+        progress=progress, mesh=mesh, memory=memory, leaf_names=tree_leaves,
+        reference_name=reference_name,
     )  # fmt: skip
     timing.update(phases)
     timing["total_s"] = time.perf_counter() - t_start
@@ -228,6 +246,7 @@ def check_gradients(
             **comparison_config(
                 tol, ref_dtype, fd=fd, fd_max=fd_max, memory=memory, per_call=per_call, mesh=mesh
             ),
+            leaves=leaf_entries,
         ),
         tolerance=tolerance_dict(tol),
         points=dict(total=group.size, seed_example=0, random=points, trajectory=0, traced=traced),

@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     out.add_argument(
         "--max-rows", type=_int_at_least(1), default=None, metavar="N",
-        help="show at most N weight rows: failing ones first, then the worst passing ones",
+        help="show at most N weight rows in all: failing ones first, then the worst passing "
+        "ones (default: a line per tensor, then at most 4 rows of each, failing ones first)",
     )  # fmt: skip
     return p
 

@@ -267,12 +267,13 @@ def audit_network(
     groups = merge_same_shapes(groups)
 
     names = jaxbp.param_names(sizes)
-    weights, notes, per_call, phases = compare_groups(
+    weights, notes, per_call, phases, leaf_entries = compare_groups(
         grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, traced=traced, names=names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
         candidates=lambda: missing_derivative_grads(spec, groups, sizes),
         saturation=saturation_fn(spec, groups, sizes), progress=progress,
         mesh=mesh, memory=memory,
+        leaf_names=[f"layer {l} {w}" for l in range(1, len(sizes)) for w in ("W", "b")],
     )  # fmt: skip
     timing.update(phases)
     notes = ([crowded] if crowded else []) + pre_notes + notes
@@ -316,6 +317,7 @@ def audit_network(
         **comparison_config(
             tol, ref_dtype, fd=fd, fd_max=fd_max, memory=memory, per_call=per_call, mesh=mesh
         ),
+        leaves=leaf_entries,
     )
     timing["total_s"] = time.perf_counter() - t_start
     passed = all(column(weights, "passed")) and all(f["passed"] for f in factors)

@@ -46,12 +46,14 @@ def _flat_candidates(params, x, y, *, spec, skip):
 
 def missing_derivative_grads(
     spec: OutputSpec, groups, sizes
-) -> dict[str, tuple[jax.Array, list[str]]]:
-    """For each layer, the gradient without its ``f'(z_l)``, and a hint for every weight.
+) -> dict[str, tuple[jax.Array, list[str], str]]:
+    """For each layer, the gradient without its ``f'(z_l)``, a hint for every weight and one
+    for a tensor.
 
     Returns:
-      ``{layer: ((n_points, P) gradients, P hints)}``. A weight into layer ``l`` is told the
-      derivative of its own unit (``dA1/dz1``); a weight below it, those of layer ``l``.
+      ``{layer: ((n_points, P) gradients, P hints, tensor hint)}``. A weight into layer ``l``
+      is told the derivative of its own unit (``dA1/dz1``); a weight below it, those of
+      layer ``l``; a tensor, the layer's derivative.
       The output layer is included only for MSE (``bce``/``softmax_ce`` have no separate
       ``dA/dz`` factor in their delta), hidden layers only for non-identity activations.
     """
@@ -81,5 +83,7 @@ def missing_derivative_grads(
             _flat_candidates.pick(work(g.params, g.batch))(g.params, g.x, g.y, spec=spec, skip=skip)
             for g in groups
         ])  # fmt: skip
-        out[f"layer {skip + 1}"] = (grads, texts)
+        out[f"layer {skip + 1}"] = (
+            grads, texts, f"missing the activation derivative {what} of layer {skip + 1}"
+        )  # fmt: skip
     return out

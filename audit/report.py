@@ -43,6 +43,7 @@ from audit.cells import (
     legend,
     outcome,
     points_line,
+    reference_name,
     result_dict,
     sci,
     tolerance_lines,
@@ -51,6 +52,7 @@ from audit.cells import (
 )
 from audit.report_json import CURVES_FILE, curves_csv, document
 from audit.result import verdict_of
+from audit.summary import leaf_summaries, summary_cells, summary_header
 
 __all__ = ["REPORT_FILES", "ReportError", "check_out_dir", "write_report"]
 
@@ -243,9 +245,22 @@ def _factor_cells(f: Mapping[str, Any]) -> list[str]:
     return [*factor_cells(f), _worst(f), hint_text(f)]
 
 
+def _columns(cols: Sequence[str], data: Mapping[str, Any]) -> list[str]:
+    """The column names with the reference named as the audit names it."""
+    return [reference_name(data) if c == "jax.grad" else c for c in cols]
+
+
+def _ordered_weights(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every weight, tensor by tensor as the summary lists them, failing ones first."""
+    weights = data.get("weights") or []
+    return [weights[k] for s in leaf_summaries(data) for k in s["rows"]]
+
+
 def _config_rows(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for key, value in (data.get("config") or {}).items():
+        if key == "leaves":  # the summary lists the tensors
+            continue
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
         rows.append((str(key), str(value)))
@@ -295,17 +310,25 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
     lines += [
         _sentence(points_line(data.get("points") or {})),
         "",
-        "## Weights",
+        "## Summary",
         "",
     ]
-    header = [*_WEIGHT_COLS, "verdict", "worst point", "hint"]
+    lines += _md_table(
+        summary_header(data),
+        [summary_cells(s) for s in leaf_summaries(data)],
+        [False, True, True, False, False],
+    )
+    lines += ["", "## Weights", ""]
+    header = _columns([*_WEIGHT_COLS, "verdict", "worst point", "hint"], data)
     right = [False, True, True, True, True, True, False, False, False]
-    lines += _md_table(header, [_weight_cells(w) for w in data.get("weights") or []], right)
+    lines += _md_table(header, [_weight_cells(w) for w in _ordered_weights(data)], right)
     factors = data.get("factors") or []
     if factors:
         lines += ["", "## Chain-rule factors", ""]
         right_f = [False, True, True, True, True, False, False, False]
-        lines += _md_table(_FACTOR_COLS, [_factor_cells(f) for f in factors], right_f)
+        lines += _md_table(
+            _columns(_FACTOR_COLS, data), [_factor_cells(f) for f in factors], right_f
+        )
     marks = legend([*(data.get("weights") or []), *factors])
     if marks:
         lines += ["", *(f"- {_md_escape(m)}" for m in marks)]
@@ -386,8 +409,9 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
     state = "pass" if data.get("passed") else "fail"
     head = outcome(data)
     tol = tolerance_lines(data, width=10_000)
-    weights = data.get("weights") or []
+    weights = _ordered_weights(data)
     factors = data.get("factors") or []
+    summaries = leaf_summaries(data)
     body = [
         f'<h1>Gradient audit: <span class="{state}">{head}</span></h1>',
         f'<p class="verdict {state}">{_e(verdict_line(data))}</p>',
@@ -396,10 +420,18 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
         + (f"<br>Rule: {_e(tol[1].strip())}" if len(tol) > 1 else "")
         + "</p>",
         f"<p>{_e(_sentence(points_line(data.get('points') or {})))}</p>",
-        "<h2>Weights</h2>",
+        "<h2>Summary</h2>",
     ]
     body += _html_table(
-        [*_WEIGHT_COLS, "verdict", "worst point", "hint"],
+        summary_header(data),
+        [summary_cells(s) for s in summaries],
+        [False, True, True, False, False],
+        [s["status"] != "fail" for s in summaries],
+        verdict_col=3,
+    )
+    body.append("<h2>Weights</h2>")
+    body += _html_table(
+        _columns([*_WEIGHT_COLS, "verdict", "worst point", "hint"], data),
         [_weight_cells(w) for w in weights],
         [False, True, True, True, True, True, False, False, False],
         [bool(w.get("passed")) for w in weights],
@@ -408,7 +440,7 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
     if factors:
         body.append("<h2>Chain-rule factors</h2>")
         body += _html_table(
-            _FACTOR_COLS,
+            _columns(_FACTOR_COLS, data),
             [_factor_cells(f) for f in factors],
             [False, True, True, True, True, False, False, False],
             [bool(f.get("passed")) for f in factors],

@@ -24,8 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit.cells import reference_name
 from audit.check import check_gradients
 from audit.result import AuditResult
+from audit.summary import leaf_summaries, ratio_text
 from jaxbp.checks import check_key
 
 __all__ = ["assert_vjp", "check_jvp", "check_vjp", "failure_message"]
@@ -59,6 +61,14 @@ def _element_names(args: tuple, arg_names: Sequence[str]) -> list[str]:
             flat = [",".join(map(str, ix)) for ix in np.ndindex(*shape)] if shape else []
             names += [f"{base}[{ix}]" for ix in flat] if shape else [base]
     return names
+
+
+def _leaf_names(args: tuple, arg_names: Sequence[str]) -> list[str]:
+    return [
+        arg_names[i] + jax.tree_util.keystr(path)
+        for i, arg in enumerate(args)
+        for path, _ in jax.tree_util.tree_flatten_with_path(arg)[0]
+    ]
 
 
 def _check_args(f: Callable, args: tuple) -> None:
@@ -135,11 +145,12 @@ def _audit(
         out,
     )
     rule, through_primal = _pair(f, kind)
-    names = _element_names(args, _arg_names(primal, len(args)))
+    arg_names = _arg_names(primal, len(args))
     result = check_gradients(
         rule, through_primal, args, ct, np.zeros((1,), jax.tree.leaves(args)[0].dtype),
         points=points, key=key, spread=spread, rtol=rtol, atol=atol, fd=fd, fd_max=fd_max,
-        names=names, memory=memory,
+        names=_element_names(args, arg_names), memory=memory,
+        leaf_names=_leaf_names(args, arg_names), reference_name="autodiff",
     )  # fmt: skip
     result.config.update(check=kind, reference="autodiff of f.fun, in float64")
     return result
@@ -215,26 +226,29 @@ def check_jvp(
 
 def failure_message(result: AuditResult, *, worst: int = 3) -> str:
     """A compact account of a failed audit for a test's AssertionError: the verdict line,
-    then per leaf how many elements fail and the ``worst`` of them with both values, the
-    hint and the point."""
-    leaves: dict[str, list[dict]] = {}
-    for w in result.weights:
-        leaves.setdefault(w["name"].split("[")[0], []).append(w)
+    then per leaf how many elements fail, their typical ratio to the reference and the
+    leaf's hint (:func:`audit.summary.leaf_summaries`), and the ``worst`` of them with both
+    values, the hint and the point."""
     mine = "by hand" if result.config.get("check") == "check_backward" else "rule"
+    ref = reference_name(result)
     lines = []
-    for leaf, entries in leaves.items():
+    for leaf in leaf_summaries(result):
+        entries = [result.weights[k] for k in leaf["rows"]]
         bad = [w for w in entries if w["status"] in ("fail", "not_judged")]
         if not bad:
             continue
         bad.sort(key=lambda w: -(w["score"] if isinstance(w["score"], float) else np.inf))
-        lines.append(f"{leaf}: {len(bad)} of {len(entries)} elements disagree")
+        head = f"{leaf['name']}: {len(bad)} of {len(entries)} elements disagree"
+        if leaf["ratio"] is not None:
+            head += f", typically {ratio_text(leaf['ratio'])} of {ref}"
+        lines.append(head + (f"; {leaf['hint']}" if leaf["hint"] else ""))
         for w in bad[:worst]:
             hint = f"; {w['hint']}" if w.get("hint") else ""
             lines.append(
-                f"  {w['name']}: {mine} {w['manual']:.6g}, autodiff {w['reference']:.6g} at "
+                f"  {w['name']}: {mine} {w['manual']:.6g}, {ref} {w['reference']:.6g} at "
                 f"{w['worst_point']['label']}{hint}"
                 if isinstance(w["manual"], float) and isinstance(w["reference"], float)
-                else f"  {w['name']}: {mine} {w['manual']}, autodiff {w['reference']} at "
+                else f"  {w['name']}: {mine} {w['manual']}, {ref} {w['reference']} at "
                 f"{w['worst_point']['label']}{hint}"
             )
     total = len(result.weights)
@@ -255,7 +269,7 @@ def assert_vjp(f: Callable, *args: Any, key: jax.Array | None = None, **options:
       Traceback (most recent call last):
       ...
       AssertionError: 3 of 3 elements disagree (check_vjp)
-      x: 3 of 3 elements disagree
+      x: 3 of 3 elements disagree, typically ... of autodiff
       ...
     """
     check = check_jvp if isinstance(f, jax.custom_jvp) else check_vjp

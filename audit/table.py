@@ -27,13 +27,16 @@ from audit.cells import (
     legend,
     passing,
     points_line,
+    reference_name,
     result_dict,
     sci,
     select_rows,
+    status,
     tolerance_lines,
     verdict_line,
     weight_cells,
 )
+from audit.summary import leaf_summaries, summary_cells, summary_header
 
 __all__ = ["format_table"]
 
@@ -136,30 +139,77 @@ def _training_lines(training: Mapping[str, Any], config: Mapping[str, Any]) -> l
     ]
 
 
+def _per_leaf(
+    weights: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], leaf_rows: int
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The rows to show, tensor by tensor (failing ones first), at most ``leaf_rows`` of a
+    tensor, and a line for each tensor that had rows left out."""
+    shown: list[Mapping[str, Any]] = []
+    left: list[str] = []
+    for s in summaries:
+        rows = [weights[k] for k in s["rows"]]
+        keep = rows[: max(leaf_rows, 0)]
+        shown += keep
+        n_left = len(rows) - len(keep)
+        if n_left:
+            hidden = sum(1 for w in rows[len(keep) :] if status(w) == "fail")
+            which = f"{hidden} of them failing" if hidden else "all passing"
+            left.append(f"({n_left} more of {s['name']} not shown, {which})")
+    return shown, left
+
+
 def format_table(
-    result: Any, *, color: bool = False, max_rows: int | None = None, hint_width: int = 48
+    result: Any,
+    *,
+    color: bool = False,
+    max_rows: int | None = None,
+    hint_width: int = 48,
+    leaf_rows: int = 4,
 ) -> str:
     """Renders an audit result for a terminal.
+
+    When an element fails (or is flagged) or a tensor has more than ``leaf_rows`` elements,
+    the table opens with one line per tensor (:func:`audit.summary.leaf_summaries`): how
+    many of its elements fail, their typical ratio to the reference, the verdict and one
+    hint. Then one row per element, tensor by tensor, failing ones first.
 
     Args:
       result: an ``AuditResult`` or its ``to_dict()`` mapping.
       color: paint PASS green, FAIL red and headers bold with ANSI codes.
-      max_rows: at most this many weight rows (and factor rows): failing ones first, then the
-        worst passing ones; a line says how many were left out. None shows every row in
-        flatten order.
+      max_rows: at most this many weight rows (and factor rows) in all: failing ones first,
+        then the worst passing ones; a line says how many were left out. None: at most
+        ``leaf_rows`` rows of each tensor.
       hint_width: the hint column wraps at this many characters (three lines at most).
+      leaf_rows: at most this many rows of one tensor when ``max_rows`` is None (failing
+        ones first); a line per tensor says how many were left out.
 
     Returns:
-      The tables, the first failing factor, notes, the training summary and the verdict
-      line, joined with newlines (no trailing newline).
+      The summary, the tables, the first failing factor, notes, the training summary and
+      the verdict line, joined with newlines (no trailing newline).
     """
     data = result_dict(result)
     lines = [header_line(data), points_line(data.get("points") or {}), *tolerance_lines(data), ""]
+    ref = reference_name(data)
 
     all_weights = data.get("weights") or []
-    weights, _ = select_rows(all_weights, max_rows)
+    summaries = leaf_summaries(data)
+    if any(s["status"] != "pass" or s["size"] > leaf_rows for s in summaries):
+        lines += _grid(
+            summary_header(data),
+            [summary_cells(s) for s in summaries],
+            right=[False, True, True, False, False],
+            wrap_last=max(hint_width, 72),
+            verdict_col=3,
+            color=color,
+        )
+        lines.append("")
+    if max_rows is None:
+        weights, left_out = _per_leaf(all_weights, summaries, leaf_rows)
+    else:
+        weights, _ = select_rows(all_weights, max_rows)
+        left_out = _left_out(all_weights, len(weights), "weights")
     rows = [[*weight_cells(w), hint_text(w)] for w in weights]
-    header = ["weight", "handwritten", "jax.grad", "finite diff", "abs err", "rel err"]
+    header = ["weight", "handwritten", ref, "finite diff", "abs err", "rel err"]
     lines += _grid(
         [*header, "verdict", "hint"],
         rows,
@@ -168,7 +218,7 @@ def format_table(
         verdict_col=6,
         color=color,
     )
-    lines += _left_out(all_weights, len(weights), "weights")
+    lines += left_out
 
     all_factors = data.get("factors") or []
     factors, _ = select_rows(all_factors, max_rows)
@@ -176,7 +226,7 @@ def format_table(
         frows = [[*factor_cells(f), hint_text(f)] for f in factors]
         lines.append("")
         lines += _grid(
-            ["factor", "handwritten", "jax.grad", "abs err", "rel err", "verdict", "hint"],
+            ["factor", "handwritten", ref, "abs err", "rel err", "verdict", "hint"],
             frows,
             right=[False, True, True, True, True, False, False],
             wrap_last=hint_width,

@@ -14,7 +14,7 @@ import numpy as np
 
 from audit.budget import default_budget
 from audit.compare import Tolerance, unjudged_note
-from audit.diagnose import diagnose
+from audit.diagnose import Diagnosis, diagnose_leaves
 from audit.finite_diff import finite_differences, finite_differences_ahead
 from audit.gradients import evaluate, point_shapes, runs_in, second_look
 from audit.layout import layout_of
@@ -47,12 +47,15 @@ FD_AGREE = 1e-4
 
 class WeightVerdicts(NamedTuple):
     """What :func:`compare_groups` found: one entry per weight, notes, the most points one
-    compiled call took, and the seconds each phase took."""
+    compiled call took, the seconds each phase took, and one entry per tensor (leaf) in
+    flatten order: ``{"name", "shape", "hint"}``, the hint for the tensor as a whole or None
+    (see :func:`audit.diagnose.diagnose_leaves`)."""
 
     weights: WeightTable
     notes: list[str]
     points_per_call: int
     timing: dict[str, float]
+    leaves: list[dict]
 
 
 def comparison_config(
@@ -101,12 +104,16 @@ def compare_groups(
     progress,
     mesh: jax.sharding.Mesh | None = None,
     memory: int | None = None,
+    leaf_names: Sequence[str] | None = None,
+    reference_name: str = "jax.grad",
 ) -> WeightVerdicts:
     """The per-weight part shared by both entry points.
 
     ``traced`` is :func:`audit.gradients.is_traceable` of ``grad_fn``, found by the caller;
     ``candidates()`` gives the named mistakes the diagnosis tries (see
-    :func:`audit.diagnose.diagnose`), ``saturation(weights, points)`` the saturated-unit flags.
+    :func:`audit.diagnose.diagnose_leaves`), ``saturation(weights, points)`` the
+    saturated-unit flags. ``leaf_names`` names each tensor of the params in flatten order
+    (default ``tensor k``), ``reference_name`` the reference, as hints and notes say them.
     """
     notes: list[str] = []
     timing: dict[str, float] = {}
@@ -158,18 +165,31 @@ def compare_groups(
         t0 = time.perf_counter()
         fd_values, fd_notes = _fd_opinion(
             loss_fn, groups, worst, names, fd_max=fd_max, ref_dtype=ref_dtype,
-            compiled=fd_compiled, progress=progress,
+            compiled=fd_compiled, progress=progress, reference_name=reference_name,
         )  # fmt: skip
         notes += fd_notes
         timing["finite_diff_s"] = time.perf_counter() - t0
 
-    hints: dict[int, str] = {}
+    if leaf_names is None:
+        leaf_names = [f"tensor {k}" for k in range(layout.n_segments)]
+    if len(leaf_names) != layout.n_segments:
+        raise ValueError(
+            f"leaf_names has {len(leaf_names)} entries, expected one per tensor of the params "
+            f"({layout.n_segments})"
+        )
+    found = Diagnosis({}, {})
     fail_idx = np.flatnonzero(failed)
     if fail_idx.size:
         t0 = time.perf_counter()
-        hints = _hints(ev, worst, fail_idx, groups, layout, names, labels, tol=tol,
-                       candidates=candidates, memory=memory)  # fmt: skip
+        found = _hints(ev, worst, fail_idx, groups, layout, names, labels, tol=tol,
+                       candidates=candidates, memory=memory, leaf_names=leaf_names,
+                       reference_name=reference_name)  # fmt: skip
         timing["diagnose_s"] = time.perf_counter() - t0
+    hints = found.elements
+    leaves = [
+        dict(name=name, shape=list(shape), hint=found.leaves.get(k))
+        for k, (name, shape) in enumerate(zip(leaf_names, layout.shapes, strict=True))
+    ]
     saturated = (
         saturation(np.arange(len(names)), worst.index) if saturation else np.zeros(len(names), bool)
     )
@@ -184,12 +204,14 @@ def compare_groups(
         worst, names, dt, fd_values=fd_values, hints=hints, saturated=saturated,
         labels=labels, point_source=point_source,
     )  # fmt: skip
-    return WeightVerdicts(weights, notes, ev.points_per_call, timing)
+    return WeightVerdicts(weights, notes, ev.points_per_call, timing, leaves)
 
 
-def _fd_opinion(loss_fn, groups, worst, names, *, fd_max, ref_dtype, compiled, progress):
+def _fd_opinion(
+    loss_fn, groups, worst, names, *, fd_max, ref_dtype, compiled, progress, reference_name
+):
     """Central differences at the worst point of the ``fd_max`` worst weights, and notes on
-    the ones left out and on any that disagree with ``jax.grad`` beyond their own error."""
+    the ones left out and on any that disagree with the reference beyond their own error."""
     notes = []
     fd_values = np.full(len(names), np.nan)
     sel = _select_fd(worst, fd_max)
@@ -211,14 +233,15 @@ def _fd_opinion(loss_fn, groups, worst, names, *, fd_max, ref_dtype, compiled, p
     if off.any():
         bad = [names[i] for i in sel[off]][:8]
         notes.append(
-            f"finite differences disagree with jax.grad for {bad} beyond their own "
+            f"finite differences disagree with {reference_name} for {bad} beyond their own "
             "estimated error: the loss may have a kink there (such as relu at 0); the "
-            "verdict uses jax.grad"
+            f"verdict uses {reference_name}"
         )
     return fd_values, notes
 
 
-def _hints(ev, worst, fail_idx, groups, layout, names, labels, *, tol, candidates, memory):
+def _hints(ev, worst, fail_idx, groups, layout, names, labels, *, tol, candidates, memory,
+           leaf_names, reference_name) -> Diagnosis:  # fmt: skip
     """A hint for each failing weight, from its values at up to :data:`DIAGNOSE_POINTS`
     points: every failing weight's worst point, then the first ones (fewer where their rows
     would not fit the memory budget), so a failure seen only late in the trajectory is still
@@ -231,11 +254,11 @@ def _hints(ev, worst, fail_idx, groups, layout, names, labels, *, tol, candidate
     rows = np.sort(np.concatenate([worst_pts, rest]))
     batch = np.concatenate([np.full(g.size, g.batch) for g in groups])[rows]
     cands = {
-        k: (np.asarray(v, np.float64)[rows], texts)
-        for k, (v, texts) in (candidates() if candidates else {}).items()
+        k: (np.asarray(v, np.float64)[rows], *rest)
+        for k, (v, *rest) in (candidates() if candidates else {}).items()
     }
     manual_at, reference_at, failed_at = ev.rows(rows)
-    return diagnose(
+    return diagnose_leaves(
         fail_idx,
         np.asarray(manual_at, dtype=np.float64),
         np.asarray(reference_at, dtype=np.float64),
@@ -249,6 +272,8 @@ def _hints(ev, worst, fail_idx, groups, layout, names, labels, *, tol, candidate
         rtol=max(10 * tol.rtol, 1e-6),
         candidates=cands,
         failed_at=failed_at,
+        leaf_names=leaf_names,
+        reference_name=reference_name,
     )
 
 

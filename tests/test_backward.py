@@ -13,6 +13,7 @@ import pytest
 
 import audit
 from audit.backward import tapped
+from audit.summary import leaf_summaries
 
 N, D, H, C = 8, 4, 6, 3
 EPS = 1e-5
@@ -173,3 +174,53 @@ def test_points_need_a_key():
     r = audit.check_backward(forward, backward, *_point(jnp.float32), points=0)
     assert r.passed and r.points["total"] == 1
     assert np.isfinite(r.factors[0]["manual"])
+
+
+def _tanh_forward(tap, w, x):
+    h = tap("h", x @ w)
+    a = tap("a", jnp.tanh(h))
+    return jnp.mean(a**2)
+
+
+def _tanh_backward_without_derivative(w, x):
+    a = jnp.tanh(x @ w)
+    da = 2 * a / a.size
+    return {"a": da, "h": da}  # a slip: dh = da * (1 - a**2)
+
+
+def test_a_missing_elementwise_derivative_is_summed_up_per_intermediate():
+    w = jax.random.normal(jax.random.key(1), (3, 4))
+    x = jax.random.normal(jax.random.key(2), (5, 3))
+    result = audit.check_backward(
+        _tanh_forward, _tanh_backward_without_derivative, w, x, key=KEY, points=15
+    )
+    # independently, in float64 at draws of our own: how many elements of dh differ from the
+    # true dE/dh = da * (1 - a^2) (jax.grad) at some draw, and of da from dE/da
+    differs = {"a": np.zeros((5, 4), bool), "h": np.zeros((5, 4), bool)}
+    with jax.enable_x64(True):
+        x64 = np.asarray(x, np.float64)
+        for k in range(8):
+            w64 = np.asarray(jax.random.normal(jax.random.key(10 + k), (3, 4)), np.float64)
+            h = x64 @ w64
+            true = {
+                "h": jax.grad(lambda h: jnp.mean(jnp.tanh(h) ** 2))(h),
+                "a": jax.grad(lambda a: jnp.mean(a**2))(jnp.tanh(h)),
+            }
+            given = _tanh_backward_without_derivative(w64, x64)
+            for name in differs:
+                gap = np.abs(np.asarray(given[name]) - np.asarray(true[name]))
+                differs[name] |= gap > 1e-2 * np.abs(np.asarray(true[name])).max()
+    summaries = leaf_summaries(result)
+    assert [s["name"] for s in summaries] == ["a", "h"]  # backward order
+    assert [(s["failing"], s["size"]) for s in summaries] == [
+        (int(differs["a"].sum()), 20),
+        (int(differs["h"].sum()), 20),
+    ]
+    words = "handwritten h equals autodiff's a"
+    assert summaries[1]["hint"].startswith(words)
+    assert words in result.factors[1]["hint"]
+    hints = [w["hint"] or "" for w in result.weights] + [f["hint"] or "" for f in result.factors]
+    assert not any("jax.grad" in h or "swapped indices" in h for h in hints)
+    table = audit.format_table(result)
+    assert table.splitlines()[table.splitlines().index("") + 1].startswith("intermediate")
+    assert "ratio to autodiff" in table and "jax.grad" not in table.split("weight  ")[1]

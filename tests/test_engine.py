@@ -10,6 +10,7 @@ import pytest
 
 import audit
 import jaxbp
+from audit.summary import leaf_summaries
 from jaxbp.seed import seed_factors
 from tests.broken_gradients import BROKEN, SEED_NAMES, batched, swap, weight_mistake
 
@@ -72,7 +73,11 @@ def test_transposed_weight_matrix_is_named():
     failed = set(result.failed_weights)
     off_diagonal = {f"w{i}{j}" for i in (4, 5, 6) for j in (1, 2, 3) if i - 3 != j}
     assert failed == {n for n in off_diagonal if n in failed} and len(failed) >= 4
-    assert all("transposed W" in result.weight(n)["hint"] for n in failed)
+    words = "transposed: handwritten layer 2 W is jax.grad's layer 2 W^T"
+    assert all(result.weight(n)["hint"] == words for n in failed)
+    summaries = {s["name"]: s for s in leaf_summaries(result)}
+    assert summaries["layer 2 W"]["hint"] == words
+    assert summaries["layer 2 W"]["failing"] == len(failed)
 
 
 # --- correct gradients never raise a false alarm ---------------------------------------

@@ -629,7 +629,7 @@ def test_long_hints_wrap_under_the_hint_column():
     continuation = lines[i + 1]
     assert continuation[:start].strip() == "" and continuation[start:].strip()
     assert all(len(line) - start <= 30 for line in lines[i : i + 3])
-    assert lines[i + 3].startswith("w21")  # at most three lines per hint
+    assert lines[i + 3].startswith("w11")  # at most three lines per hint; failing rows first
 
 
 def test_nonfinite_and_missing_values_are_shown():

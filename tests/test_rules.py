@@ -183,7 +183,11 @@ def test_assert_vjp_is_silent_when_right_and_names_the_leaf_when_wrong():
     message = str(info.value)
     lines = message.splitlines()
     assert lines[0] == "32 of 96 elements disagree (check_vjp)"
-    assert lines[1] == "g: 32 of 32 elements disagree"
+    # the rule's dg is negated: x-1 throughout g, named against autodiff (not jax.grad)
+    assert lines[1] == (
+        "g: 32 of 32 elements disagree, typically x-1 of autodiff; "
+        "sign error: handwritten g = -1 x autodiff (x-1 everywhere)"
+    )
     assert lines[2].startswith("  g[") and "rule " in lines[2] and "autodiff " in lines[2]
     assert len(lines) == 5  # the three worst elements of the one failing leaf
 

@@ -15,6 +15,7 @@ import numpy as np
 from audit.budget import default_budget
 from audit.compare import Tolerance, unjudged_note
 from audit.diagnose import diagnose
+from audit.fd_verdict import FD_LOSS_EVALS, fd_points, fd_verdict, reference_note
 from audit.finite_diff import finite_differences, finite_differences_ahead
 from audit.gradients import evaluate, point_shapes, runs_in, second_look
 from audit.layout import layout_of
@@ -52,20 +53,27 @@ class WeightVerdicts(NamedTuple):
     notes: list[str]
     points_per_call: int
     timing: dict[str, float]
+    fd_points: int | None = None  # points finite differences judged (reference "fd"/"both")
 
 
 def comparison_config(
     tol: Tolerance, ref_dtype, *, fd: bool, fd_max: int, memory: int | None, per_call: int,
-    mesh: jax.sharding.Mesh | None,
+    mesh: jax.sharding.Mesh | None, reference: str | None = None, fd_points: int | None = None,
 ) -> dict:  # fmt: skip
     """The config entries both entry points record about the comparison: tolerance,
     reference dtype, finite differences, memory budget and points per call, and where it
-    ran (:func:`audit.placement.environment`)."""
+    ran (:func:`audit.placement.environment`); with ``reference``, which opinion decided
+    (:mod:`audit.fd_verdict`) and, where finite differences judge, at how many points and
+    within how many loss evaluations."""
+    chosen = {} if reference is None else dict(reference=reference)
+    if fd_points is not None:
+        chosen.update(fd_points=fd_points, fd_loss_evals=FD_LOSS_EVALS)
     return dict(
         rtol=tol.rtol,
         atol=tol.atol,
         fd=fd,
         fd_max=fd_max,
+        **chosen,
         reference_dtype=jnp.dtype(ref_dtype).name,
         memory=memory,
         points_per_call=per_call,
@@ -100,12 +108,15 @@ def compare_groups(
     progress,
     mesh: jax.sharding.Mesh | None = None,
     memory: int | None = None,
+    reference: str = "autodiff",
 ) -> WeightVerdicts:
     """The per-weight part shared by both entry points.
 
     ``traced`` is :func:`audit.gradients.is_traceable` of ``grad_fn``, found by the caller;
     ``candidates()`` gives the named mistakes the diagnosis tries (see
     :func:`audit.diagnose.diagnose`), ``saturation(weights, points)`` the saturated-unit flags.
+    ``reference`` says which opinion decides (:mod:`audit.fd_verdict`): ``"autodiff"``,
+    ``"fd"`` or ``"both"``; the last two need ``fd``.
     """
     notes: list[str] = []
     timing: dict[str, float] = {}
@@ -128,7 +139,9 @@ def compare_groups(
         notes.append(_spread_note(grad_fn, dt, ref_dtype))
     n_points = sum(g.size for g in groups)
     fd_compiled = None
-    if fd and len(groups) == 1:  # the pairs' count is known: compile while comparing
+    if (
+        fd and len(groups) == 1 and reference == "autodiff"
+    ):  # the pairs' count is known: compile while comparing
         with jax.enable_x64(True):
             fd_compiled = finite_differences_ahead(
                 loss_fn, groups[0], min(fd_max, len(names)), dtype=ref_dtype
@@ -151,6 +164,16 @@ def compare_groups(
     unjudged = unjudged_note(ev.unjudged_rows, n_points, ev.first_unjudged, labels, names)
     if unjudged:
         notes.append(unjudged)
+
+    if reference != "autodiff":
+        t0 = time.perf_counter()
+        out = _judged_by_fd(
+            ev, worst, groups, loss_fn, names, layout, labels, point_source, dt,
+            reference=reference, tol=tol, ref_dtype=ref_dtype, memory=memory, progress=progress,
+        )  # fmt: skip
+        timing["finite_diff_s"] = time.perf_counter() - t0
+        weights, fd_notes, judged = out
+        return WeightVerdicts(weights, notes + fd_notes, ev.points_per_call, timing, judged)
 
     fd_values = np.full(len(names), np.nan)
     if fd:
@@ -211,10 +234,112 @@ def _fd_opinion(loss_fn, groups, worst, names, *, fd_max, ref_dtype, compiled, p
         bad = [names[i] for i in sel[off]][:8]
         notes.append(
             f"finite differences disagree with jax.grad for {bad} beyond their own "
-            "estimated error: the loss may have a kink there (such as relu at 0); the "
-            "verdict uses jax.grad"
+            "estimated error; reference='autodiff' decided, so jax.grad's verdict stands: the "
+            "loss may have a kink there (such as relu at 0), or jax.grad goes through a custom "
+            "derivative rule that is wrong; reference='fd' lets finite differences decide, "
+            "reference='both' requires agreement with both"
         )
     return fd_values, notes
+
+
+def _judged_by_fd(
+    ev, worst, groups, loss_fn, names, layout, labels, point_source, dt, *, reference, tol,
+    ref_dtype, memory, progress,
+):  # fmt: skip
+    """The entries, notes and point count of a verdict that finite differences decide
+    (``reference="fd"``) or take part in (``"both"``), at :func:`audit.fd_verdict.fd_points`."""
+    n_el = len(names)
+    n_points = sum(g.size for g in groups)
+    rows = fd_points(n_points, n_el)
+    say(progress, f"finite differences for {n_el} weights at {len(rows)} points")
+    manual, autodiff, _ = ev.rows(rows)
+    widx = np.tile(np.arange(n_el), len(rows))
+    pidx = np.repeat(rows, n_el)
+    with jax.enable_x64(True):
+        d, e = finite_differences(loss_fn, groups, widx, pidx, dtype=ref_dtype)
+    shape = (len(rows), n_el)
+    fv = fd_verdict(manual, autodiff, d.reshape(shape), e.reshape(shape), layout.segments,
+                    layout.n_segments, tol)  # fmt: skip
+    notes = [reference_note(reference, len(rows), n_points, n_el)]
+    fd_fail = fv.n_failed > 0
+    ad_fail = worst.n_failed > 0
+    # the finite-difference view of every element, jax.grad's value beside it
+    fd_view = worst._replace(
+        index=rows[fv.index], manual=fv.manual, reference=fv.autodiff, abs_err=fv.abs_err,
+        rel_err=fv.rel_err, allowed=fv.allowed, score=fv.score, n_failed=fv.n_failed,
+        flag=np.zeros(n_el, np.int8), n_flagged=np.zeros(n_el, np.int64),
+        n_unjudged=fv.n_unjudged,
+    )  # fmt: skip
+    fd_values = fv.fd.copy()
+    unjudged = fv.n_unjudged == len(rows)
+    if reference == "fd":
+        view, failed = fd_view, fd_fail
+    else:
+        use_fd = fd_fail & ~ad_fail  # an autodiff failure is shown as the default shows it
+        view = worst._replace(
+            **{f: np.where(use_fd, getattr(fd_view, f), getattr(worst, f)) for f in worst._fields}
+        )
+        view = view._replace(n_failed=worst.n_failed + fv.n_failed + fv.disagree)
+        same = np.asarray(view.index) == rows[fv.index]
+        fd_values = np.where(use_fd | same, fv.fd, np.nan)
+        unjudged = unjudged | ~np.isfinite(worst.reference)
+        failed = fd_fail | ad_fail | fv.disagree
+    hints = {}
+    fail_idx = np.flatnonzero(failed)
+    if fail_idx.size:
+        for i, hint in _fd_hints(fv, fail_idx, manual, d.reshape(shape), rows, groups,
+                                 layout, names, labels, tol=tol).items():  # fmt: skip
+            hints[i] = hint
+        if reference == "both":
+            ad_idx = np.flatnonzero(ad_fail)
+            if ad_idx.size:
+                hints.update(_hints(ev, worst, ad_idx, groups, layout, names, labels, tol=tol,
+                                    candidates=None, memory=memory))  # fmt: skip
+    off = np.flatnonzero(fv.disagree)
+    for i in off:
+        k = int(fv.disagree_index[i])
+        ad = autodiff[k, i]
+        fdv = float(d.reshape(shape)[k, i])
+        err = float(e.reshape(shape)[k, i])
+        said = (
+            f"the references disagree at {labels[rows[k]]}: jax.grad {float(ad):.6g}, finite "
+            f"differences {fdv:.6g} (error {err:.2g}): a custom rule in the loss, or a kink"
+        )
+        if reference == "both":
+            hints[i] = said + (f"; {hints[i]}" if i in hints else "")
+    if off.size:
+        bad = [names[i] for i in off][:8]
+        notes.append(
+            f"finite differences disagree with jax.grad for {bad} beyond their own estimated "
+            + (
+                "error; reference='fd' decided, so finite differences' verdict stands: jax.grad "
+                "may go through a wrong custom derivative rule, or the loss has a kink there"
+                if reference == "fd"
+                else "error; reference='both' fails them, with both values in the hint: a "
+                "custom derivative rule in the loss, or a kink (such as relu at 0)"
+            )
+        )
+    weights = _weight_entries(
+        view, names, dt, fd_values=fd_values, hints=hints, saturated=np.zeros(n_el, bool),
+        labels=labels, point_source=point_source, failed=failed, unjudged=unjudged,
+    )  # fmt: skip
+    return weights, notes, len(rows)
+
+
+def _fd_hints(fv, fail_idx, manual, fd, rows, groups, layout, names, labels, *, tol):
+    """A hint for each element that fails against finite differences, from its values at
+    the finite-difference points."""
+    sel = fail_idx[fv.n_failed[fail_idx] > 0]
+    if not sel.size:
+        return {}
+    batch = np.concatenate([np.full(g.size, g.batch) for g in groups])[rows]
+    hints = diagnose(
+        sel, np.asarray(manual, np.float64), np.asarray(fd, np.float64), names=names,
+        leaf_of=layout.segments, leaf_shapes=layout.shapes, leaf_offsets=layout.offsets,
+        batch=batch, labels=[labels[i] for i in rows], floor=tol.floor,
+        rtol=max(10 * tol.rtol, 1e-6), candidates={}, failed_at=fv.failed_at,
+    )  # fmt: skip
+    return {i: h and h.replace("jax.grad", "finite differences") for i, h in hints.items()}
 
 
 def _hints(ev, worst, fail_idx, groups, layout, names, labels, *, tol, candidates, memory):
@@ -261,12 +386,16 @@ def _json_numbers(a: np.ndarray) -> list:
 
 
 def _weight_entries(
-    worst, names, dt, *, fd_values, hints, saturated, labels, point_source
-) -> list[dict]:
+    worst, names, dt, *, fd_values, hints, saturated, labels, point_source, failed=None,
+    unjudged=None,
+) -> list[dict]:  # fmt: skip
     """One entry per weight, built column by column: a network of millions of weights takes
-    seconds, not minutes. Each verdict is :meth:`audit.compare.Worst.verdict_at`'s."""
+    seconds, not minutes. Each verdict is :meth:`audit.compare.Worst.verdict_at`'s, or where
+    another reference decides, ``failed`` and ``unjudged`` (``(P,)`` bool) say it."""
+    failed = worst.n_failed > 0 if failed is None else failed
+    unjudged = ~np.isfinite(worst.reference) if unjudged is None else unjudged
     status = np.select(
-        [worst.n_failed > 0, ~np.isfinite(worst.reference), worst.n_flagged > 0],
+        [failed, unjudged, worst.n_flagged > 0],
         ["fail", "not_judged", "precision"],
         "pass",
     ).tolist()

@@ -140,13 +140,19 @@ def _audit(
     )
     rule, through_primal = _pair(f, kind)
     names = _element_names(args, _arg_names(primal, len(args)))
-    result = check_gradients(
-        rule, through_primal, args, ct, np.zeros((1,), jax.tree.leaves(args)[0].dtype),
-        points=points, key=key, spread=spread, rtol=rtol, atol=atol, fd=fd, fd_max=fd_max,
-        names=names, memory=memory, reference=reference,
-    )  # fmt: skip
+    flat = _flat_primal_note(primal, args, reference)
+    try:
+        result = check_gradients(
+            rule, through_primal, args, ct, np.zeros((1,), jax.tree.leaves(args)[0].dtype),
+            points=points, key=key, spread=spread, rtol=rtol, atol=atol, fd=fd, fd_max=fd_max,
+            names=names, memory=memory, reference=reference,
+        )  # fmt: skip
+    except ValueError as e:
+        if not flat:
+            raise
+        raise ValueError(f"{e}. Here {flat[0]}") from e  # a primal that is flat everywhere
     result.config.update(check=kind, autodiff_of="f.fun, in float64")
-    result.notes[:0] = _flat_primal_note(primal, args, reference)
+    result.notes[:0] = flat
     return result
 
 

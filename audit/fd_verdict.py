@@ -65,10 +65,11 @@ def check_reference(reference: object) -> str:
     return reference
 
 
-def fd_points(n_points: int, n_elements: int, budget: int = FD_LOSS_EVALS) -> np.ndarray:
+def fd_points(n_points: int, n_elements: int, budget: int | None = None) -> np.ndarray:
     """The points finite differences judge: the given point (0) always, then as many as
-    ``budget`` loss evaluations allow at :data:`EVALS_PER_DIFFERENCE` per element, spread
-    evenly over the other ``n_points - 1`` (the last one included).
+    ``budget`` loss evaluations (default :data:`FD_LOSS_EVALS`) allow at
+    :data:`EVALS_PER_DIFFERENCE` per element, spread evenly over the other ``n_points - 1``
+    (the last one included).
 
     Returns:
       ``(k,)`` int, sorted point indices, ``1 <= k <= n_points``.
@@ -79,6 +80,7 @@ def fd_points(n_points: int, n_elements: int, budget: int = FD_LOSS_EVALS) -> np
       >>> fd_points(10, 10**6).tolist()
       [0]
     """
+    budget = FD_LOSS_EVALS if budget is None else budget
     more = min(n_points - 1, budget // (EVALS_PER_DIFFERENCE * max(1, n_elements)))
     if more <= 0:
         return np.zeros(1, np.int64)

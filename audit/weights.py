@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit import fd_verdict as references
 from audit.budget import default_budget
 from audit.compare import Tolerance, unjudged_note
 from audit.diagnose import diagnose
-from audit.fd_verdict import FD_LOSS_EVALS, fd_points, fd_verdict, reference_note
+from audit.fd_verdict import fd_points, fd_verdict, reference_note
 from audit.finite_diff import finite_differences, finite_differences_ahead
 from audit.gradients import evaluate, point_shapes, runs_in, second_look
 from audit.layout import layout_of
@@ -67,7 +68,7 @@ def comparison_config(
     within how many loss evaluations."""
     chosen = {} if reference is None else dict(reference=reference)
     if fd_points is not None:
-        chosen.update(fd_points=fd_points, fd_loss_evals=FD_LOSS_EVALS)
+        chosen.update(fd_points=fd_points, fd_loss_evals=references.FD_LOSS_EVALS)
     return dict(
         rtol=tol.rtol,
         atol=tol.atol,
@@ -280,8 +281,11 @@ def _judged_by_fd(
             **{f: np.where(use_fd, getattr(fd_view, f), getattr(worst, f)) for f in worst._fields}
         )
         view = view._replace(n_failed=worst.n_failed + fv.n_failed + fv.disagree)
-        same = np.asarray(view.index) == rows[fv.index]
-        fd_values = np.where(use_fd | same, fv.fd, np.nan)
+        # finite differences at each element's worst point, where they were computed there
+        at = np.asarray(view.index)
+        pos = np.minimum(np.searchsorted(rows, at), len(rows) - 1)
+        there = d.reshape(shape)[pos, np.arange(n_el)]
+        fd_values = np.where(use_fd, fv.fd, np.where(rows[pos] == at, there, np.nan))
         unjudged = unjudged | ~np.isfinite(worst.reference)
         failed = fd_fail | ad_fail | fv.disagree
     hints = {}

@@ -173,3 +173,29 @@ def test_points_need_a_key():
     r = audit.check_backward(forward, backward, *_point(jnp.float32), points=0)
     assert r.passed and r.points["total"] == 1
     assert np.isfinite(r.factors[0]["manual"])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("reference", ["fd", "both"])
+def test_a_right_backward_pass_passes_when_finite_differences_decide(dtype, reference):
+    r = audit.check_backward(forward, backward, *_point(dtype), key=KEY, points=63,
+                             reference=reference)  # fmt: skip
+    assert r.passed, (r.failed_weights[:5], r.notes)
+    # 264 elements: 2**17 loss evaluations at 6 per element and point allow 82 more points,
+    # more than the 63 there are
+    assert r.config["reference"] == reference and r.config["fd_points"] == 64
+    assert audit.verdict_line(r).endswith("agree with autodiff and finite differences at 64 "
+                                          "points" if reference == "both" else
+                                          "agree with finite differences at 64 points")  # fmt: skip
+
+
+def test_a_slip_is_named_at_its_intermediate_when_finite_differences_decide():
+    r = audit.check_backward(forward, _slipped("sign"), *_point(jnp.float64), key=KEY,
+                             points=15, reference="fd")  # fmt: skip
+    assert r.first_failing_factor == "hpre"
+    assert all(w["finite_diff"] is not None for w in r.weights)
+    with pytest.raises(AssertionError, match=r"disagree \(check_backward, reference='fd'\)"):
+        audit.assert_backward(forward, _slipped("sign"), *_point(jnp.float64), key=KEY,
+                              points=15, reference="fd")  # fmt: skip
+    with pytest.raises(ValueError, match="expected one of 'autodiff', 'fd', 'both'"):
+        audit.check_backward(forward, backward, *_point(jnp.float64), reference="FD")

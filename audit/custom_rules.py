@@ -94,7 +94,21 @@ def non_differentiable_ops(fn: Callable, *args) -> list[str]:
       >>> non_differentiable_ops(lambda x: jnp.maximum(x, 0.0) * jax.nn.logsumexp(x), jnp.ones(3))
       []
     """
-    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    leaves, treedef = jax.tree.flatten(args)
+    shapes = tuple(jax.ShapeDtypeStruct(jax.numpy.shape(a), a.dtype) for a in leaves)
+    try:
+        return list(_flat_cached(fn, treedef, shapes))
+    except TypeError:  # an unhashable fn: trace it this once
+        return _flat_ops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+@functools.lru_cache(maxsize=256)
+def _flat_cached(fn, treedef, shapes) -> tuple[str, ...]:
+    args = jax.tree.unflatten(treedef, list(shapes))
+    return tuple(_flat_ops(jax.make_jaxpr(fn)(*args).jaxpr))
+
+
+def _flat_ops(jaxpr) -> list[str]:
     found: list[str] = []
     _walk(jaxpr, [(True, None, False)] * len(jaxpr.invars), found)
     return list(dict.fromkeys(found))

@@ -14,6 +14,10 @@ error does. ``reference="both"`` requires agreement with each; where the two ref
 disagree with each other beyond FD's error (``|r - fd| > allowed + e``: a custom rule in
 the loss, or a kink), the element fails and is reported as such, with both values.
 
+The second look that tells rounding from a wrong formula (``PASS*``, :mod:`audit.compare`)
+belongs to the comparison with autodiff: against finite differences a value is judged by
+its dtype's rule directly.
+
 Finite differences cost six loss evaluations per element and point (steps ``h``, ``2h``
 and ``h/2``, each both ways), so they judge every element at the given point, and at as
 many further points, spread evenly over the others, as :data:`FD_LOSS_EVALS` allows.
@@ -97,6 +101,12 @@ def reference_note(reference: str, judged: int, n_points: int, n_elements: int) 
         f"as many more, spread evenly, as {FD_LOSS_EVALS} loss evaluations allow at "
         f"{EVALS_PER_DIFFERENCE} per element and point); an element passes there when "
         "|m - fd| <= allowed + the difference's own error estimate"
+        + (
+            "; each element's errors are measured against finite differences, beside "
+            "jax.grad's value at the same point"
+            if reference == "fd"
+            else ""
+        )
     )
 
 

@@ -5,6 +5,8 @@
 any scalar loss; ``check_vjp``/``check_jvp`` audit a ``jax.custom_vjp``/``jax.custom_jvp``
 rule against autodiff of its primal code, ``check_backward`` every intermediate of a
 hand-written backward pass; ``assert_vjp`` and ``assert_backward`` do it as one line of a test.
+Each takes ``reference=`` (one of :data:`REFERENCES`): whether autodiff, float64 finite
+differences, or both decide the verdict.
 All return an :class:`AuditResult` holding what ``report.json`` holds;
 ``format_table`` renders it for a terminal and ``write_report`` writes the report folder.
 """
@@ -14,6 +16,7 @@ from audit.cells import verdict_line
 from audit.check import check_gradients
 from audit.compare import DEFAULT_TOLERANCES, Tolerance, default_tolerance
 from audit.engine import audit_network
+from audit.fd_verdict import REFERENCES
 from audit.report import ReportError, write_report
 from audit.result import AuditResult
 from audit.rules import assert_vjp, check_jvp, check_vjp
@@ -21,6 +24,7 @@ from audit.table import format_table
 
 __all__ = [
     "DEFAULT_TOLERANCES",
+    "REFERENCES",
     "AuditResult",
     "ReportError",
     "Tolerance",

@@ -35,6 +35,7 @@ import numpy as np
 
 from audit.budget import clear_if_crowded
 from audit.compare import default_tolerance, tolerance_dict
+from audit.fd_verdict import check_reference
 from audit.gradients import is_traceable
 from audit.points import PointGroup, numbered, perturbed
 from audit.result import AuditResult, column
@@ -216,6 +217,7 @@ def check_backward(
     fd: bool = True,
     fd_max: int = 64,
     memory: int | None = None,
+    reference: str = "autodiff",
 ) -> AuditResult:
     """Audit every intermediate of a hand-written backward pass against autodiff.
 
@@ -229,7 +231,8 @@ def check_backward(
         its RMS times standard normal noise; ``inputs`` stay as given, so labels and one-hot
         targets keep their meaning), besides the point itself.
       key: PRNG key for the points (keyword-only, required when ``points > 0``).
-      rtol, atol, fd, fd_max, memory: as in :func:`audit.check_gradients`.
+      rtol, atol, fd, fd_max, memory, reference: as in :func:`audit.check_gradients`
+        (finite differences of the loss in each probe).
 
     Returns:
       An :class:`audit.AuditResult`: ``weights`` holds one entry per element of every
@@ -254,6 +257,12 @@ def check_backward(
             raise TypeError(f"{what} is {type(fn).__name__}, expected a function")
     points = check_int(points, "points", 0)
     memory = check_int(memory, "memory", 1, none_ok=True)
+    reference = check_reference(reference)
+    if reference != "autodiff" and not fd:
+        raise ValueError(
+            f"reference={reference!r} judges against finite differences, but fd=False turns "
+            "them off; pass fd=True, or reference='autodiff'"
+        )
     if points and key is None:
         raise ValueError("points > 0 needs key=jax.random.key(seed) for the random points")
     if points:
@@ -292,10 +301,11 @@ def check_backward(
     traced = is_traceable(grad_fn, group)
     tol = default_tolerance(dt, rtol, atol)
     ref_dtype = jnp.float64
-    weights, notes, per_call, phases, leaves = compare_groups(
+    weights, notes, per_call, phases, leaves, fd_points = compare_groups(
         grad_fn, ref_grad_fn, loss_fn, [group], traced=traced, names=_element_names(order),
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max, candidates=None, saturation=None,
         progress=None, memory=memory, leaf_names=list(names), reference_name="autodiff",
+        reference=reference,
     )  # fmt: skip
     factors = _summaries(weights, order, {leaf["name"]: leaf["hint"] for leaf in leaves})
     first = next((f["name"] for f in factors if not f["passed"]), None)
@@ -309,9 +319,17 @@ def check_backward(
             points=points,
             dtype=jnp.dtype(dt).name,
             intermediates=[name for name, _ in reversed(order)],
-            reference="autodiff of the forward pass at zero probes, in float64",
+            autodiff_of="the forward pass at zero probes, in float64",
             **comparison_config(
-                tol, ref_dtype, fd=fd, fd_max=fd_max, memory=memory, per_call=per_call, mesh=None
+                tol,
+                ref_dtype,
+                fd=fd,
+                fd_max=fd_max,
+                memory=memory,
+                per_call=per_call,
+                mesh=None,
+                reference=reference,
+                fd_points=fd_points,
             ),
             leaves=leaves,
         ),

@@ -215,6 +215,11 @@ def verdict_line(result: Any) -> str:
         "check_jvp": ("element", "autodiff of the primal"),
         "check_backward": ("element", "autodiff"),
     }.get(check, ("weight", "jax.grad"))
+    chosen = (data.get("config") or {}).get("reference")
+    if chosen == "fd":
+        ref = "finite differences"
+    elif chosen == "both":
+        ref = f"{ref} and finite differences"
     weights = data.get("weights") or []
     factors = data.get("factors") or []
     total = (data.get("points") or {}).get("total")
@@ -296,6 +301,9 @@ def header_line(data: Mapping[str, Any]) -> str:
         f"data={c.get('data')}",
         f"seed={c.get('seed')}",
     ]
+    if c.get("reference"):  # which opinion decided (audit.fd_verdict)
+        fd_at = f" fd_points={c['fd_points']}" if c.get("fd_points") is not None else ""
+        parts.append(f"reference={c['reference']}{fd_at}")
     return "audit: " + " ".join(parts)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from audit.budget import clear_if_crowded
 from audit.compare import default_tolerance, tolerance_dict
 from audit.custom_rules import custom_rules
+from audit.fd_verdict import check_reference
 from audit.gradients import is_traceable
 from audit.points import PointGroup, numbered, perturbed
 from audit.result import AuditResult, column
@@ -68,17 +69,28 @@ def _leaf_names(params) -> list[str]:
     return [jax.tree_util.keystr(path) or "params" for path, _ in paths]
 
 
-def _rules_note(loss_fn: Callable, rules: list[str]) -> list[str]:
+def _rules_note(loss_fn: Callable, rules: list[str], reference: str = "autodiff") -> list[str]:
     """Says, never silently, that the reference goes through custom derivative rules."""
     if not rules:
         return []
     who = getattr(loss_fn, "__name__", "loss_fn")
     kinds = ", ".join(sorted(set(rules)))
-    return [
+    head = (
         f"jax.grad of {who} goes through {len(rules)} custom derivative rule(s) ({kinds}): "
-        "there the reference is the rule itself, so this audit checks that part of the "
-        "gradient against itself; check each rule on its own with audit.check_vjp or "
-        "audit.check_jvp, which differentiate its primal code"
+        "there jax.grad is the rule itself"
+    )
+    if reference != "autodiff":
+        how = "decided" if reference == "fd" else "took part"
+        return [
+            f"{head}, so finite differences of the loss {how} here (reference={reference!r}); "
+            "check each rule on its own with audit.check_vjp or audit.check_jvp, which name "
+            "the input it gets wrong"
+        ]
+    return [
+        f"{head}, so with reference={reference!r} this audit checks that part of the gradient "
+        "against itself; pass reference='fd' to let finite differences of the loss decide, or "
+        "check each rule on its own with audit.check_vjp or audit.check_jvp, which "
+        "differentiate its primal code"
     ]
 
 
@@ -140,6 +152,7 @@ def check_gradients(
     memory: int | None = None,
     leaf_names: Sequence[str] | None = None,
     reference_name: str = "jax.grad",
+    reference: str = "autodiff",
 ) -> AuditResult:
     """Audit ``grad_fn`` against ``jax.grad(loss_fn)`` on any pytree.
 
@@ -155,6 +168,11 @@ def check_gradients(
       leaf_names: one name per leaf of ``params`` in flatten order, as the report's
         summary lines and hints say it; default the leaf paths (``['W1']``).
       reference_name: what hints and notes call the reference (``jax.grad``).
+      reference: which opinion decides (:mod:`audit.fd_verdict`): ``"autodiff"``
+        (``jax.grad(loss_fn)`` in float64 at every point; finite differences only note a
+        disagreement), ``"fd"`` (float64 central differences of ``loss_fn``, with their own
+        error estimate, at the given point and as many more as
+        :data:`audit.fd_verdict.FD_LOSS_EVALS` loss evaluations allow) or ``"both"``.
 
     Returns:
       An :class:`AuditResult` (``factors`` empty, ``training`` None).
@@ -179,6 +197,12 @@ def check_gradients(
             f"params leaves have dtypes {sorted(map(str, dtypes))}; expected one float dtype"
         )
     dt = next(iter(dtypes))
+    reference = check_reference(reference)
+    if reference != "autodiff" and not fd:
+        raise ValueError(
+            f"reference={reference!r} judges against finite differences, but fd=False turns "
+            "them off; pass fd=True, or reference='autodiff'"
+        )
     points = check_int(points, "points", 0)
     memory = check_int(memory, "memory", 1, none_ok=True)
     if mesh is not None:
@@ -228,11 +252,11 @@ def check_gradients(
     )
 
     traced = is_traceable(grad_fn, group)
-    weights, notes, per_call, phases, leaf_entries = compare_groups(
+    weights, notes, per_call, phases, leaf_entries, fd_points = compare_groups(
         grad_fn, _autodiff_of(loss_fn), loss_fn, [group], traced=traced, names=all_names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max, candidates=None, saturation=None,
         progress=progress, mesh=mesh, memory=memory, leaf_names=tree_leaves,
-        reference_name=reference_name,
+        reference_name=reference_name, reference=reference,
     )  # fmt: skip
     timing.update(phases)
     timing["total_s"] = time.perf_counter() - t_start
@@ -244,7 +268,15 @@ def check_gradients(
             points=points,
             dtype=jnp.dtype(dt).name,
             **comparison_config(
-                tol, ref_dtype, fd=fd, fd_max=fd_max, memory=memory, per_call=per_call, mesh=mesh
+                tol,
+                ref_dtype,
+                fd=fd,
+                fd_max=fd_max,
+                memory=memory,
+                per_call=per_call,
+                mesh=mesh,
+                reference=reference,
+                fd_points=fd_points,
             ),
             leaves=leaf_entries,
         ),
@@ -253,7 +285,7 @@ def check_gradients(
         weights=weights,
         factors=[],
         first_failing_factor=None,
-        notes=([crowded] if crowded else []) + _rules_note(loss_fn, rules) + notes,
+        notes=([crowded] if crowded else []) + _rules_note(loss_fn, rules, reference) + notes,
         training=None,
         timing=timing,
     )

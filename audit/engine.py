@@ -267,7 +267,7 @@ def audit_network(
     groups = merge_same_shapes(groups)
 
     names = jaxbp.param_names(sizes)
-    weights, notes, per_call, phases, leaf_entries = compare_groups(
+    weights, notes, per_call, phases, leaf_entries, _ = compare_groups(
         grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, traced=traced, names=names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
         candidates=lambda: missing_derivative_grads(spec, groups, sizes),

@@ -1,8 +1,8 @@
 """Central finite differences: a third opinion, independent of both gradient functions.
 
 At each chosen (weight, point) pair the loss is differenced with the step of :func:`fd_step`,
-and the error of that estimate is measured from steps ``2h`` and ``h/2``, so a reader sees how
-far to trust it.
+and the error of that estimate is measured from steps ``2h`` and ``h/2`` (and never put below
+the loss's own rounding divided by the step), so a reader sees how far to trust it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ from audit.layout import cast_floats, flat_points, n_points, unflatten
 from audit.points import PointGroup
 from audit.tiers import compile_ahead, tiered, work
 
-__all__ = ["fd_step", "finite_differences", "finite_differences_ahead"]
+__all__ = ["ROUNDOFF_ULPS", "fd_step", "finite_differences", "finite_differences_ahead"]
+
+# units in the last place of the loss a central difference's error estimate allows for at
+# least: the loss's own rounding, divided by the step
+ROUNDOFF_ULPS = 32
 
 
 def fd_step(p: jax.Array) -> jax.Array:
@@ -49,7 +53,9 @@ def finite_differences(
       estimate of its error, ``max(|D(2h) - D(h)|, |D(h/2) - D(h)|)``: truncation grows
       with the step and roundoff shrinks with it, so one of the two neighbours shows each
       (a loss that cancels, like a log-sum-exp near its maximum, has far more roundoff
-      than its own size suggests).
+      than its own size suggests); at least :data:`ROUNDOFF_ULPS` units in the last place
+      of the loss divided by ``h``, since the loss's values lie on a grid that two steps
+      can share exactly.
     """
     out = np.full((2, len(weights)), np.nan)
     start = 0
@@ -106,10 +112,13 @@ def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
             xk, yk = jax.tree.map(lambda a: a[k], (x, y))
             up = loss_fn(unravel(p.at[i].add(step)), xk, yk)
             down = loss_fn(unravel(p.at[i].add(-step)), xk, yk)
-            return (up - down) / (2 * step)
+            return (up - down) / (2 * step), jnp.maximum(jnp.abs(up), jnp.abs(down))
 
-        d = central(h)
-        err = jnp.maximum(jnp.abs(central(2 * h) - d), jnp.abs(central(h / 2) - d))
-        return jnp.stack([d, err])
+        d, size = central(h)
+        # the loss is known to a few units in its last place: differences of it are multiples
+        # of that grid, which two neighbouring steps can happen to share exactly
+        grid = ROUNDOFF_ULPS * jnp.finfo(d.dtype).eps * size / h
+        err = jnp.maximum(jnp.abs(central(2 * h)[0] - d), jnp.abs(central(h / 2)[0] - d))
+        return jnp.stack([d, jnp.maximum(err, grid)])
 
     return jax.lax.map(one, (widx, local), batch_size=64).T

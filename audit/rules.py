@@ -26,6 +26,8 @@ import numpy as np
 
 from audit.cells import reference_name
 from audit.check import check_gradients
+from audit.custom_rules import non_differentiable_ops
+from audit.fd_verdict import check_reference
 from audit.result import AuditResult
 from audit.summary import leaf_summaries, ratio_text
 from jaxbp.checks import check_key
@@ -122,8 +124,10 @@ def _audit(
     fd: bool,
     fd_max: int,
     memory: int | None,
+    reference: str,
 ) -> AuditResult:
     primal = _primal_of(f)
+    reference = check_reference(reference)
     args = tuple(jax.tree.map(jnp.asarray, a) for a in args)  # Python floats, NumPy arrays
     _check_args(f, args)
     if key is None:
@@ -146,14 +150,46 @@ def _audit(
     )
     rule, through_primal = _pair(f, kind)
     arg_names = _arg_names(primal, len(args))
-    result = check_gradients(
-        rule, through_primal, args, ct, np.zeros((1,), jax.tree.leaves(args)[0].dtype),
-        points=points, key=key, spread=spread, rtol=rtol, atol=atol, fd=fd, fd_max=fd_max,
-        names=_element_names(args, arg_names), memory=memory,
-        leaf_names=_leaf_names(args, arg_names), reference_name="autodiff",
-    )  # fmt: skip
-    result.config.update(check=kind, reference="autodiff of f.fun, in float64")
+    flat = _flat_primal_note(primal, args, reference)
+    try:
+        result = check_gradients(
+            rule, through_primal, args, ct, np.zeros((1,), jax.tree.leaves(args)[0].dtype),
+            points=points, key=key, spread=spread, rtol=rtol, atol=atol, fd=fd, fd_max=fd_max,
+            names=_element_names(args, arg_names), memory=memory,
+            leaf_names=_leaf_names(args, arg_names), reference_name="autodiff",
+            reference=reference,
+        )  # fmt: skip
+    except ValueError as e:
+        if not flat:
+            raise
+        raise ValueError(f"{e}. Here {flat[0]}") from e  # a primal that is flat everywhere
+    result.config.update(check=kind, autodiff_of="f.fun, in float64")
+    result.notes[:0] = flat
     return result
+
+
+def _flat_primal_note(primal: Callable, args: tuple, reference: str) -> list[str]:
+    """Says, never silently, that autodiff of the primal meets operations it gives a zero
+    or no useful derivative for, and which reference decided."""
+    ops = non_differentiable_ops(primal, *args)
+    if not ops:
+        return []
+    who = getattr(primal, "__name__", "f.fun")
+    chosen = {
+        "autodiff": "reference='autodiff' decided, so a rule that passes a gradient through "
+        "them (a straight-through estimator) fails against autodiff's zero; pass "
+        "reference='fd' to judge against finite differences of the primal",
+        "fd": "reference='fd' decided: finite differences of the primal see the same steps "
+        "(zero between them, a spike across one)",
+        "both": "reference='both' decided: the rule must agree with autodiff and with finite "
+        "differences of the primal, which see the same steps",
+    }[reference]
+    return [
+        f"the primal {who} holds operations autodiff gives a zero or no useful derivative "
+        f"for ({', '.join(ops)}); {chosen}. A straight-through or surrogate rule is "
+        "deliberately not the primal's derivative: whether it does what it intends needs a "
+        "judgement of its own, not this verdict"
+    ]
 
 
 def check_vjp(
@@ -167,6 +203,7 @@ def check_vjp(
     fd: bool = True,
     fd_max: int = 64,
     memory: int | None = None,
+    reference: str = "autodiff",
 ) -> AuditResult:
     """Audit the rule of a ``jax.custom_vjp`` function against autodiff of its primal code.
 
@@ -177,6 +214,11 @@ def check_vjp(
         times standard normal noise), besides ``args`` itself.
       key: PRNG key for the cotangent and the points (keyword-only, required).
       rtol, atol, fd, fd_max, memory: as in :func:`audit.check_gradients`.
+      reference: which opinion decides: ``"autodiff"`` of ``f.fun`` (default), ``"fd"``
+        (float64 central differences of ``<c, f.fun(...)>``, with their own error estimate)
+        or ``"both"``; see :func:`audit.check_gradients` and :mod:`audit.fd_verdict`. A
+        primal autodiff can't follow (rounding, ``stop_gradient``, integer casts, steps) is
+        named in ``notes`` with the reference chosen.
 
     Returns:
       An :class:`audit.AuditResult` with one entry per element of every input
@@ -191,7 +233,7 @@ def check_vjp(
       True
     """
     return _audit(f, args, kind="check_vjp", points=points, key=key, spread=spread, rtol=rtol,
-                  atol=atol, fd=fd, fd_max=fd_max, memory=memory)  # fmt: skip
+                  atol=atol, fd=fd, fd_max=fd_max, memory=memory, reference=reference)  # fmt: skip
 
 
 def check_jvp(
@@ -205,6 +247,7 @@ def check_jvp(
     fd: bool = True,
     fd_max: int = 64,
     memory: int | None = None,
+    reference: str = "autodiff",
 ) -> AuditResult:
     """Audit the rule of a ``jax.custom_jvp`` function against autodiff of its primal code.
 
@@ -221,7 +264,7 @@ def check_jvp(
       (False, ['x[0]', 'x[1]', 'x[2]', 'x[3]'])
     """
     return _audit(f, args, kind="check_jvp", points=points, key=key, spread=spread, rtol=rtol,
-                  atol=atol, fd=fd, fd_max=fd_max, memory=memory)  # fmt: skip
+                  atol=atol, fd=fd, fd_max=fd_max, memory=memory, reference=reference)  # fmt: skip
 
 
 def failure_message(result: AuditResult, *, worst: int = 3) -> str:
@@ -231,6 +274,7 @@ def failure_message(result: AuditResult, *, worst: int = 3) -> str:
     values, the hint and the point."""
     mine = "by hand" if result.config.get("check") == "check_backward" else "rule"
     ref = reference_name(result)
+    reference = result.config.get("reference", "autodiff")
     lines = []
     for leaf in leaf_summaries(result):
         entries = [result.weights[k] for k in leaf["rows"]]
@@ -244,17 +288,22 @@ def failure_message(result: AuditResult, *, worst: int = 3) -> str:
         lines.append(head + (f"; {leaf['hint']}" if leaf["hint"] else ""))
         for w in bad[:worst]:
             hint = f"; {w['hint']}" if w.get("hint") else ""
-            lines.append(
-                f"  {w['name']}: {mine} {w['manual']:.6g}, {ref} {w['reference']:.6g} at "
-                f"{w['worst_point']['label']}{hint}"
-                if isinstance(w["manual"], float) and isinstance(w["reference"], float)
-                else f"  {w['name']}: {mine} {w['manual']}, {ref} {w['reference']} at "
-                f"{w['worst_point']['label']}{hint}"
-            )
+            sides = [(mine, w["manual"]), (ref, w["reference"])]
+            if reference != "autodiff" and w.get("finite_diff") is not None:
+                fd = ("finite differences", w["finite_diff"])
+                sides = [sides[0], fd] if reference == "fd" else [*sides, fd]
+            values = ", ".join(f"{who} {_g(v)}" for who, v in sides)
+            lines.append(f"  {w['name']}: {values} at {w['worst_point']['label']}{hint}")
     total = len(result.weights)
     failing = sum(1 for w in result.weights if not w["passed"])
-    head = f"{failing} of {total} elements disagree ({result.config.get('check', 'audit')})"
+    check = result.config.get("check", "audit")
+    said = check if reference == "autodiff" else f"{check}, reference={reference!r}"
+    head = f"{failing} of {total} elements disagree ({said})"
     return "\n".join([head, *lines])
+
+
+def _g(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def assert_vjp(f: Callable, *args: Any, key: jax.Array | None = None, **options: Any) -> None:

@@ -12,9 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit import fd_verdict as references
 from audit.budget import default_budget
 from audit.compare import Tolerance, unjudged_note
-from audit.diagnose import Diagnosis, diagnose_leaves
+from audit.diagnose import Diagnosis, diagnose, diagnose_leaves
+from audit.fd_verdict import fd_points, fd_verdict, reference_note
 from audit.finite_diff import finite_differences, finite_differences_ahead
 from audit.gradients import evaluate, point_shapes, runs_in, second_look
 from audit.layout import layout_of
@@ -56,20 +58,27 @@ class WeightVerdicts(NamedTuple):
     points_per_call: int
     timing: dict[str, float]
     leaves: list[dict]
+    fd_points: int | None = None  # points finite differences judged (reference "fd"/"both")
 
 
 def comparison_config(
     tol: Tolerance, ref_dtype, *, fd: bool, fd_max: int, memory: int | None, per_call: int,
-    mesh: jax.sharding.Mesh | None,
+    mesh: jax.sharding.Mesh | None, reference: str | None = None, fd_points: int | None = None,
 ) -> dict:  # fmt: skip
     """The config entries both entry points record about the comparison: tolerance,
     reference dtype, finite differences, memory budget and points per call, and where it
-    ran (:func:`audit.placement.environment`)."""
+    ran (:func:`audit.placement.environment`); with ``reference``, which opinion decided
+    (:mod:`audit.fd_verdict`) and, where finite differences judge, at how many points and
+    within how many loss evaluations."""
+    chosen = {} if reference is None else dict(reference=reference)
+    if fd_points is not None:
+        chosen.update(fd_points=fd_points, fd_loss_evals=references.FD_LOSS_EVALS)
     return dict(
         rtol=tol.rtol,
         atol=tol.atol,
         fd=fd,
         fd_max=fd_max,
+        **chosen,
         reference_dtype=jnp.dtype(ref_dtype).name,
         memory=memory,
         points_per_call=per_call,
@@ -106,6 +115,7 @@ def compare_groups(
     memory: int | None = None,
     leaf_names: Sequence[str] | None = None,
     reference_name: str = "jax.grad",
+    reference: str = "autodiff",
 ) -> WeightVerdicts:
     """The per-weight part shared by both entry points.
 
@@ -114,6 +124,8 @@ def compare_groups(
     :func:`audit.diagnose.diagnose_leaves`), ``saturation(weights, points)`` the
     saturated-unit flags. ``leaf_names`` names each tensor of the params in flatten order
     (default ``tensor k``), ``reference_name`` the reference, as hints and notes say them.
+    ``reference`` says which opinion decides (:mod:`audit.fd_verdict`): ``"autodiff"``,
+    ``"fd"`` or ``"both"``; the last two need ``fd``.
     """
     notes: list[str] = []
     timing: dict[str, float] = {}
@@ -136,7 +148,9 @@ def compare_groups(
         notes.append(_spread_note(grad_fn, dt, ref_dtype))
     n_points = sum(g.size for g in groups)
     fd_compiled = None
-    if fd and len(groups) == 1:  # the pairs' count is known: compile while comparing
+    if (
+        fd and len(groups) == 1 and reference == "autodiff"
+    ):  # the pairs' count is known: compile while comparing
         with jax.enable_x64(True):
             fd_compiled = finite_differences_ahead(
                 loss_fn, groups[0], min(fd_max, len(names)), dtype=ref_dtype
@@ -160,6 +174,33 @@ def compare_groups(
     if unjudged:
         notes.append(unjudged)
 
+    if leaf_names is None:
+        leaf_names = [f"tensor {k}" for k in range(layout.n_segments)]
+    if len(leaf_names) != layout.n_segments:
+        raise ValueError(
+            f"leaf_names has {len(leaf_names)} entries, expected one per tensor of the params "
+            f"({layout.n_segments})"
+        )
+
+    def leaf_entries(hints: dict[int, str]) -> list[dict]:
+        return [
+            dict(name=name, shape=list(shape), hint=hints.get(k))
+            for k, (name, shape) in enumerate(zip(leaf_names, layout.shapes, strict=True))
+        ]
+
+    if reference != "autodiff":
+        t0 = time.perf_counter()
+        out = _judged_by_fd(
+            ev, worst, groups, loss_fn, names, layout, labels, point_source, dt,
+            reference=reference, tol=tol, ref_dtype=ref_dtype, memory=memory, progress=progress,
+            leaf_names=leaf_names,
+        )  # fmt: skip
+        timing["finite_diff_s"] = time.perf_counter() - t0
+        weights, fd_notes, judged = out
+        return WeightVerdicts(
+            weights, notes + fd_notes, ev.points_per_call, timing, leaf_entries({}), judged
+        )
+
     fd_values = np.full(len(names), np.nan)
     if fd:
         t0 = time.perf_counter()
@@ -170,13 +211,6 @@ def compare_groups(
         notes += fd_notes
         timing["finite_diff_s"] = time.perf_counter() - t0
 
-    if leaf_names is None:
-        leaf_names = [f"tensor {k}" for k in range(layout.n_segments)]
-    if len(leaf_names) != layout.n_segments:
-        raise ValueError(
-            f"leaf_names has {len(leaf_names)} entries, expected one per tensor of the params "
-            f"({layout.n_segments})"
-        )
     found = Diagnosis({}, {})
     fail_idx = np.flatnonzero(failed)
     if fail_idx.size:
@@ -186,10 +220,7 @@ def compare_groups(
                        reference_name=reference_name)  # fmt: skip
         timing["diagnose_s"] = time.perf_counter() - t0
     hints = found.elements
-    leaves = [
-        dict(name=name, shape=list(shape), hint=found.leaves.get(k))
-        for k, (name, shape) in enumerate(zip(leaf_names, layout.shapes, strict=True))
-    ]
+    leaves = leaf_entries(found.leaves)
     saturated = (
         saturation(np.arange(len(names)), worst.index) if saturation else np.zeros(len(names), bool)
     )
@@ -234,10 +265,118 @@ def _fd_opinion(
         bad = [names[i] for i in sel[off]][:8]
         notes.append(
             f"finite differences disagree with {reference_name} for {bad} beyond their own "
-            "estimated error: the loss may have a kink there (such as relu at 0); the "
-            f"verdict uses {reference_name}"
+            f"estimated error; reference='autodiff' decided, so {reference_name}'s verdict "
+            "stands: the loss may have a kink there (such as relu at 0), or it goes through a "
+            "custom derivative rule that is wrong; reference='fd' lets finite differences "
+            "decide, reference='both' requires agreement with both"
         )
     return fd_values, notes
+
+
+def _judged_by_fd(
+    ev, worst, groups, loss_fn, names, layout, labels, point_source, dt, *, reference, tol,
+    ref_dtype, memory, progress, leaf_names,
+):  # fmt: skip
+    """The entries, notes and point count of a verdict that finite differences decide
+    (``reference="fd"``) or take part in (``"both"``), at :func:`audit.fd_verdict.fd_points`."""
+    n_el = len(names)
+    n_points = sum(g.size for g in groups)
+    rows = fd_points(n_points, n_el)
+    say(progress, f"finite differences for {n_el} weights at {len(rows)} points")
+    manual, autodiff, _ = ev.rows(rows)
+    widx = np.tile(np.arange(n_el), len(rows))
+    pidx = np.repeat(rows, n_el)
+    with jax.enable_x64(True):
+        d, e = finite_differences(loss_fn, groups, widx, pidx, dtype=ref_dtype)
+    shape = (len(rows), n_el)
+    fv = fd_verdict(manual, autodiff, d.reshape(shape), e.reshape(shape), layout.segments,
+                    layout.n_segments, tol)  # fmt: skip
+    notes = [reference_note(reference, len(rows), n_points, n_el)]
+    fd_fail = fv.n_failed > 0
+    ad_fail = worst.n_failed > 0
+    # the finite-difference view of every element, jax.grad's value beside it
+    fd_view = worst._replace(
+        index=rows[fv.index], manual=fv.manual, reference=fv.autodiff, abs_err=fv.abs_err,
+        rel_err=fv.rel_err, allowed=fv.allowed, score=fv.score, n_failed=fv.n_failed,
+        flag=np.zeros(n_el, np.int8), n_flagged=np.zeros(n_el, np.int64),
+        n_unjudged=fv.n_unjudged,
+    )  # fmt: skip
+    fd_values = fv.fd.copy()
+    unjudged = fv.n_unjudged == len(rows)
+    if reference == "fd":
+        view, failed = fd_view, fd_fail
+    else:
+        use_fd = fd_fail & ~ad_fail  # an autodiff failure is shown as the default shows it
+        view = worst._replace(
+            **{f: np.where(use_fd, getattr(fd_view, f), getattr(worst, f)) for f in worst._fields}
+        )
+        view = view._replace(n_failed=worst.n_failed + fv.n_failed + fv.disagree)
+        # finite differences at each element's worst point, where they were computed there
+        at = np.asarray(view.index)
+        pos = np.minimum(np.searchsorted(rows, at), len(rows) - 1)
+        there = d.reshape(shape)[pos, np.arange(n_el)]
+        fd_values = np.where(use_fd, fv.fd, np.where(rows[pos] == at, there, np.nan))
+        unjudged = unjudged | ~np.isfinite(worst.reference)
+        failed = fd_fail | ad_fail | fv.disagree
+    hints = {}
+    fail_idx = np.flatnonzero(failed)
+    if fail_idx.size:
+        for i, hint in _fd_hints(fv, fail_idx, manual, d.reshape(shape), rows, groups,
+                                 layout, names, labels, tol=tol).items():  # fmt: skip
+            hints[i] = hint
+        if reference == "both":
+            ad_idx = np.flatnonzero(ad_fail)
+            if ad_idx.size:
+                found = _hints(ev, worst, ad_idx, groups, layout, names, labels, tol=tol,
+                               candidates=None, memory=memory, leaf_names=leaf_names,
+                               reference_name="jax.grad")  # fmt: skip
+                hints.update(found.elements)
+    off = np.flatnonzero(fv.disagree)
+    for i in off:
+        k = int(fv.disagree_index[i])
+        ad = autodiff[k, i]
+        fdv = float(d.reshape(shape)[k, i])
+        err = float(e.reshape(shape)[k, i])
+        said = (
+            f"the references disagree at {labels[rows[k]]}: jax.grad {float(ad):.6g}, finite "
+            f"differences {fdv:.6g} (error {err:.2g}): a custom rule in the loss, or a kink"
+        )
+        if reference == "both":
+            hints[i] = said + (f"; {hints[i]}" if i in hints else "")
+    if off.size:
+        bad = [names[i] for i in off][:8]
+        notes.append(
+            f"finite differences disagree with jax.grad for {bad} beyond their own estimated "
+            + (
+                "error; reference='fd' decided, so finite differences' verdict stands: jax.grad "
+                "may go through a wrong custom derivative rule, or the loss has a kink there"
+                if reference == "fd"
+                else "error; reference='both' fails them, with both values in the hint: a "
+                "custom derivative rule in the loss, or a kink (such as relu at 0)"
+            )
+        )
+    weights = _weight_entries(
+        view, names, dt, fd_values=fd_values, hints=hints, saturated=np.zeros(n_el, bool),
+        labels=labels, point_source=point_source, failed=failed, unjudged=unjudged,
+    )  # fmt: skip
+    return weights, notes, len(rows)
+
+
+def _fd_hints(fv, fail_idx, manual, fd, rows, groups, layout, names, labels, *, tol):
+    """A hint for each element that fails against finite differences, from its values at
+    the finite-difference points."""
+    sel = fail_idx[fv.n_failed[fail_idx] > 0]
+    if not sel.size:
+        return {}
+    batch = np.concatenate([np.full(g.size, g.batch) for g in groups])[rows]
+    hints = diagnose(
+        sel, np.asarray(manual, np.float64), np.asarray(fd, np.float64), names=names,
+        leaf_of=layout.segments, leaf_shapes=layout.shapes, leaf_offsets=layout.offsets,
+        batch=batch, labels=[labels[i] for i in rows], floor=tol.floor,
+        rtol=max(10 * tol.rtol, 1e-6), candidates={}, failed_at=fv.failed_at,
+        reference_name="finite differences",
+    )  # fmt: skip
+    return hints
 
 
 def _hints(ev, worst, fail_idx, groups, layout, names, labels, *, tol, candidates, memory,
@@ -278,13 +417,17 @@ def _hints(ev, worst, fail_idx, groups, layout, names, labels, *, tol, candidate
 
 
 def _weight_entries(
-    worst, names, dt, *, fd_values, hints, saturated, labels, point_source
-) -> WeightTable:
+    worst, names, dt, *, fd_values, hints, saturated, labels, point_source, failed=None,
+    unjudged=None,
+) -> WeightTable:  # fmt: skip
     """One entry per weight, each made when it is first read (:class:`WeightTable`): a
     network of 85,002 weights spent 0.3 s building dicts that a caller reading ``passed``
-    never looks at. Each verdict is :meth:`audit.compare.Worst.verdict_at`'s."""
+    never looks at. Each verdict is :meth:`audit.compare.Worst.verdict_at`'s, or where
+    another reference decides, ``failed`` and ``unjudged`` (``(P,)`` bool) say it."""
+    failed = worst.n_failed > 0 if failed is None else failed
+    unjudged = ~np.isfinite(worst.reference) if unjudged is None else unjudged
     status = np.select(
-        [worst.n_failed > 0, ~np.isfinite(worst.reference), worst.n_flagged > 0],
+        [failed, unjudged, worst.n_flagged > 0],
         ["fail", "not_judged", "precision"],
         "pass",
     ).tolist()

@@ -224,3 +224,29 @@ def test_a_missing_elementwise_derivative_is_summed_up_per_intermediate():
     table = audit.format_table(result)
     assert table.splitlines()[table.splitlines().index("") + 1].startswith("intermediate")
     assert "ratio to autodiff" in table and "jax.grad" not in table.split("weight  ")[1]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("reference", ["fd", "both"])
+def test_a_right_backward_pass_passes_when_finite_differences_decide(dtype, reference):
+    r = audit.check_backward(forward, backward, *_point(dtype), key=KEY, points=63,
+                             reference=reference)  # fmt: skip
+    assert r.passed, (r.failed_weights[:5], r.notes)
+    # 264 elements: 2**17 loss evaluations at 6 per element and point allow 82 more points,
+    # more than the 63 there are
+    assert r.config["reference"] == reference and r.config["fd_points"] == 64
+    assert audit.verdict_line(r).endswith("agree with autodiff and finite differences at 64 "
+                                          "points" if reference == "both" else
+                                          "agree with finite differences at 64 points")  # fmt: skip
+
+
+def test_a_slip_is_named_at_its_intermediate_when_finite_differences_decide():
+    r = audit.check_backward(forward, _slipped("sign"), *_point(jnp.float64), key=KEY,
+                             points=15, reference="fd")  # fmt: skip
+    assert r.first_failing_factor == "hpre"
+    assert all(w["finite_diff"] is not None for w in r.weights)
+    with pytest.raises(AssertionError, match=r"disagree \(check_backward, reference='fd'\)"):
+        audit.assert_backward(forward, _slipped("sign"), *_point(jnp.float64), key=KEY,
+                              points=15, reference="fd")  # fmt: skip
+    with pytest.raises(ValueError, match="expected one of 'autodiff', 'fd', 'both'"):
+        audit.check_backward(forward, backward, *_point(jnp.float64), reference="FD")

@@ -237,6 +237,76 @@ def test_check_gradients_on_any_pytree():
     assert "sign error" in bad.weight("['w'][1]")["hint"]
 
 
+@pytest.mark.parametrize("reference", ["fd", "both"])
+def test_check_gradients_with_finite_differences_deciding(reference):
+    def loss_fn(p, x, y):
+        return jnp.mean((jnp.tanh(x @ p["w"]) + p["c"] - y) ** 2)
+
+    def grad_fn(p, x, y):  # by hand: d/dw = 2/n x^T (r (1 - t^2)), d/dc = 2 mean(r)
+        t = jnp.tanh(x @ p["w"])
+        r = t + p["c"] - y
+        return {"w": 2 * x.T @ (r * (1 - t**2)) / r.size, "c": 2 * jnp.mean(r)}
+
+    def wrong(p, x, y):
+        g = grad_fn(p, x, y)
+        return {"w": g["w"].at[2].multiply(0.98), "c": g["c"]}  # a 2% slip
+
+    x = jax.random.normal(jax.random.key(0), (10, 3))
+    y = jax.random.normal(jax.random.key(1), (10,))
+    params = {"w": jnp.array([0.5, -1.0, 2.0]), "c": jnp.array(0.3)}
+    kw = dict(points=50, key=jax.random.key(2), reference=reference)
+    ok = audit.check_gradients(grad_fn, loss_fn, params, x, y, **kw)
+    assert ok.passed, ok.failed_weights
+    assert ok.config["reference"] == reference and ok.config["fd_points"] == 51
+    assert f"reference={reference} fd_points=51" in audit.format_table(ok).splitlines()[0]
+    assert any(n.startswith(f"reference={reference!r}") and "all 4 elements at 51 of 51" in n
+               for n in ok.notes)  # fmt: skip
+    bad = audit.check_gradients(wrong, loss_fn, params, x, y, **kw)
+    assert bad.failed_weights == ["['w'][2]"]
+    w = bad.weight("['w'][2]")
+    # the finite difference shown is jax.grad's value, computed here on its own
+    k = w["worst_point"]["index"]
+    if k == 0:
+        want = float(jax.grad(loss_fn)(params, x, y)["w"][2])
+        np.testing.assert_allclose(w["finite_diff"], want, rtol=1e-7)
+    np.testing.assert_allclose(w["manual"] / w["finite_diff"], 0.98, rtol=1e-5)
+    assert "x0.98" in w["hint"]
+
+
+def test_check_gradients_judges_every_element_where_the_budget_allows(monkeypatch):
+    import audit.fd_verdict
+
+    def loss_fn(p, x, y):
+        return jnp.sum(jnp.sin(p) * x)
+
+    def grad_fn(p, x, y):
+        return jnp.cos(p) * x
+
+    p, x = jnp.linspace(-1, 1, 50), jnp.ones(50)
+    kw = dict(points=7, key=jax.random.key(0), reference="fd")
+    monkeypatch.setattr(audit.fd_verdict, "FD_LOSS_EVALS", 600)  # 2 more points of 50 x 6
+    r = audit.check_gradients(grad_fn, loss_fn, p, x, None, **kw)
+    assert r.passed and r.config["fd_points"] == 3 and r.config["fd_loss_evals"] == 600
+    assert len(r.weights) == 50 and all(w["finite_diff"] is not None for w in r.weights)
+    assert {w["worst_point"]["index"] for w in r.weights} <= {0, 1, 7}  # given; first, last other
+    assert any("all 50 elements at 3 of 8 points" in note for note in r.notes)
+    monkeypatch.setattr(audit.fd_verdict, "FD_LOSS_EVALS", 299)  # not one point more
+    r = audit.check_gradients(grad_fn, loss_fn, p, x, None, **kw)
+    assert r.config["fd_points"] == 1 and all(w["worst_point"]["index"] == 0 for w in r.weights)
+    assert len(r.weights) == 50 and all(w["finite_diff"] is not None for w in r.weights)
+
+
+def test_check_gradients_refuses_an_unknown_reference():
+    with pytest.raises(
+        ValueError, match=r"reference='jax\.grad', expected one of 'autodiff', 'fd', 'both'"
+    ):
+        audit.check_gradients(_lin_grad, _lin_loss, {"w": jnp.ones(3)}, _lin_batch(), None,
+                              reference="jax.grad")  # fmt: skip
+    by_default = audit.check_gradients(_lin_grad, _lin_loss, {"w": jnp.ones(3)}, _lin_batch(),
+                                       None)  # fmt: skip
+    assert by_default.config["reference"] == "autodiff" and "fd_points" not in by_default.config
+
+
 def test_gradients_of_the_wrong_structure_name_the_leaf():
     def missing_bias(params, x, y):
         g = jaxbp.seed_grads(params, x, y)

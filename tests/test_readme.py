@@ -67,3 +67,18 @@ def test_the_command_line_rule_audit_prints_what_the_readme_shows():
         return [re.sub(r"^time: \d+\.\d+ s$", "time: <varies>", line) for line in lines]
 
     assert timeless(printed) == timeless(expected)
+
+
+def test_the_reference_example_prints_what_the_readme_shows(capsys):
+    from examples.custom_vjp import layer_norm_op
+
+    code = _block_after("Which opinion decides is `reference=`", "python")
+    shown = _block_after("prints, on the same 32-element inputs,").strip()
+    with jax.enable_x64(False):  # as a user runs it, on the inputs of the example above
+        kx, kg, kb = jax.random.split(jax.random.key(1), 3)
+        x = 3 * jax.random.normal(kx, (32,))
+        gain = 1 + 0.1 * jax.random.normal(kg, (32,))
+        bias = 0.1 * jax.random.normal(kb, (32,))
+        names = dict(jax=jax, jnp=jnp, audit=audit, layer_norm_op=layer_norm_op)
+        exec(code, {**names, "x": x, "gain": gain, "bias": bias})
+    assert capsys.readouterr().out.strip() == shown

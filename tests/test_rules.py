@@ -294,3 +294,129 @@ def test_a_detached_branch_in_the_rule_is_caught():
     x, gate = jnp.linspace(-1, 1, 6), jnp.linspace(-2, 2, 6)
     r = audit.check_vjp(gated, x, gate, key=KEY)
     assert r.failed_weights == [f"gate[{i}]" for i in range(6)]
+
+
+# reference=: which opinion decides (audit.fd_verdict)
+
+
+def _through_the_op(op):
+    """A loss that calls the custom op, and its gradient by autodiff, which goes through
+    the op's rule: right exactly when the rule is."""
+
+    def loss_fn(p, g, b):
+        return jnp.sum(jnp.sin(op(p["x"], p["g"], b)) * g)
+
+    return jax.grad(loss_fn), loss_fn
+
+
+def test_a_wrong_rule_inside_the_loss_fails_check_gradients_only_under_fd():
+    # the dropped mean term is planted in dx: x is wrong, g is right
+    x, g, b = _ln_args(jnp.float64)
+    grad_fn, loss_fn = _through_the_op(_layer_norm_op("no_mean_term"))
+    y = jnp.cos(jnp.arange(32.0))
+    kw = dict(points=7, key=KEY)
+    by_autodiff = audit.check_gradients(grad_fn, loss_fn, {"x": x, "g": g}, y, b, **kw)
+    assert by_autodiff.passed and by_autodiff.config["reference"] == "autodiff"
+    assert any("custom derivative rule" in n and "reference='fd'" in n for n in by_autodiff.notes)
+    by_fd = audit.check_gradients(grad_fn, loss_fn, {"x": x, "g": g}, y, b, reference="fd", **kw)
+    assert not by_fd.passed and by_fd.config["reference"] == "fd"
+    assert {n[:5] for n in by_fd.failed_weights} == {"['x']"}
+    assert by_fd.config["fd_points"] == 8  # 64 elements: every point fits the budget
+    # the finite differences shown are the true gradient: autodiff of the plain layer norm
+    true = jax.grad(lambda p: jnp.sum(jnp.sin(_layer_norm(p["x"], p["g"], b)) * y))
+    for w in by_fd.weights:
+        k = w["worst_point"]["index"]
+        if k == 0:
+            leaf, i = w["name"][2], int(w["name"].split("[")[2].rstrip("]"))
+            want = float(true({"x": x, "g": g})[leaf][i])
+            np.testing.assert_allclose(w["finite_diff"], want, rtol=1e-6, atol=1e-9)
+
+
+def test_both_fails_where_the_references_disagree_and_shows_both_values():
+    x, g, b = _ln_args(jnp.float64)
+    grad_fn, loss_fn = _through_the_op(_layer_norm_op("no_mean_term"))
+    y = jnp.cos(jnp.arange(32.0))
+    r = audit.check_gradients(grad_fn, loss_fn, {"x": x, "g": g}, y, b, reference="both")
+    assert {n[:5] for n in r.failed_weights} == {"['x']"}
+    w = r.weight("['x'][0]")
+    assert "the references disagree" in w["hint"]
+    assert f"jax.grad {w['reference']:.6g}" in w["hint"]
+    assert f"finite differences {w['finite_diff']:.6g}" in w["hint"]
+    assert any("reference='both'" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("reference", ["fd", "both"])
+def test_right_rules_pass_when_finite_differences_decide(dtype, reference):
+    x = jnp.linspace(-6, 6, 32, dtype=dtype)
+    r = audit.check_vjp(softplus, x, key=KEY, points=700, spread=2.0, reference=reference)
+    assert r.passed, r.failed_weights
+    assert r.config["fd_points"] == 1 + 2**17 // (6 * 32)  # the budget, all 32 elements each
+    ln = audit.check_vjp(_layer_norm_op(), *_ln_args(dtype), key=KEY, reference=reference)
+    assert ln.passed, ln.failed_weights
+    assert len(ln.weights) == 96 and ln.config["fd_points"] == 1 + 2**17 // (6 * 96)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_wrong_rule_fails_when_finite_differences_decide(dtype):
+    r = audit.check_vjp(_layer_norm_op("no_mean_term"), *_ln_args(dtype), key=KEY,
+                        reference="fd")  # fmt: skip
+    assert r.failed_weights == [f"x[{i}]" for i in range(32)]
+    assert all(w["finite_diff"] is not None for w in r.weights)
+    msg = audit.rules.failure_message(r)
+    assert msg.startswith("32 of 96 elements disagree (check_vjp, reference='fd')")
+    assert "finite differences" in msg
+
+
+@pytest.mark.parametrize("call", [audit.check_vjp, audit.check_jvp])
+def test_an_unknown_reference_is_refused_with_the_valid_ones(call):
+    f = softplus if call is audit.check_vjp else logsumexp
+    with pytest.raises(
+        ValueError, match="reference='jax', expected one of 'autodiff', 'fd', 'both'"
+    ):
+        call(f, jnp.ones(3), key=KEY, reference="jax")
+    with pytest.raises(ValueError, match="fd=False turns them off"):
+        call(f, jnp.ones(3), key=KEY, reference="fd", fd=False)
+
+
+@jax.custom_vjp
+def fake_quant(x, s):
+    return jnp.round(x / s) * s
+
+
+def _fake_quant_bwd(res, g):
+    """Straight through for x; for the step s, the derivative of round(x/s) s with round's
+    own derivative taken as 1: round(x/s) - x/s."""
+    x, s = res
+    return g, jnp.sum(g * (jnp.round(x / s) - x / s))
+
+
+fake_quant.defvjp(lambda x, s: (fake_quant(x, s), (x, s)), _fake_quant_bwd)
+
+
+@jax.custom_vjp
+def st_round(x):
+    return jnp.round(x)
+
+
+st_round.defvjp(lambda x: (jnp.round(x), None), lambda _, g: (g,))
+
+
+def test_a_straight_through_rule_is_said_to_have_a_flat_primal():
+    x, s = jnp.linspace(0.1, 3.3, 8), jnp.array(0.7)
+    r = audit.check_vjp(fake_quant, x, s, key=KEY, points=3)
+    note = next(n for n in r.notes if "zero or no useful derivative" in n)
+    assert "(round)" in note and "reference='autodiff' decided" in note
+    assert "reference='fd'" in note and "straight-through" in note
+    # autodiff takes round's derivative as 0, the rule as 1: in x, 0 against g; in s,
+    # sum(g round(x/s)) against sum(g (round(x/s) - x/s))
+    assert r.failed_weights == [*(f"x[{i}]" for i in range(8)), "s"]
+    by_fd = audit.check_vjp(fake_quant, x, s, key=KEY, points=3, reference="fd")
+    assert any("reference='fd' decided" in n for n in by_fd.notes)
+    smooth = audit.check_vjp(softplus, x, key=KEY, points=3)
+    assert not any("zero or no useful derivative" in n for n in smooth.notes)
+
+
+def test_a_primal_flat_everywhere_is_refused_naming_its_operations():
+    with pytest.raises(ValueError, match=r"exactly 0.*\(round\)"):
+        audit.check_vjp(st_round, jnp.linspace(0.1, 3.3, 8), key=KEY, points=3)

@@ -18,6 +18,8 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from audit.fd_verdict import REFERENCES
+
 __all__ = ["NETWORK_OPTIONS", "add_options", "audit_function", "settle", "unset_namespace"]
 
 # dest -> flag of every option that only a network audit (--grad) reads
@@ -78,6 +80,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "path.py:FORWARD,BACKWARD, intermediate by intermediate",
     )  # fmt: skip
     group.add_argument(
+        "--reference", choices=REFERENCES, default="autodiff",
+        help="which opinion decides: autodiff of the primal or forward code (default), fd "
+        "(float64 central differences, with their own error estimate) or both",
+    )  # fmt: skip
+    group.add_argument(
         "--inputs", metavar="SPEC",
         help="the point to audit at: MODULE:NAME or path.py:NAME, a function of no arguments "
         "returning the arguments as a tuple (params first for --backward), or such a tuple",
@@ -105,6 +112,11 @@ def settle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | N
             setattr(args, dest, parser.get_default(dest))
     which = _which(args)
     if which is None:
+        if args.reference != "autodiff":
+            return (
+                f"--reference {args.reference} applies to --vjp, --jvp and --backward; a "
+                "network audit (--grad) compares with jax.grad, with finite differences beside it"
+            )
         if args.inputs is not None:
             return (
                 "--inputs gives the point for --vjp, --jvp or --backward, but none of them is given"
@@ -171,7 +183,7 @@ def audit_function(args: argparse.Namespace) -> Any:
     # the options every check_* takes, in one place
     options = dict(
         points=args.points, key=jax.random.key(args.seed), rtol=args.rtol, atol=args.atol,
-        fd=args.fd, memory=args.memory,
+        fd=args.fd, memory=args.memory, reference=args.reference,
     )  # fmt: skip
     if which == "--backward":
         forward, backward = load_backward(spec, modules=modules)

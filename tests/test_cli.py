@@ -1092,6 +1092,27 @@ def test_vjp_of_the_examples_slipped_layer_norm_fails_naming_x(capsys):
     assert len(failing) == 32 and all(name.startswith("x[") for name in failing)
 
 
+def test_reference_fd_lets_finite_differences_decide_a_rule_from_the_command_line(capsys):
+    # the slipped layer norm's dx is wrong (checked against jax.vjp of the primal above):
+    # finite differences of the primal catch it as autodiff does; the right rule passes
+    argv = ["--vjp", f"{EXAMPLE}:slipped_layer_norm", "--inputs", f"{EXAMPLE}:layer_norm_inputs"]
+    assert main([*argv, *QUICK, "--reference", "fd"]) == 1
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("FAILED: 32 of 96 elements (x[0]") and "finite differences" in last
+    right = ["--vjp", f"{EXAMPLE}:right_layer_norm", "--inputs", f"{EXAMPLE}:layer_norm_inputs"]
+    assert main([*right, *QUICK, "--reference", "both"]) == 0
+
+
+def test_reference_other_than_autodiff_is_refused_for_a_network_audit(capsys):
+    assert main(["--reference", "fd", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--reference fd applies to --vjp, --jvp and --backward" in err[0]
+    argv = ["--vjp", f"{EXAMPLE}:softplus", "--inputs", f"{EXAMPLE}:softplus_inputs"]
+    assert main([*argv, "--reference", "fd", "--no-fd", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fd" in err[0]
+
+
 def test_jvp_with_a_slip_fails_at_every_element(rules_py, capsys):
     # d(x^2)/dx = 2x, the rule gives x: every element of x is off by a factor of 2
     assert main(["--jvp", f"{rules_py}:square", "--inputs", f"{rules_py}:inputs", *QUICK]) == 1

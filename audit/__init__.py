@@ -4,13 +4,14 @@
 ``grad_fn``); ``check_gradients`` audits any ``grad_fn`` on any pytree against ``jax.grad`` of
 any scalar loss; ``check_vjp``/``check_jvp`` audit a ``jax.custom_vjp``/``jax.custom_jvp``
 rule against autodiff of its primal code, ``check_backward`` every intermediate of a
-hand-written backward pass; ``assert_vjp`` and ``assert_backward`` do it as one line of a test.
-Each takes ``reference=`` (one of :data:`REFERENCES`): whether autodiff, float64 finite
-differences, or both decide the verdict.
+hand-written backward pass; ``assert_gradients``, ``assert_vjp`` and ``assert_backward`` do
+it as one line of a test. All but ``audit_network`` take ``reference=`` (one of
+:data:`REFERENCES`): whether autodiff, float64 finite differences, or both decide the verdict.
 All return an :class:`AuditResult` holding what ``report.json`` holds;
 ``format_table`` renders it for a terminal and ``write_report`` writes the report folder.
 """
 
+from audit.asserts import assert_gradients
 from audit.backward import assert_backward, check_backward
 from audit.cells import verdict_line
 from audit.check import check_gradients
@@ -29,6 +30,7 @@ __all__ = [
     "ReportError",
     "Tolerance",
     "assert_backward",
+    "assert_gradients",
     "assert_vjp",
     "audit_network",
     "check_backward",

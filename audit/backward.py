@@ -33,13 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit.asserts import failure_message
 from audit.budget import clear_if_crowded
 from audit.compare import default_tolerance, tolerance_dict
 from audit.fd_verdict import check_reference
 from audit.gradients import is_traceable
 from audit.points import PointGroup, numbered, perturbed
 from audit.result import AuditResult, column
-from audit.rules import failure_message
 from audit.tiers import full_precision
 from audit.weights import compare_groups, comparison_config
 from jaxbp.checks import check_int, check_key

@@ -24,15 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.cells import reference_name
+from audit.asserts import failure_message
 from audit.check import check_gradients
 from audit.custom_rules import non_differentiable_ops
 from audit.fd_verdict import check_reference
 from audit.result import AuditResult
-from audit.summary import leaf_summaries, ratio_text
 from jaxbp.checks import check_key
 
-__all__ = ["assert_vjp", "check_jvp", "check_vjp", "failure_message"]
+__all__ = ["assert_vjp", "check_jvp", "check_vjp"]
 
 
 def _primal_of(f: Callable) -> Callable:
@@ -267,48 +266,10 @@ def check_jvp(
                   atol=atol, fd=fd, fd_max=fd_max, memory=memory, reference=reference)  # fmt: skip
 
 
-def failure_message(result: AuditResult, *, worst: int = 3) -> str:
-    """A compact account of a failed audit for a test's AssertionError: the verdict line,
-    then per leaf how many elements fail, their typical ratio to the reference and the
-    leaf's hint (:func:`audit.summary.leaf_summaries`), and the ``worst`` of them with both
-    values, the hint and the point."""
-    mine = "by hand" if result.config.get("check") == "check_backward" else "rule"
-    ref = reference_name(result)
-    reference = result.config.get("reference", "autodiff")
-    lines = []
-    for leaf in leaf_summaries(result):
-        entries = [result.weights[k] for k in leaf["rows"]]
-        bad = [w for w in entries if w["status"] in ("fail", "not_judged")]
-        if not bad:
-            continue
-        bad.sort(key=lambda w: -(w["score"] if isinstance(w["score"], float) else np.inf))
-        head = f"{leaf['name']}: {len(bad)} of {len(entries)} elements disagree"
-        if leaf["ratio"] is not None:
-            head += f", typically {ratio_text(leaf['ratio'])} of {ref}"
-        lines.append(head + (f"; {leaf['hint']}" if leaf["hint"] else ""))
-        for w in bad[:worst]:
-            hint = f"; {w['hint']}" if w.get("hint") else ""
-            sides = [(mine, w["manual"]), (ref, w["reference"])]
-            if reference != "autodiff" and w.get("finite_diff") is not None:
-                fd = ("finite differences", w["finite_diff"])
-                sides = [sides[0], fd] if reference == "fd" else [*sides, fd]
-            values = ", ".join(f"{who} {_g(v)}" for who, v in sides)
-            lines.append(f"  {w['name']}: {values} at {w['worst_point']['label']}{hint}")
-    total = len(result.weights)
-    failing = sum(1 for w in result.weights if not w["passed"])
-    check = result.config.get("check", "audit")
-    said = check if reference == "autodiff" else f"{check}, reference={reference!r}"
-    head = f"{failing} of {total} elements disagree ({said})"
-    return "\n".join([head, *lines])
-
-
-def _g(v) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-
 def assert_vjp(f: Callable, *args: Any, key: jax.Array | None = None, **options: Any) -> None:
     """:func:`check_vjp` (or :func:`check_jvp` for a ``custom_jvp`` ``f``) as one line in a
-    test: raises ``AssertionError`` with :func:`failure_message` unless every element passes.
+    test: raises ``AssertionError`` with :func:`audit.asserts.failure_message` unless every
+    element passes.
 
     Example:
       >>> @jax.custom_vjp

@@ -82,3 +82,20 @@ def test_the_reference_example_prints_what_the_readme_shows(capsys):
         names = dict(jax=jax, jnp=jnp, audit=audit, layer_norm_op=layer_norm_op)
         exec(code, {**names, "x": x, "gain": gain, "bias": bias})
     assert capsys.readouterr().out.strip() == shown
+
+
+def test_the_assert_gradients_message_is_what_the_readme_shows():
+    shown = _block_after("its docstring):").strip()
+
+    def loss_fn(p, x, y):
+        return jnp.mean((x @ p["w"] - y) ** 2)
+
+    def grad_fn(p, x, y):  # the docstring's slip: the factor 2 left out
+        return {"w": x.T @ (x @ p["w"] - y) / y.size}
+
+    with jax.enable_x64(False), pytest.raises(AssertionError) as info:  # as a user runs it
+        kw, kx, ky = jax.random.split(jax.random.key(0), 3)
+        w = jax.random.normal(kw, (3, 2))
+        x, y = jax.random.normal(kx, (8, 3)), jax.random.normal(ky, (8, 2))
+        audit.assert_gradients(grad_fn, loss_fn, {"w": w}, x, y, points=15, key=kw)
+    assert f"AssertionError: {info.value}" == shown

@@ -363,7 +363,7 @@ def test_a_wrong_rule_fails_when_finite_differences_decide(dtype):
                         reference="fd")  # fmt: skip
     assert r.failed_weights == [f"x[{i}]" for i in range(32)]
     assert all(w["finite_diff"] is not None for w in r.weights)
-    msg = audit.rules.failure_message(r)
+    msg = audit.asserts.failure_message(r)
     assert msg.startswith("32 of 96 elements disagree (check_vjp, reference='fd')")
     assert "finite differences" in msg
 

@@ -1040,7 +1040,7 @@ def test_vjp_options_reach_check_vjp(monkeypatch, capsys):
     assert len(args) == 1 and args[0].shape == (32,)
     key = kw.pop("key")
     np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(3)))
-    assert kw == dict(points=7, rtol=1e-3, atol=1e-6, fd=False, memory=2**30)
+    assert kw == dict(points=7, rtol=1e-3, atol=1e-6, fd=False, memory=2**30, reference="autodiff")
 
 
 def test_vjp_of_the_examples_right_softplus_passes_and_writes_the_report(tmp_path, capsys):

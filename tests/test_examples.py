@@ -171,14 +171,16 @@ def test_backprop_ninja_passes_the_right_pass_and_names_each_slip_where_it_was_p
     out = run_example("backprop_ninja.py", timeout=600)
     verdicts = re.findall(r"^(PASSED|FAILED): .*$", out, re.M)
     assert verdicts == ["PASSED", "PASSED"], out  # float32, then float64
-    assert "PASSED: 7509/7509 elements, 26/26 intermediates agree with autodiff" in out
+    assert out.count("PASSED: 7509/7509 elements, 26/26 intermediates agree with autodiff") == 2
     rows = re.findall(r"^  d(\w+) +(\S+) +worst element off by", out, re.M)
     assert len(rows) == 2 * 26
     backward_order = [name for name, _ in rows[:26]]
     assert backward_order[:8] == ["logprobs", "probs", "counts_sum_inv", "counts_sum",
                                   "counts", "norm_logits", "logit_maxes", "logits"]  # fmt: skip
     assert backward_order[-3:] == ["embcat", "emb", "C"]
-    assert {status for _, status in rows} == {"PASS"}
+    # only the two gradients that are 0 in exact arithmetic may pass as rounding (PASS*)
+    assert {status for _, status in rows} <= {"PASS", "PASS*"}
+    assert {name for name, status in rows if status == "PASS*"} <= {"logit_maxes", "b1"}
     named = dict(re.findall(r"^(d\w+): .*\n  first failing intermediate: (.*)$", out, re.M))
     assert named == {
         "dlogprobs": "logprobs",

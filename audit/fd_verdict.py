@@ -46,7 +46,7 @@ __all__ = [
 REFERENCES = ("autodiff", "fd", "both")
 
 # loss evaluations one central difference with its error estimate takes: D(h), D(2h), D(h/2)
-EVALS_PER_DIFFERENCE = 6
+EVALS_PER_DIFFERENCE = 9  # three steps, two sides each, and the loss's spread under nudges
 
 # loss evaluations the finite-difference verdict spends beyond the given point, at most
 FD_LOSS_EVALS = 2**17

@@ -17,11 +17,22 @@ from audit.layout import cast_floats, flat_points, n_points, unflatten
 from audit.points import PointGroup
 from audit.tiers import compile_ahead, tiered, work
 
-__all__ = ["ROUNDOFF_ULPS", "fd_step", "finite_differences", "finite_differences_ahead"]
+__all__ = [
+    "LOSS_NUDGES",
+    "ROUNDOFF_NOISE",
+    "ROUNDOFF_ULPS",
+    "fd_step",
+    "finite_differences",
+    "finite_differences_ahead",
+]
 
 # units in the last place of the loss a central difference's error estimate allows for at
 # least: the loss's own rounding, divided by the step
 ROUNDOFF_ULPS = 32
+# with measured=True: the loss's spread under this many one-ulp nudges of the point, times
+# ROUNDOFF_NOISE, also bounds the error (3 more loss evaluations a difference)
+LOSS_NUDGES = 2
+ROUNDOFF_NOISE = 8
 
 
 def fd_step(p: jax.Array) -> jax.Array:
@@ -39,6 +50,7 @@ def finite_differences(
     points: np.ndarray,
     *,
     dtype,
+    measured: bool = False,
 ) -> np.ndarray:
     """Central differences of ``loss_fn`` for chosen (weight, point) pairs.
 
@@ -62,12 +74,13 @@ def finite_differences(
     for g in groups:
         sel = (points >= start) & (points < start + g.size)
         if sel.any():
-            out[:, sel] = _fd_group(loss_fn, g, weights[sel], points[sel] - start, dtype)
+            out[:, sel] = _fd_group(loss_fn, g, weights[sel], points[sel] - start, dtype,
+                                    measured)  # fmt: skip
         start += g.size
     return out[0], out[1]
 
 
-def _fd_args(loss_fn, g: PointGroup, widx, local, dtype) -> tuple:
+def _fd_args(loss_fn, g: PointGroup, widx, local, dtype, measured=False) -> tuple:
     """The program's arguments: only the ``m`` points the pairs difference at, taken on the
     host (a gather on the device would compile once per leaf shape), so a call costs the
     same whatever the number of points the audit compared."""
@@ -75,7 +88,7 @@ def _fd_args(loss_fn, g: PointGroup, widx, local, dtype) -> tuple:
     shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(g.params))
     params, x, y = jax.tree.map(lambda a: np.asarray(a)[local], (g.params, g.x, g.y))
     at = np.arange(len(local), dtype=np.int32)
-    return loss_fn, treedef, shapes, jnp.dtype(dtype).name, params, x, y, widx, at
+    return loss_fn, treedef, shapes, jnp.dtype(dtype).name, measured, params, x, y, widx, at
 
 
 def _fd_program(g: PointGroup, m: int) -> Callable:
@@ -83,8 +96,9 @@ def _fd_program(g: PointGroup, m: int) -> Callable:
     return _fd_jit.pick(work(g.params, g.batch, m))
 
 
-def _fd_group(loss_fn, g: PointGroup, widx, local, dtype) -> np.ndarray:
-    return np.asarray(_fd_program(g, len(widx))(*_fd_args(loss_fn, g, widx, local, dtype)))
+def _fd_group(loss_fn, g: PointGroup, widx, local, dtype, measured=False) -> np.ndarray:
+    args = _fd_args(loss_fn, g, widx, local, dtype, measured)
+    return np.asarray(_fd_program(g, len(widx))(*args))
 
 
 def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dtype):
@@ -94,8 +108,8 @@ def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dt
     return compile_ahead(_fd_program(group, m), *_fd_args(loss_fn, group, widx, local, dtype))
 
 
-@tiered(static_argnames=("loss_fn", "treedef", "shapes", "dtype"))
-def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
+@tiered(static_argnames=("loss_fn", "treedef", "shapes", "dtype", "measured"))
+def _fd_jit(loss_fn, treedef, shapes, dtype, measured, params, x, y, widx, local):
     # cast and flatten here: outside, each leaf shape would cost a compilation of its own
     flat = flat_points(cast_floats(params, dtype), n_points(params))
     x, y = cast_floats((x, y), dtype)
@@ -119,6 +133,22 @@ def _fd_jit(loss_fn, treedef, shapes, dtype, params, x, y, widx, local):
         # of that grid, which two neighbouring steps can happen to share exactly
         grid = ROUNDOFF_ULPS * jnp.finfo(d.dtype).eps * size / h
         err = jnp.maximum(jnp.abs(central(2 * h)[0] - d), jnp.abs(central(h / 2)[0] - d))
-        return jnp.stack([d, jnp.maximum(err, grid)])
+        err = jnp.maximum(err, grid)
+        if measured:
+            # a loss that sums terms of both signs is known to the terms' last place, not
+            # its own: how far it moves when the point is nudged by one ulp shows that
+            err = jnp.maximum(err, ROUNDOFF_NOISE * loss_spread(p, k) / h)
+        return jnp.stack([d, err])
+
+    def loss_spread(p, k):
+        xk, yk = jax.tree.map(lambda a: a[k], (x, y))
+        base = loss_fn(unravel(p), xk, yk)
+        bits = jnp.arange(p.size)
+        moved = [
+            loss_fn(unravel(p * (1 + (1 - 2 * ((bits >> b) & 1)).astype(p.dtype)
+                                 * jnp.finfo(p.dtype).eps)), xk, yk)
+            for b in range(LOSS_NUDGES)
+        ]  # fmt: skip
+        return jnp.max(jnp.abs(jnp.stack(moved) - base))
 
     return jax.lax.map(one, (widx, local), batch_size=64).T

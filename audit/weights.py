@@ -287,7 +287,7 @@ def _judged_by_fd(
     widx = np.tile(np.arange(n_el), len(rows))
     pidx = np.repeat(rows, n_el)
     with jax.enable_x64(True):
-        d, e = finite_differences(loss_fn, groups, widx, pidx, dtype=ref_dtype)
+        d, e = finite_differences(loss_fn, groups, widx, pidx, dtype=ref_dtype, measured=True)
     shape = (len(rows), n_el)
     fv = fd_verdict(manual, autodiff, d.reshape(shape), e.reshape(shape), layout.segments,
                     layout.n_segments, tol)  # fmt: skip

@@ -232,9 +232,9 @@ def test_a_right_backward_pass_passes_when_finite_differences_decide(dtype, refe
     r = audit.check_backward(forward, backward, *_point(dtype), key=KEY, points=63,
                              reference=reference)  # fmt: skip
     assert r.passed, (r.failed_weights[:5], r.notes)
-    # 264 elements: 2**17 loss evaluations at 6 per element and point allow 82 more points,
-    # more than the 63 there are
-    assert r.config["reference"] == reference and r.config["fd_points"] == 64
+    # 264 elements: 2**17 loss evaluations at 9 per element and point allow 55 more points
+    # beside the given one, of the 63 there are
+    assert r.config["reference"] == reference and r.config["fd_points"] == 56
     assert audit.verdict_line(r).endswith("agree with autodiff and finite differences at 64 "
                                           "points" if reference == "both" else
                                           "agree with finite differences at 64 points")  # fmt: skip

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from audit.compare import Tolerance
-from audit.fd_verdict import FD_LOSS_EVALS, check_reference, fd_points, fd_verdict
+from audit.fd_verdict import (
+    EVALS_PER_DIFFERENCE,
+    FD_LOSS_EVALS,
+    check_reference,
+    fd_points,
+    fd_verdict,
+)
 
 TOL = Tolerance(rtol=1e-3, atol=0.0, floor=1e-2)
 ONE_LEAF = np.zeros(3, np.int64)
@@ -60,7 +66,7 @@ def test_the_worst_point_is_the_failing_one_with_the_largest_score():
 def test_the_points_judged_start_at_the_given_point_and_keep_to_the_budget(n_points, n_elements):
     rows = fd_points(n_points, n_elements)
     assert rows[0] == 0 and np.all(np.diff(rows) > 0) and rows[-1] < n_points
-    more = FD_LOSS_EVALS // (6 * n_elements)
+    more = FD_LOSS_EVALS // (EVALS_PER_DIFFERENCE * n_elements)
     assert len(rows) == 1 + min(n_points - 1, more)
     if len(rows) > 1:
         assert rows[-1] == n_points - 1  # spread over all of them, the last included

@@ -421,9 +421,10 @@ def _weight_entries(
     unjudged=None,
 ) -> WeightTable:  # fmt: skip
     """One entry per weight, each made when it is first read (:class:`WeightTable`): a
-    network of 85,002 weights spent 0.3 s building dicts that a caller reading ``passed``
-    never looks at. Each verdict is :meth:`audit.compare.Worst.verdict_at`'s, or where
-    another reference decides, ``failed`` and ``unjudged`` (``(P,)`` bool) say it."""
+    network of 85,002 weights spent much of a small call building dicts that a caller
+    reading ``passed`` never looks at. Each verdict is
+    :meth:`audit.compare.Worst.verdict_at`'s, or where another reference decides, ``failed``
+    and ``unjudged`` (``(P,)`` bool) say it."""
     failed = worst.n_failed > 0 if failed is None else failed
     unjudged = ~np.isfinite(worst.reference) if unjudged is None else unjudged
     status = np.select(

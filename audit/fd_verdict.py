@@ -80,7 +80,7 @@ def fd_points(n_points: int, n_elements: int, budget: int | None = None) -> np.n
 
     Example:
       >>> fd_points(256, 96).tolist()[:4], len(fd_points(256, 96))
-      ([0, 1, 2, 3], 228)
+      ([0, 1, 3, 4], 152)
       >>> fd_points(10, 10**6).tolist()
       [0]
     """

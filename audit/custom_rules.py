@@ -64,18 +64,24 @@ def custom_rules(fn: Callable, *args) -> list[str]:
       >>> custom_rules(lambda x: twice(x).sum(), jnp.ones(3))
       ['custom_jvp_call']
     """
+    return _walked(_rules_in, fn, args)
+
+
+def _walked(walk: Callable, fn: Callable, args: tuple) -> list[str]:
+    """``walk`` of ``fn``'s jaxpr at ``args``' shapes, traced once per function, walk and
+    shapes (an unhashable ``fn`` is traced each time)."""
     leaves, treedef = jax.tree.flatten(args)
     shapes = tuple(jax.ShapeDtypeStruct(jax.numpy.shape(a), a.dtype) for a in leaves)
     try:
-        return list(_cached(fn, treedef, shapes))
+        return list(_walked_cached(walk, fn, treedef, shapes))
     except TypeError:  # an unhashable fn: trace it this once
-        return _rules_in(jax.make_jaxpr(fn)(*args).jaxpr)
+        return walk(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 @functools.lru_cache(maxsize=256)
-def _cached(fn, treedef, shapes) -> tuple[str, ...]:
+def _walked_cached(walk, fn, treedef, shapes) -> tuple[str, ...]:
     args = jax.tree.unflatten(treedef, list(shapes))
-    return tuple(_rules_in(jax.make_jaxpr(fn)(*args).jaxpr))
+    return tuple(walk(jax.make_jaxpr(fn)(*args).jaxpr))
 
 
 def non_differentiable_ops(fn: Callable, *args) -> list[str]:
@@ -94,18 +100,7 @@ def non_differentiable_ops(fn: Callable, *args) -> list[str]:
       >>> non_differentiable_ops(lambda x: jnp.maximum(x, 0.0) * jax.nn.logsumexp(x), jnp.ones(3))
       []
     """
-    leaves, treedef = jax.tree.flatten(args)
-    shapes = tuple(jax.ShapeDtypeStruct(jax.numpy.shape(a), a.dtype) for a in leaves)
-    try:
-        return list(_flat_cached(fn, treedef, shapes))
-    except TypeError:  # an unhashable fn: trace it this once
-        return _flat_ops(jax.make_jaxpr(fn)(*args).jaxpr)
-
-
-@functools.lru_cache(maxsize=256)
-def _flat_cached(fn, treedef, shapes) -> tuple[str, ...]:
-    args = jax.tree.unflatten(treedef, list(shapes))
-    return tuple(_flat_ops(jax.make_jaxpr(fn)(*args).jaxpr))
+    return _walked(_flat_ops, fn, args)
 
 
 def _flat_ops(jaxpr) -> list[str]:

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit.gradients import NUDGES, nudged
 from audit.layout import cast_floats, flat_points, n_points, unflatten
 from audit.points import PointGroup
 from audit.tiers import compile_ahead, tiered, work
 
 __all__ = [
-    "LOSS_NUDGES",
     "ROUNDOFF_NOISE",
     "ROUNDOFF_ULPS",
     "fd_step",
@@ -29,9 +29,9 @@ __all__ = [
 # units in the last place of the loss a central difference's error estimate allows for at
 # least: the loss's own rounding, divided by the step
 ROUNDOFF_ULPS = 32
-# with measured=True: the loss's spread under this many one-ulp nudges of the point, times
-# ROUNDOFF_NOISE, also bounds the error (3 more loss evaluations a difference)
-LOSS_NUDGES = 2
+# with measured=True: the loss's spread under the reference's one-ulp nudges of the point
+# (audit.gradients.nudged), times ROUNDOFF_NOISE, also bounds the error (3 more loss
+# evaluations a difference)
 ROUNDOFF_NOISE = 8
 
 
@@ -143,12 +143,8 @@ def _fd_jit(loss_fn, treedef, shapes, dtype, measured, params, x, y, widx, local
     def loss_spread(p, k):
         xk, yk = jax.tree.map(lambda a: a[k], (x, y))
         base = loss_fn(unravel(p), xk, yk)
-        bits = jnp.arange(p.size)
-        moved = [
-            loss_fn(unravel(p * (1 + (1 - 2 * ((bits >> b) & 1)).astype(p.dtype)
-                                 * jnp.finfo(p.dtype).eps)), xk, yk)
-            for b in range(LOSS_NUDGES)
-        ]  # fmt: skip
+        copies = [nudged(p, xk, yk, b) for b in range(NUDGES)]
+        moved = [loss_fn(unravel(q), xq, yq) for q, xq, yq in copies]
         return jnp.max(jnp.abs(jnp.stack(moved) - base))
 
     return jax.lax.map(one, (widx, local), batch_size=64).T

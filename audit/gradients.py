@@ -37,6 +37,7 @@ from jaxbp.checks import check_grads_like
 
 __all__ = [
     "EVALUATIONS",
+    "NUDGES",
     "Evaluation",
     "audit_program",
     "block_points",
@@ -46,6 +47,7 @@ __all__ = [
     "evaluate",
     "finish",
     "in_two_passes",
+    "nudged",
     "plan_calls",
     "point_shapes",
     "runs_in",

@@ -451,6 +451,7 @@ def _audit_network(args: argparse.Namespace) -> Any:
         rtol=args.rtol,
         atol=args.atol,
         fd=args.fd,
+        reference=args.reference,
         progress=progress,
         memory=args.memory,
         **sharded,

@@ -81,8 +81,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument(
         "--reference", choices=REFERENCES, default="autodiff",
-        help="which opinion decides: autodiff of the primal or forward code (default), fd "
-        "(float64 central differences, with their own error estimate) or both",
+        help="which opinion decides, here and for a network audit: autodiff (jax.grad, or "
+        "autodiff of the primal or forward code; default), fd (float64 central differences "
+        "of the loss, with their own error estimate) or both",
     )  # fmt: skip
     group.add_argument(
         "--inputs", metavar="SPEC",
@@ -112,11 +113,6 @@ def settle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | N
             setattr(args, dest, parser.get_default(dest))
     which = _which(args)
     if which is None:
-        if args.reference != "autodiff":
-            return (
-                f"--reference {args.reference} applies to --vjp, --jvp and --backward; a "
-                "network audit (--grad) compares with jax.grad, with finite differences beside it"
-            )
         if args.inputs is not None:
             return (
                 "--inputs gives the point for --vjp, --jvp or --backward, but none of them is given"

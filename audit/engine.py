@@ -23,6 +23,7 @@ import jaxbp
 from audit.budget import clear_if_crowded, memory_problem
 from audit.compare import default_tolerance, tolerance_dict
 from audit.factors import delta_factors, seed_factor_audit
+from audit.fd_verdict import check_reference
 from audit.gradients import is_traceable
 from audit.mistakes import missing_derivative_grads
 from audit.points import PointGroup, merge_same_shapes, random_batch, random_points, stack_points
@@ -151,6 +152,7 @@ def audit_network(
     atol: float | None = None,
     fd: bool = True,
     fd_max: int = 512,
+    reference: str = "autodiff",
     factors_fn: Callable | None = None,
     progress: Callable[[str], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
@@ -183,6 +185,11 @@ def audit_network(
       rtol, atol: override the dtype's defaults (see :mod:`audit.compare`).
       fd: add central finite differences as a third opinion; fd_max: for at most this many
         weights (the worst first).
+      reference: which opinion decides the per-weight verdict (one of
+        :data:`audit.REFERENCES`): ``"autodiff"`` (``jax.grad``, default), ``"fd"`` (float64
+        central differences of the loss, with their own error estimate) or ``"both"`` (a
+        weight must agree with both); see :mod:`audit.fd_verdict`. The last two need ``fd``.
+        The chain factors and layer deltas are compared with JAX's own factors either way.
       factors_fn: for a user's 2-2-1 function, ``factors_fn(params, x, yt) -> {name: value}``
         for one example, audited against the note's factors (also read from
         ``grad.factors``).
@@ -220,6 +227,12 @@ def audit_network(
     steps = check_int(steps, "steps", 0)
     checkpoints = check_int(checkpoints, "checkpoints", 1)
     fd_max = check_int(fd_max, "fd_max", 1)
+    reference = check_reference(reference)
+    if reference != "autodiff" and not fd:
+        raise ValueError(
+            f"reference={reference!r} judges against finite differences, but fd=False turns "
+            "them off; pass fd=True, or reference='autodiff'"
+        )
     memory = check_int(memory, "memory", 1, none_ok=True)
     if mesh is not None:
         data_size(mesh)
@@ -267,12 +280,12 @@ def audit_network(
     groups = merge_same_shapes(groups)
 
     names = jaxbp.param_names(sizes)
-    weights, notes, per_call, phases, leaf_entries, _ = compare_groups(
+    weights, notes, per_call, phases, leaf_entries, fd_points = compare_groups(
         grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, traced=traced, names=names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,
         candidates=lambda: missing_derivative_grads(spec, groups, sizes),
         saturation=saturation_fn(spec, groups, sizes), progress=progress,
-        mesh=mesh, memory=memory,
+        mesh=mesh, memory=memory, reference=reference,
         leaf_names=[f"layer {l} {w}" for l in range(1, len(sizes)) for w in ("W", "b")],
     )  # fmt: skip
     timing.update(phases)
@@ -315,7 +328,15 @@ def audit_network(
         checkpoints=checkpoints,
         data=data_name or ("xor" if data is None else "user data"),
         **comparison_config(
-            tol, ref_dtype, fd=fd, fd_max=fd_max, memory=memory, per_call=per_call, mesh=mesh
+            tol,
+            ref_dtype,
+            fd=fd,
+            fd_max=fd_max,
+            memory=memory,
+            per_call=per_call,
+            mesh=mesh,
+            reference=reference,
+            fd_points=fd_points,
         ),
         leaves=leaf_entries,
     )

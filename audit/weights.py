@@ -4,6 +4,7 @@ differences at each weight's worst point, hints for the failing weights, one ent
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -193,7 +194,7 @@ def compare_groups(
         out = _judged_by_fd(
             ev, worst, groups, loss_fn, names, layout, labels, point_source, dt,
             reference=reference, tol=tol, ref_dtype=ref_dtype, memory=memory, progress=progress,
-            leaf_names=leaf_names,
+            leaf_names=leaf_names, candidates=candidates,
         )  # fmt: skip
         timing["finite_diff_s"] = time.perf_counter() - t0
         weights, fd_notes, judged = out
@@ -275,13 +276,15 @@ def _fd_opinion(
 
 def _judged_by_fd(
     ev, worst, groups, loss_fn, names, layout, labels, point_source, dt, *, reference, tol,
-    ref_dtype, memory, progress, leaf_names,
+    ref_dtype, memory, progress, leaf_names, candidates,
 ):  # fmt: skip
     """The entries, notes and point count of a verdict that finite differences decide
     (``reference="fd"``) or take part in (``"both"``), at :func:`audit.fd_verdict.fd_points`."""
     n_el = len(names)
     n_points = sum(g.size for g in groups)
     rows = fd_points(n_points, n_el)
+    if candidates is not None:  # both hint passes may ask for them
+        candidates = functools.cache(candidates)
     say(progress, f"finite differences for {n_el} weights at {len(rows)} points")
     manual, autodiff, _ = ev.rows(rows)
     widx = np.tile(np.arange(n_el), len(rows))
@@ -322,13 +325,14 @@ def _judged_by_fd(
     fail_idx = np.flatnonzero(failed)
     if fail_idx.size:
         for i, hint in _fd_hints(fv, fail_idx, manual, d.reshape(shape), rows, groups,
-                                 layout, names, labels, tol=tol).items():  # fmt: skip
+                                 layout, names, labels, tol=tol,
+                                 candidates=candidates).items():  # fmt: skip
             hints[i] = hint
         if reference == "both":
             ad_idx = np.flatnonzero(ad_fail)
             if ad_idx.size:
                 found = _hints(ev, worst, ad_idx, groups, layout, names, labels, tol=tol,
-                               candidates=None, memory=memory, leaf_names=leaf_names,
+                               candidates=candidates, memory=memory, leaf_names=leaf_names,
                                reference_name="jax.grad")  # fmt: skip
                 hints.update(found.elements)
     off = np.flatnonzero(fv.disagree)
@@ -362,18 +366,24 @@ def _judged_by_fd(
     return weights, notes, len(rows)
 
 
-def _fd_hints(fv, fail_idx, manual, fd, rows, groups, layout, names, labels, *, tol):
+def _fd_hints(fv, fail_idx, manual, fd, rows, groups, layout, names, labels, *, tol,
+              candidates):  # fmt: skip
     """A hint for each element that fails against finite differences, from its values at
-    the finite-difference points."""
+    the finite-difference points; ``candidates()`` as in :func:`compare_groups`, taken at
+    those points."""
     sel = fail_idx[fv.n_failed[fail_idx] > 0]
     if not sel.size:
         return {}
+    cands = {
+        k: (np.asarray(v, np.float64)[rows], *rest)
+        for k, (v, *rest) in (candidates() if candidates else {}).items()
+    }
     batch = np.concatenate([np.full(g.size, g.batch) for g in groups])[rows]
     hints = diagnose(
         sel, np.asarray(manual, np.float64), np.asarray(fd, np.float64), names=names,
         leaf_of=layout.segments, leaf_shapes=layout.shapes, leaf_offsets=layout.offsets,
         batch=batch, labels=[labels[i] for i in rows], floor=tol.floor,
-        rtol=max(10 * tol.rtol, 1e-6), candidates={}, failed_at=fv.failed_at,
+        rtol=max(10 * tol.rtol, 1e-6), candidates=cands, failed_at=fv.failed_at,
         reference_name="finite differences",
     )  # fmt: skip
     return hints

@@ -1108,14 +1108,22 @@ def test_reference_fd_lets_finite_differences_decide_a_rule_from_the_command_lin
     assert main([*right, *QUICK, "--reference", "both"]) == 0
 
 
-def test_reference_other_than_autodiff_is_refused_for_a_network_audit(capsys):
-    assert main(["--reference", "fd", "--no-report"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--reference fd applies to --vjp, --jvp and --backward" in err[0]
-    argv = ["--vjp", f"{EXAMPLE}:softplus", "--inputs", f"{EXAMPLE}:softplus_inputs"]
-    assert main([*argv, "--reference", "fd", "--no-fd", "--no-report"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "fd" in err[0]
+def test_reference_fd_decides_a_network_audit_and_needs_finite_differences(tmp_path, capsys):
+    # the seed's formulas are the derivative: finite differences of the loss agree with them
+    argv = ["--reference", "fd", "--points", "4", "--steps", "100", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["config"]["reference"] == "fd" and report["config"]["fd_points"] >= 1
+    assert any(n.startswith("reference='fd': finite differences decide") for n in report["notes"])
+    capsys.readouterr()
+    for argv in (
+        ["--reference", "fd", "--no-fd", "--no-report"],
+        ["--vjp", f"{EXAMPLE}:softplus", "--inputs", f"{EXAMPLE}:softplus_inputs",
+         "--reference", "fd", "--no-fd", "--no-report"],
+    ):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "reference='fd'" in err[0] and "fd=False" in err[0]
 
 
 def test_jvp_with_a_slip_fails_at_every_element(rules_py, capsys):

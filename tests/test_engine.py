@@ -32,6 +32,26 @@ def test_each_mistake_fails_names_exactly_the_broken_weights_and_hints(case, dty
             assert w["passed"] and w["status"] in ("pass", "precision")
 
 
+@pytest.mark.parametrize(
+    ("case", "reference"),
+    [("swapped_w12_w21", "fd"), ("missing_dA1dz1", "fd"), ("sign_w31", "both"), ("nan_b2", "both")],
+)
+def test_finite_differences_deciding_name_the_same_weights_with_the_same_hints(case, reference):
+    mistake, broken, words = BROKEN[case]
+    result = audit.audit_network(batched(mistake, case), reference=reference, **QUICK)
+    assert result.config["reference"] == reference
+    assert not result.passed and result.failed_weights == broken
+    for name in broken:
+        assert words in result.weight(name)["hint"], result.weight(name)["hint"]
+
+
+@pytest.mark.parametrize(("grad", "reference"), [("seed", "fd"), ("closed_form", "both")])
+def test_right_formulas_pass_when_finite_differences_decide_or_take_part(grad, reference):
+    result = audit.audit_network(grad, reference=reference, dtype="float32", **QUICK)
+    assert result.passed, (result.failed_weights, result.notes)
+    assert result.config["fd_points"] == result.points["total"]  # 9 weights: every point
+
+
 def test_swap_hint_names_the_partner():
     result = audit.audit_network(batched(weight_mistake(swap), "swapped"), **QUICK)
     assert "w12 <-> w21" in result.weight("w12")["hint"]

@@ -40,9 +40,49 @@ def _primal_of(f: Callable) -> Callable:
         raise TypeError(
             f"f is {type(f).__name__} {getattr(f, '__name__', f)!r}, expected a function "
             "decorated with jax.custom_vjp or jax.custom_jvp whose rule is defined (defvjp / "
-            "defjvp); for a whole gradient function use audit.check_gradients"
+            "defjvp), or a plain primal function with its rule passed as rule=; for a whole "
+            "gradient function use audit.check_gradients"
         )
     return primal
+
+
+def _with_rule(primal: Callable, rule: Any, kind: str) -> Callable:
+    """``primal`` with ``rule`` attached as JAX would attach it: ``rule=(fwd, bwd)`` for a
+    VJP (what ``defvjp`` takes), ``rule=jvp`` for a JVP (what ``defjvp`` takes)."""
+    who = getattr(primal, "__name__", "f")
+    if isinstance(primal, (jax.custom_vjp, jax.custom_jvp)):
+        raise TypeError(
+            f"{who} is already a {type(primal).__name__} function with a rule of its own; "
+            "pass it without rule=, or pass its plain primal function with rule="
+        )
+    if not callable(primal):
+        raise TypeError(f"f is {type(primal).__name__}, expected a callable primal function")
+    if kind == "check_vjp":
+        if not (isinstance(rule, tuple) and len(rule) == 2 and all(map(callable, rule))):
+            raise TypeError(
+                f"rule is {type(rule).__name__}, expected the pair (fwd, bwd) that "
+                "jax.custom_vjp's defvjp takes: fwd(*args) -> (out, residuals), "
+                "bwd(residuals, g) -> one cotangent per argument, as a tuple"
+            )
+    elif not callable(rule):
+        raise TypeError(
+            f"rule is {type(rule).__name__}, expected the function jax.custom_jvp's "
+            "defjvp takes: jvp(primals, tangents) -> (out, tangent_out)"
+        )
+    return _attached(primal, rule, kind)
+
+
+@functools.lru_cache(maxsize=64)
+def _attached(primal: Callable, rule: Any, kind: str) -> Callable:
+    """One custom-rule object per (primal, rule), so a second audit reuses what was
+    compiled."""
+    if kind == "check_vjp":
+        wrapped = jax.custom_vjp(primal)
+        wrapped.defvjp(*rule)
+    else:
+        wrapped = jax.custom_jvp(primal)
+        wrapped.defjvp(rule)
+    return wrapped
 
 
 def _arg_names(primal: Callable, n: int) -> list[str]:
@@ -124,7 +164,10 @@ def _audit(
     fd_max: int,
     memory: int | None,
     reference: str,
+    rule: Any = None,
 ) -> AuditResult:
+    if rule is not None:
+        f = _with_rule(f, rule, kind)
     primal = _primal_of(f)
     reference = check_reference(reference)
     args = tuple(jax.tree.map(jnp.asarray, a) for a in args)  # Python floats, NumPy arrays
@@ -203,11 +246,13 @@ def check_vjp(
     fd_max: int = 64,
     memory: int | None = None,
     reference: str = "autodiff",
+    rule: Any = None,
 ) -> AuditResult:
     """Audit the rule of a ``jax.custom_vjp`` function against autodiff of its primal code.
 
     Args:
-      f: a ``jax.custom_vjp`` function with its rule defined.
+      f: a ``jax.custom_vjp`` function with its rule defined, or a plain primal function
+        with its rule given as ``rule``.
       *args: the point to check at: float arrays or pytrees of them, as ``f`` takes them.
       points: random points around ``args`` (each leaf moved by ``spread`` times its RMS
         times standard normal noise), besides ``args`` itself.
@@ -218,6 +263,8 @@ def check_vjp(
         or ``"both"``; see :func:`audit.check_gradients` and :mod:`audit.fd_verdict`. A
         primal autodiff can't follow (rounding, ``stop_gradient``, integer casts, steps) is
         named in ``notes`` with the reference chosen.
+      rule: for a plain ``f``, the pair ``(fwd, bwd)`` that ``defvjp`` would take:
+        ``fwd(*args) -> (out, residuals)``, ``bwd(residuals, g) -> (ct_arg0, ...)``.
 
     Returns:
       An :class:`audit.AuditResult` with one entry per element of every input
@@ -232,7 +279,8 @@ def check_vjp(
       True
     """
     return _audit(f, args, kind="check_vjp", points=points, key=key, spread=spread, rtol=rtol,
-                  atol=atol, fd=fd, fd_max=fd_max, memory=memory, reference=reference)  # fmt: skip
+                  atol=atol, fd=fd, fd_max=fd_max, memory=memory, reference=reference,
+                  rule=rule)  # fmt: skip
 
 
 def check_jvp(
@@ -247,11 +295,14 @@ def check_jvp(
     fd_max: int = 64,
     memory: int | None = None,
     reference: str = "autodiff",
+    rule: Any = None,
 ) -> AuditResult:
     """Audit the rule of a ``jax.custom_jvp`` function against autodiff of its primal code.
 
     The tangent rule is checked through the VJP JAX derives from it by transposing it, per
-    element of every input; arguments as in :func:`check_vjp`.
+    element of every input; arguments as in :func:`check_vjp`, but for a plain primal ``f``
+    the rule is the function ``defjvp`` would take: ``rule(primals, tangents) -> (out,
+    tangent_out)``.
 
     Example:
       >>> @jax.custom_jvp
@@ -263,13 +314,14 @@ def check_jvp(
       (False, ['x[0]', 'x[1]', 'x[2]', 'x[3]'])
     """
     return _audit(f, args, kind="check_jvp", points=points, key=key, spread=spread, rtol=rtol,
-                  atol=atol, fd=fd, fd_max=fd_max, memory=memory, reference=reference)  # fmt: skip
+                  atol=atol, fd=fd, fd_max=fd_max, memory=memory, reference=reference,
+                  rule=rule)  # fmt: skip
 
 
 def assert_vjp(f: Callable, *args: Any, key: jax.Array | None = None, **options: Any) -> None:
-    """:func:`check_vjp` (or :func:`check_jvp` for a ``custom_jvp`` ``f``) as one line in a
-    test: raises ``AssertionError`` with :func:`audit.asserts.failure_message` unless every
-    element passes.
+    """:func:`check_vjp` (or :func:`check_jvp` for a ``custom_jvp`` ``f``, or a plain ``f``
+    with one function as ``rule=``) as one line in a test: raises ``AssertionError`` with
+    :func:`audit.asserts.failure_message` unless every element passes.
 
     Example:
       >>> @jax.custom_vjp
@@ -282,7 +334,8 @@ def assert_vjp(f: Callable, *args: Any, key: jax.Array | None = None, **options:
       x: 3 of 3 elements disagree, typically ... of autodiff
       ...
     """
-    check = check_jvp if isinstance(f, jax.custom_jvp) else check_vjp
-    result = check(f, *args, key=key, **options)
+    rule = options.get("rule")
+    jvp = isinstance(f, jax.custom_jvp) or (rule is not None and not isinstance(rule, tuple))
+    result = (check_jvp if jvp else check_vjp)(f, *args, key=key, **options)
     if not result.passed:
         raise AssertionError(failure_message(result))

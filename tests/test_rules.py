@@ -216,6 +216,54 @@ def test_bad_input_is_refused_with_one_message(call, error, message):
         call()
 
 
+def test_a_plain_primal_with_its_rule_pair_is_audited_as_the_decorated_op():
+    # the same layer norm, its rule passed as defvjp's (fwd, bwd) pair: the same verdicts
+    fwd = lambda x, g, b: (_layer_norm(x, g, b), (x, g))  # noqa: E731
+    args = _ln_args(jnp.float64)
+    right = audit.check_vjp(_layer_norm, *args, rule=(fwd, _layer_norm_bwd), key=KEY, points=63)
+    assert right.passed and right.config["check"] == "check_vjp"
+    slipped = functools.partial(_layer_norm_bwd, slip="dg_sign")
+    wrong = audit.check_vjp(_layer_norm, *args, rule=(fwd, slipped), key=KEY, points=63)
+    assert wrong.failed_weights == [f"g[{i}]" for i in range(32)]
+    with pytest.raises(AssertionError, match=r"^32 of 96 elements disagree \(check_vjp\)"):
+        audit.assert_vjp(_layer_norm, *args, rule=(fwd, slipped), key=KEY, points=63)
+
+
+def test_a_plain_primal_with_its_jvp_rule_is_audited_through_the_transpose():
+    def square(x):
+        return x * x
+
+    def right(p, t):
+        return p[0] * p[0], 2 * p[0] * t[0]  # d(x^2) = 2 x dx
+
+    def slipped(p, t):
+        return p[0] * p[0], p[0] * t[0]
+
+    x = jnp.arange(1.0, 5.0)
+    assert audit.check_jvp(square, x, rule=right, key=KEY, points=31).passed
+    wrong = audit.check_jvp(square, x, rule=slipped, key=KEY, points=31)
+    assert wrong.failed_weights == ["x[0]", "x[1]", "x[2]", "x[3]"]
+    assert wrong.config["check"] == "check_jvp"
+    with pytest.raises(AssertionError, match=r"^4 of 4 elements disagree \(check_jvp\)"):
+        audit.assert_vjp(square, x, rule=slipped, key=KEY, points=31)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: audit.check_vjp(softplus, jnp.ones(3), rule=(id, id), key=KEY),
+         "softplus is already a custom_vjp function with a rule of its own"),
+        (lambda: audit.check_vjp(jnp.sin, jnp.ones(3), rule=jnp.cos, key=KEY),
+         r"rule is .*, expected the pair \(fwd, bwd\) that jax.custom_vjp's defvjp takes"),
+        (lambda: audit.check_jvp(jnp.sin, jnp.ones(3), rule=(id, id), key=KEY),
+         r"rule is tuple, expected the function jax.custom_jvp's defjvp takes"),
+    ],
+)  # fmt: skip
+def test_a_rule_that_does_not_fit_is_refused_with_one_message(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
 def test_custom_rules_are_found_inside_jit_and_nested_calls():
     assert custom_rules(lambda x: jnp.sum(x * 2), jnp.ones(3)) == []
     inner = jax.jit(lambda x: softplus(x) + logsumexp(x))

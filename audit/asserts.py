@@ -63,13 +63,15 @@ def _g(v) -> str:
 
 
 def assert_gradients(
-    grad_fn: Callable, loss_fn: Callable, params: Any, x: Any, y: Any, *,
+    grad_fn: Callable, loss_fn: Callable, params: Any, x: Any, y: Any, *, points: int = 15,
     key: jax.Array | None = None, **options: Any,
 ) -> None:  # fmt: skip
     """:func:`audit.check_gradients` as one line in a test: raises ``AssertionError`` with
-    :func:`failure_message` unless every element agrees with ``jax.grad``.
+    :func:`failure_message` unless every element agrees with ``jax.grad``, at the given
+    params and ``points`` random points around them (default 15, drawn from ``key``, which
+    is then required; ``points=0`` checks the given point alone).
 
-    ``options`` are :func:`audit.check_gradients`' (``points``, ``reference``, ``rtol``, ...).
+    ``options`` are :func:`audit.check_gradients`' (``reference``, ``rtol``, ``spread``, ...).
 
     Example:
       >>> def loss_fn(p, x, y): return jnp.mean((x @ p["w"] - y) ** 2)
@@ -77,13 +79,13 @@ def assert_gradients(
       >>> kw, kx, ky = jax.random.split(jax.random.key(0), 3)
       >>> w = jax.random.normal(kw, (3, 2))
       >>> x, y = jax.random.normal(kx, (8, 3)), jax.random.normal(ky, (8, 2))
-      >>> assert_gradients(grad_fn, loss_fn, {"w": w}, x, y, points=15, key=kw)
+      >>> assert_gradients(grad_fn, loss_fn, {"w": w}, x, y, key=kw)
       Traceback (most recent call last):
       ...
       AssertionError: 6 of 6 elements disagree (check_gradients)
       ['w']: 6 of 6 elements disagree, typically x0.5 of jax.grad; ...
       ...
     """
-    result = check_gradients(grad_fn, loss_fn, params, x, y, key=key, **options)
+    result = check_gradients(grad_fn, loss_fn, params, x, y, points=points, key=key, **options)
     if not result.passed:
         raise AssertionError(failure_message(result))

@@ -55,4 +55,11 @@ def test_nan_never_passes():
         return {"b": g["b"].at[0].set(jnp.nan), "w": g["w"]}
 
     with pytest.raises(AssertionError, match=r"1 of 8 elements disagree \(check_gradients\)"):
-        audit.assert_gradients(nan_in_b, _loss, p, x, y)
+        audit.assert_gradients(nan_in_b, _loss, p, x, y, key=jax.random.key(0))
+
+
+def test_random_points_need_a_key_and_points_0_checks_the_given_point_alone():
+    p, x, y = _point()
+    with pytest.raises(ValueError, match=r"points > 0 needs key=jax.random.key\(seed\)"):
+        audit.assert_gradients(_right, _loss, p, x, y)  # 15 random points by default
+    assert audit.assert_gradients(_right, _loss, p, x, y, points=0) is None

@@ -5,10 +5,10 @@
 any scalar loss; ``check_vjp``/``check_jvp`` audit a ``jax.custom_vjp``/``jax.custom_jvp``
 rule against autodiff of its primal code, ``check_backward`` every intermediate of a
 hand-written backward pass; ``assert_gradients``, ``assert_vjp`` and ``assert_backward`` do
-it as one line of a test. All but ``audit_network`` take ``reference=`` (one of
-:data:`REFERENCES`): whether autodiff, float64 finite differences, or both decide the verdict.
-All return an :class:`AuditResult` holding what ``report.json`` holds;
-``format_table`` renders it for a terminal and ``write_report`` writes the report folder.
+it as one line of a test. All take ``reference=`` (one of :data:`REFERENCES`): whether
+autodiff, float64 finite differences, or both decide the verdict. All return an
+:class:`AuditResult` holding what ``report.json`` holds; ``format_table`` renders it for a
+terminal and ``write_report`` writes the report folder.
 """
 
 from audit.asserts import assert_gradients

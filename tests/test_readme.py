@@ -99,3 +99,25 @@ def test_the_assert_gradients_message_is_what_the_readme_shows():
         x, y = jax.random.normal(kx, (8, 3)), jax.random.normal(ky, (8, 2))
         audit.assert_gradients(grad_fn, loss_fn, {"w": w}, x, y, points=15, key=kw)
     assert f"AssertionError: {info.value}" == shown
+
+
+def test_the_check_grads_message_in_the_side_by_side_table_is_what_it_prints():
+    # jax's own checker on the slipped layer norm: one projected scalar, as the table quotes
+    from jax.test_util import check_grads
+
+    from examples.custom_vjp import layer_norm_inputs, layer_norm_op
+
+    table = README[README.index("### Three kinds of handwritten derivative") :]
+    row = next(ln for ln in table.splitlines() if ln.startswith("| what a failure says |"))
+    quoted = re.findall(r"`(ACTUAL|DESIRED): array\((-?[0-9.]+)\)`", row)
+    assert [q[0] for q in quoted] == ["ACTUAL", "DESIRED"]
+    with jax.enable_x64(False), pytest.raises(AssertionError) as info:
+        check_grads(layer_norm_op(drop_mean_term=True), layer_norm_inputs(), 1, modes=["rev"])
+    said = str(info.value)
+    assert "VJP cotangent projection" in said and "VJP cotangent projection" in row
+    for which, value in quoted:
+        assert f"{which}: array({value}, dtype=float32)" in said
+    refused = re.search(r"\(`(TypeError: can't apply forward-mode[^`]*)`\)", README).group(1)
+    with jax.enable_x64(False), pytest.raises(TypeError) as info:
+        check_grads(layer_norm_op(), layer_norm_inputs(), 1)
+    assert f"TypeError: {info.value}" == refused

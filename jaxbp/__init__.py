@@ -59,6 +59,7 @@ from jaxbp.sharding import (
     shard_batch,
     shard_local_batch,
 )
+from jaxbp.taps import mlp_deltas_backward, mlp_loss_tapped, seed_backward, seed_loss_tapped
 from jaxbp.train import GRADS, FitResult, compiled_loops, fit, gradient_descent
 
 __version__ = "0.1.0"
@@ -103,17 +104,21 @@ __all__ = [
     "init",
     "load_csv",
     "mean_loss",
+    "mlp_deltas_backward",
+    "mlp_loss_tapped",
     "one_hot",
     "param_names",
     "per_example_loss",
     "replicate",
     "resolve_output",
+    "seed_backward",
     "seed_example",
     "seed_factors",
     "seed_factors_autodiff",
     "seed_forward",
     "seed_grads",
     "seed_grads_example",
+    "seed_loss_tapped",
     "seed_params",
     "seed_weights",
     "shard_batch",

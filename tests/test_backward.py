@@ -95,8 +95,8 @@ def test_the_marked_intermediates_in_forward_order():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_a_right_backward_pass_passes_at_many_points(dtype):
-    r = audit.check_backward(forward, backward, *_point(dtype), key=KEY, points=2047)
+def test_a_right_backward_pass_passes_at_ten_thousand_points(dtype):
+    r = audit.check_backward(forward, backward, *_point(dtype), key=KEY, points=9999)
     assert r.passed, (r.failed_weights[:5], r.notes)
     assert [f["name"] for f in r.factors] == ["logits", "h", "hpre", "bnraw", "hprebn",
                                               "gain", "W2", "W1"]  # fmt: skip

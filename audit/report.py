@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from audit import interrupt, plots
+from audit import interrupt, network_figure, plots
 from audit.cells import (
     as_float,
     factor_cells,
@@ -62,12 +62,15 @@ REPORT_FILES = (
     "report.json",
     "report.md",
     "report.html",
+    "network.png",
     "loss_curves.png",
     "weight_errors.png",
     "scatter.png",
     "loss_curves.csv",
 )
 
+# the network figure, drawn for every report and shown after the summary
+NETWORK_FILE = "network.png"
 # (file, function in audit.plots), looked up at call time
 _PLOTS = (
     ("loss_curves.png", "loss_curves"),
@@ -299,6 +302,10 @@ def _md_table(
     return lines
 
 
+def _network_heading(data: Mapping[str, Any]) -> str:
+    return "Network" if network_figure.network_sizes(data) else "Tensors"
+
+
 def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
     alt = plots.describe(data)
     lines = [f"# Gradient audit: {outcome(data)}", "", f"**{_md_escape(verdict_line(data))}**", ""]
@@ -318,6 +325,9 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
         [summary_cells(s) for s in leaf_summaries(data)],
         [False, True, True, False, False],
     )
+    if NETWORK_FILE in pngs:
+        lines += ["", f"## {_network_heading(data)}", ""]
+        lines += [f"![{_md_escape(network_figure.describe(data))}]({NETWORK_FILE})"]
     lines += ["", "## Weights", ""]
     header = _columns([*_WEIGHT_COLS, "verdict", "worst point", "hint"], data)
     right = [False, True, True, True, True, True, False, False, False]
@@ -340,9 +350,10 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
     if data.get("training"):
         lines += ["", "## Training", ""]
         lines += _md_table(("", "value"), _training_rows(data), (False, True))
-    if pngs:
+    figures = [p for p in pngs if p != NETWORK_FILE]
+    if figures:
         lines += ["", "## Figures", ""]
-        for p in pngs:
+        for p in figures:
             lines += [f"![{_md_escape(alt.get(p, p))}]({p})", ""]
         lines.pop()
     lines += ["", "## Configuration", ""]
@@ -404,6 +415,11 @@ def _html_table(
     return out
 
 
+def _img(name: str, png: bytes, alt: str) -> str:
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f'<img src="{src}" alt="{_e(alt)}" title="{_e(name)}">'
+
+
 def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
     alt = plots.describe(data)
     state = "pass" if data.get("passed") else "fail"
@@ -429,6 +445,10 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
         [s["status"] != "fail" for s in summaries],
         verdict_col=3,
     )
+    network = dict(images).get(NETWORK_FILE)
+    if network is not None:
+        body.append(f"<h2>{_network_heading(data)}</h2>")
+        body.append(_img(NETWORK_FILE, network, network_figure.describe(data)))
     body.append("<h2>Weights</h2>")
     body += _html_table(
         _columns([*_WEIGHT_COLS, "verdict", "worst point", "hint"], data),
@@ -461,11 +481,11 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
     if data.get("training"):
         body.append("<h2>Training</h2>")
         body += _html_table(("", "value"), _training_rows(data), (False, True))
-    if images:
+    figures = [(name, png) for name, png in images if name != NETWORK_FILE]
+    if figures:
         body.append("<h2>Figures</h2>")
-        for name, png in images:
-            src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            body.append(f'<img src="{src}" alt="{_e(alt.get(name, name))}" title="{_e(name)}">')
+        for name, png in figures:
+            body.append(_img(name, png, alt.get(name, name)))
     body.append("<h2>Configuration</h2>")
     body += _html_table(("setting", "value"), _config_rows(data), (False, False))
     total_s = as_float((data.get("timing") or {}).get("total_s"))
@@ -618,7 +638,10 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     """
     out = check_out_dir(out_dir)
     data = _plain(result_dict(result))
-    plotted = [(n, f) for n, f in _PLOTS if n != "loss_curves.png" or data.get("training")]
+    plotted = [(NETWORK_FILE, network_figure.network_png)]
+    plotted += [
+        (n, getattr(plots, f)) for n, f in _PLOTS if n != "loss_curves.png" or data.get("training")
+    ]
     pngs = [name for name, _ in plotted]
     curves = curves_csv(data)
     names = ["report.json", "report.md", "report.html", *pngs]
@@ -636,7 +659,7 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     try:
         images = []
         for name, function in plotted:
-            png = getattr(plots, function)(data)
+            png = function(data)
             (tmp / name).write_bytes(png)
             images.append((name, png))
         (tmp / "report.json").write_text(_json(document(data)), encoding="utf-8")

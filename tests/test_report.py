@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxbp
-from audit import plots
+from audit import network_figure, plots
 from audit.cells import sci, verdict_line
 from audit.report import REPORT_FILES, ReportError, check_out_dir, write_report
 from audit.report_json import schema
@@ -116,6 +116,7 @@ def fast_plots(monkeypatch):
     """Stand-in figures for tests about files and directories, not about pictures."""
     for name in ("loss_curves", "weight_errors", "scatter"):
         monkeypatch.setattr(plots, name, lambda result, name=name: PNG + name.encode())
+    monkeypatch.setattr(network_figure, "network_png", lambda result: PNG + b"network")
 
 
 def listing(path):
@@ -194,7 +195,7 @@ def test_html_is_self_contained(tmp_path):
     page = (tmp_path / "r" / "report.html").read_text()
     for banned in ("http://", "https://", 'src="//', 'href="//', "<link", "<script"):
         assert banned not in page
-    assert page.count('src="data:image/png;base64,') == 3
+    assert page.count('src="data:image/png;base64,') == 4  # the network figure and 3 plots
     assert "<style>" in page
     for name in NAMES:
         assert f"<td>{name}</td>" in page

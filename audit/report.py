@@ -370,19 +370,25 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
 
 _CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em;
-       padding: 0 1em; color: #222; }
+       padding: 0 1em; color: #222; overflow-wrap: break-word; }
 h1 { margin-bottom: 0.2em; }
 .verdict { font-size: 1.15em; font-weight: 600; padding: 0.5em 0.8em; border-radius: 4px; }
 .pass { color: #1b6e2f; } .fail { color: #a4161a; } .flag { color: #8a5a00; }
 .unjudged { color: #555; }
 .verdict.pass { background: #e6f4ea; } .verdict.fail { background: #fbe9e9; }
 code { background: #f3f3f3; padding: 0.1em 0.3em; border-radius: 3px; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
+.scroll { overflow-x: auto; margin: 0.6em 0 1.2em; }
+table { border-collapse: collapse; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left;
-         vertical-align: top; }
+         vertical-align: top; background: #fff; }
 th { background: #f6f6f6; }
 td.num { text-align: right; font-family: ui-monospace, monospace; white-space: nowrap; }
+@media (max-width: 40em) { td.long { min-width: 16em; } }
+table.wrap td { overflow-wrap: anywhere; }
 tr.fail td { background: #fdf1f1; }
+th:first-child, td:first-child { position: sticky; left: 0; }
+th.v, td.v { position: sticky; right: 0; white-space: nowrap;
+             box-shadow: -3px 0 3px -2px rgba(0, 0, 0, 0.25); }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0 1.5em; }
 """
 
@@ -401,17 +407,30 @@ def _html_table(
     row_passed: Sequence[bool] | None = None,
     verdict_col: int | None = None,
 ) -> list[str]:
-    out = ["<table>", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
+    """A table in a box of its own that scrolls sideways on a narrow screen, the page staying
+    put: the first column stays at the box's left edge, the verdict column at its right edge
+    until its own place scrolls into view. Text columns after the verdict keep a width to
+    wrap in; a table without a verdict (settings) breaks long values anywhere instead."""
+
+    def cls(i: int, cell: str | None) -> str:
+        if i == verdict_col:
+            return "v" + ("" if cell is None else " " + _VERDICT_CLASS.get(cell, "fail"))
+        if numeric[i]:
+            return "num"
+        return "long" if verdict_col is not None and i > verdict_col else ""
+
+    def cell(tag: str, i: int, text: str, value: str | None) -> str:
+        c = cls(i, value)
+        return f'<{tag} class="{c}">{_e(text)}</{tag}>' if c else f"<{tag}>{_e(text)}</{tag}>"
+
+    table = "<table>" if verdict_col is not None else '<table class="wrap">'
+    out = ['<div class="scroll">', table]
+    out.append("<tr>" + "".join(cell("th", i, h, None) for i, h in enumerate(header)) + "</tr>")
     for k, row in enumerate(rows):
         failed = row_passed is not None and not row_passed[k]
-        cells = []
-        for i, cell in enumerate(row):
-            cls = "num" if numeric[i] else ""
-            if i == verdict_col:
-                cls = _VERDICT_CLASS.get(cell, "fail")
-            cells.append(f'<td class="{cls}">{_e(cell)}</td>' if cls else f"<td>{_e(cell)}</td>")
-        out.append(('<tr class="fail">' if failed else "<tr>") + "".join(cells) + "</tr>")
-    out.append("</table>")
+        cells = "".join(cell("td", i, c, c) for i, c in enumerate(row))
+        out.append(('<tr class="fail">' if failed else "<tr>") + cells + "</tr>")
+    out += ["</table>", "</div>"]
     return out
 
 

@@ -291,6 +291,8 @@ def _edges(data: Mapping[str, Any], sizes: list[int]) -> Figure:
     title = f"{shape} network: {_failing_line(failing, len(weights), 'weights')}"
     fig.text(0.5, 0.975, title, ha="center", va="top", fontsize=11)
     sub = _first_line(data, "factor")
+    if not sub and sizes == [2, 2, 1]:
+        sub = "chain factors not audited (a grad_fn without .factors)"
     if sub:
         color = STATUS_COLORS["fail"] if first else _INK
         fig.text(0.5, 0.925, sub, ha="center", va="top", fontsize=10, color=color)

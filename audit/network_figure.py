@@ -129,6 +129,9 @@ def _first_line(data: Mapping[str, Any], what: str) -> str:
         return f"first failing {what}: {first}"
     if not factors:
         return ""
+    unjudged = sum(status(f) == "not_judged" for f in factors)
+    if unjudged:
+        return f"{unjudged} of {len(factors)} {what}s not judged"
     return f"all {len(factors)} {what}s pass" if len(factors) > 1 else f"the {what} passes"
 
 
@@ -216,7 +219,7 @@ def _edges(data: Mapping[str, Any], sizes: list[int]) -> Figure:
     depth = len(sizes) - 1
     loss_xy = (4.0 * depth + 2.6, 0.0)
 
-    height = gap * (max(sizes) - 1) + 3.6
+    height = gap * (max(sizes) - 1) + (3.6 if gap >= 3 else 2.4)
     fig = new_figure(figsize=(min(3.0 + 2.2 * depth, 12.0), min(1.6 + 0.75 * height, 9.0)))
     ax = fig.add_axes((0.01, 0.09, 0.98, 0.79))
     ax.set_axis_off()
@@ -296,7 +299,8 @@ def _edges(data: Mapping[str, Any], sizes: list[int]) -> Figure:
     if sub:
         color = STATUS_COLORS["fail"] if first else _INK
         fig.text(0.5, 0.925, sub, ha="center", va="top", fontsize=10, color=color)
-    extra = "number: error / allowed error at the worst point, fails above 1"
+    numbered = label_all or any(status(w) == "fail" for w in weights)
+    extra = "number: error / allowed error at the worst point, fails above 1" if numbered else ""
     _legend(fig, {status(w) for w in weights} | {status(f) for f in factors.values()}, extra)
     return fig
 
@@ -309,8 +313,18 @@ _BACK = re.compile(r"dz(\d+)/dA(\d+)$")
 _DELTA = re.compile(r"delta_(\d+) ")
 
 
-def _factor_place(name, names, pos, where, edge_of, loss_xy, gap):
-    """Where a factor sits: on the link of the chain it differentiates, None if unknown."""
+def _factor_place(
+    name: str,
+    names: list[list[str]],
+    pos: list[list[tuple[float, float]]],
+    where: dict[str, tuple[float, float]],
+    edge_of: dict[tuple[str, str], str],
+    loss_xy: tuple[float, float],
+    gap: float,
+) -> tuple[float, float] | None:
+    """Where a factor sits, in data coordinates: on the link of the chain it differentiates
+    (``names``/``pos``: node names and centres per layer, ``where``: centre by node name,
+    ``edge_of``: weight name by ``(into, from)`` node names). None for a name not known."""
     depth = len(pos) - 1
     if m := _LOSS.match(name):
         node = where.get(m.group(1))
@@ -319,16 +333,12 @@ def _factor_place(name, names, pos, where, edge_of, loss_xy, gap):
         x, y = where[m.group(1)]
         up = 1.0 if y <= 0 else -1.0  # toward the centre, away from the bias stub
         return (x, y + up * 0.62)
-    for pattern, t in ((_WEIGHT, 0.3), (_BACK, 0.78)):
-        m = pattern.match(name)
-        if m is None:
-            continue
-        into = m.group(1)
-        src = m.group(2) if pattern is _BACK else None
-        for (i, j), w in edge_of.items():
-            if i == into and (w == m.group(2) if pattern is _WEIGHT else j == src):
-                return _lerp(where[j], where[i], t)
-        return None
+    if m := _WEIGHT.match(name):  # dz_i/dw_ij: on the edge of w_ij, near its source
+        into = [j for (i, j), w in edge_of.items() if i == m.group(1) and w == m.group(2)]
+        return _lerp(where[into[0]], where[m.group(1)], 0.3) if into else None
+    if m := _BACK.match(name):  # dz_i/dA_j: on the edge from j into i, near i
+        i, j = m.groups()
+        return _lerp(where[j], where[i], 0.78) if (i, j) in edge_of else None
     if (m := _BIAS.match(name)) and m.group(1) == m.group(2) and m.group(1) in where:
         layer = next(l for l, ns in enumerate(names) if m.group(1) in ns)
         i = names[layer].index(m.group(1))

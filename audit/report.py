@@ -636,8 +636,9 @@ def _swap_in(tmp: Path, out: Path, parent: Path) -> None:
 def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     """Writes ``report.json``, ``report.md``, ``report.html`` and the PNGs into ``out_dir``.
 
-    ``out_dir`` is created, or replaced whole if it holds an earlier report. The loss-curve
-    PNG is written only when the audit trained. ``report.html`` embeds the PNGs and its CSS,
+    ``out_dir`` is created, or replaced whole if it holds an earlier report. ``network.png``
+    (:mod:`audit.network_figure`) is always drawn; the loss-curve PNG only when the audit
+    trained. ``report.html`` embeds the PNGs and its CSS,
     so it reads offline on its own. A Ctrl-C (``KeyboardInterrupt``) at any moment leaves
     the previous report as it was; one that lands in the final renames is held until they
     are undone.

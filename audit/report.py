@@ -303,7 +303,10 @@ def _md_table(
 
 
 def _network_heading(data: Mapping[str, Any]) -> str:
-    return "Network" if network_figure.network_sizes(data) else "Tensors"
+    if network_figure.network_sizes(data):
+        return "Network"
+    backward = (data.get("config") or {}).get("check") == "check_backward"
+    return "Intermediates" if backward else "Tensors"
 
 
 def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:

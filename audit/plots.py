@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["loss_curves", "scatter", "weight_errors"]
+__all__ = ["DPI", "loss_curves", "new_figure", "scatter", "to_png", "weight_errors"]
 
 DPI = 100
 _PASS = "#4c72b0"
@@ -45,11 +45,12 @@ _MAX_TICKS = 60
 _MAX_LABELS = 20
 
 
-def _figure(**kwargs: Any) -> Figure:
-    """A new ``Figure``; the first call imports matplotlib (about a second)."""
+def new_figure(**kwargs: Any) -> Figure:
+    """A new ``Figure`` at :data:`DPI`, not known to pyplot; the first call imports matplotlib
+    (about a second)."""
     from matplotlib.figure import Figure
 
-    return Figure(**kwargs)
+    return Figure(dpi=DPI, **kwargs)
 
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -85,7 +86,9 @@ def _log_y(ax: Axes) -> None:
     ax.yaxis.set_minor_formatter(formatter(10, labelOnlyBase=False))
 
 
-def _png(fig: Figure) -> bytes:
+def to_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes at :data:`DPI`, with no software tag or date: the same figure gives
+    the same bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -148,7 +151,7 @@ def loss_curves(result: Any) -> bytes:
     with np.errstate(invalid="ignore"):
         diff = np.abs(manual[:n] - auto[:n])
 
-    fig = _figure(figsize=(7.0, 5.6), layout="constrained")
+    fig = new_figure(figsize=(7.0, 5.6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     drawn = False
     for y, label, style in (
@@ -196,7 +199,7 @@ def loss_curves(result: Any) -> bytes:
     bottom.set_ylabel("|loss difference|")
     bottom.set_xlabel("step")
     bottom.grid(True, which="major", alpha=0.3)
-    return _png(fig)
+    return to_png(fig)
 
 
 def _tick_positions(names: list[str], failing: list[bool]) -> list[int]:
@@ -238,7 +241,7 @@ def weight_errors(result: Any) -> bytes:
     floor = lo / 10  # the axis floor; an error of exactly 0 gets a short stub above it
 
     width = min(max(6.0, 0.35 * n + 2.0), 16.0)
-    fig = _figure(figsize=(width, 4.2), layout="constrained")
+    fig = new_figure(figsize=(width, 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(n)
     zero = np.isfinite(rel) & (rel == 0)
@@ -282,7 +285,7 @@ def weight_errors(result: Any) -> bytes:
     bad = sum(failing)
     what = "error / allowed error" if scored else "relative error"
     ax.set_title(f"{what} vs jax.grad, worst point: {n - bad}/{n} pass")
-    return _png(fig)
+    return to_png(fig)
 
 
 def scatter(result: Any) -> bytes:
@@ -302,7 +305,7 @@ def scatter(result: Any) -> bytes:
     names = [str(w.get("name")) for w in weights]
     ok = np.isfinite(man) & np.isfinite(ref)
 
-    fig = _figure(figsize=(5.6, 5.2), layout="constrained")
+    fig = new_figure(figsize=(5.6, 5.2), layout="constrained")
     ax = fig.subplots()
     title = "handwritten vs jax.grad at each weight's worst point"
     if ok.any():
@@ -337,7 +340,7 @@ def scatter(result: Any) -> bytes:
     ax.set_ylabel("handwritten")
     ax.grid(True, alpha=0.3)
     ax.ticklabel_format(style="sci", scilimits=(-3, 3))
-    return _png(fig)
+    return to_png(fig)
 
 
 def describe(result: Any) -> dict[str, str]:

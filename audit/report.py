@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from audit import interrupt, plots
+from audit import interrupt, network_figure, plots
 from audit.cells import (
     as_float,
     factor_cells,
@@ -62,12 +62,15 @@ REPORT_FILES = (
     "report.json",
     "report.md",
     "report.html",
+    "network.png",
     "loss_curves.png",
     "weight_errors.png",
     "scatter.png",
     "loss_curves.csv",
 )
 
+# the network figure, drawn for every report and shown after the summary
+NETWORK_FILE = "network.png"
 # (file, function in audit.plots), looked up at call time
 _PLOTS = (
     ("loss_curves.png", "loss_curves"),
@@ -299,6 +302,13 @@ def _md_table(
     return lines
 
 
+def _network_heading(data: Mapping[str, Any]) -> str:
+    if network_figure.network_sizes(data):
+        return "Network"
+    backward = (data.get("config") or {}).get("check") == "check_backward"
+    return "Intermediates" if backward else "Tensors"
+
+
 def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
     alt = plots.describe(data)
     lines = [f"# Gradient audit: {outcome(data)}", "", f"**{_md_escape(verdict_line(data))}**", ""]
@@ -318,6 +328,9 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
         [summary_cells(s) for s in leaf_summaries(data)],
         [False, True, True, False, False],
     )
+    if NETWORK_FILE in pngs:
+        lines += ["", f"## {_network_heading(data)}", ""]
+        lines += [f"![{_md_escape(network_figure.describe(data))}]({NETWORK_FILE})"]
     lines += ["", "## Weights", ""]
     header = _columns([*_WEIGHT_COLS, "verdict", "worst point", "hint"], data)
     right = [False, True, True, True, True, True, False, False, False]
@@ -340,9 +353,10 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
     if data.get("training"):
         lines += ["", "## Training", ""]
         lines += _md_table(("", "value"), _training_rows(data), (False, True))
-    if pngs:
+    figures = [p for p in pngs if p != NETWORK_FILE]
+    if figures:
         lines += ["", "## Figures", ""]
-        for p in pngs:
+        for p in figures:
             lines += [f"![{_md_escape(alt.get(p, p))}]({p})", ""]
         lines.pop()
     lines += ["", "## Configuration", ""]
@@ -359,19 +373,25 @@ def _markdown(data: Mapping[str, Any], pngs: Sequence[str]) -> str:
 
 _CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em;
-       padding: 0 1em; color: #222; }
+       padding: 0 1em; color: #222; overflow-wrap: break-word; }
 h1 { margin-bottom: 0.2em; }
 .verdict { font-size: 1.15em; font-weight: 600; padding: 0.5em 0.8em; border-radius: 4px; }
 .pass { color: #1b6e2f; } .fail { color: #a4161a; } .flag { color: #8a5a00; }
 .unjudged { color: #555; }
 .verdict.pass { background: #e6f4ea; } .verdict.fail { background: #fbe9e9; }
 code { background: #f3f3f3; padding: 0.1em 0.3em; border-radius: 3px; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
+.scroll { overflow-x: auto; margin: 0.6em 0 1.2em; }
+table { border-collapse: collapse; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left;
-         vertical-align: top; }
+         vertical-align: top; background: #fff; }
 th { background: #f6f6f6; }
 td.num { text-align: right; font-family: ui-monospace, monospace; white-space: nowrap; }
+@media (max-width: 40em) { td.long { min-width: 16em; } }
+table.wrap td { overflow-wrap: anywhere; }
 tr.fail td { background: #fdf1f1; }
+th:first-child, td:first-child { position: sticky; left: 0; }
+th.v, td.v { position: sticky; right: 0; white-space: nowrap;
+             box-shadow: -3px 0 3px -2px rgba(0, 0, 0, 0.25); }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0 1.5em; }
 """
 
@@ -390,18 +410,36 @@ def _html_table(
     row_passed: Sequence[bool] | None = None,
     verdict_col: int | None = None,
 ) -> list[str]:
-    out = ["<table>", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
+    """A table in a box of its own that scrolls sideways on a narrow screen, the page staying
+    put: the first column stays at the box's left edge, the verdict column at its right edge
+    until its own place scrolls into view. Text columns after the verdict keep a width to
+    wrap in; a table without a verdict (settings) breaks long values anywhere instead."""
+
+    def cls(i: int, cell: str | None) -> str:
+        if i == verdict_col:
+            return "v" + ("" if cell is None else " " + _VERDICT_CLASS.get(cell, "fail"))
+        if numeric[i]:
+            return "num"
+        return "long" if verdict_col is not None and i > verdict_col else ""
+
+    def cell(tag: str, i: int, text: str, value: str | None) -> str:
+        c = cls(i, value)
+        return f'<{tag} class="{c}">{_e(text)}</{tag}>' if c else f"<{tag}>{_e(text)}</{tag}>"
+
+    table = "<table>" if verdict_col is not None else '<table class="wrap">'
+    out = ['<div class="scroll">', table]
+    out.append("<tr>" + "".join(cell("th", i, h, None) for i, h in enumerate(header)) + "</tr>")
     for k, row in enumerate(rows):
         failed = row_passed is not None and not row_passed[k]
-        cells = []
-        for i, cell in enumerate(row):
-            cls = "num" if numeric[i] else ""
-            if i == verdict_col:
-                cls = _VERDICT_CLASS.get(cell, "fail")
-            cells.append(f'<td class="{cls}">{_e(cell)}</td>' if cls else f"<td>{_e(cell)}</td>")
-        out.append(('<tr class="fail">' if failed else "<tr>") + "".join(cells) + "</tr>")
-    out.append("</table>")
+        cells = "".join(cell("td", i, c, c) for i, c in enumerate(row))
+        out.append(('<tr class="fail">' if failed else "<tr>") + cells + "</tr>")
+    out += ["</table>", "</div>"]
     return out
+
+
+def _img(name: str, png: bytes, alt: str) -> str:
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f'<img src="{src}" alt="{_e(alt)}" title="{_e(name)}">'
 
 
 def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
@@ -429,6 +467,10 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
         [s["status"] != "fail" for s in summaries],
         verdict_col=3,
     )
+    network = dict(images).get(NETWORK_FILE)
+    if network is not None:
+        body.append(f"<h2>{_network_heading(data)}</h2>")
+        body.append(_img(NETWORK_FILE, network, network_figure.describe(data)))
     body.append("<h2>Weights</h2>")
     body += _html_table(
         _columns([*_WEIGHT_COLS, "verdict", "worst point", "hint"], data),
@@ -461,11 +503,11 @@ def _html(data: Mapping[str, Any], images: Sequence[tuple[str, bytes]]) -> str:
     if data.get("training"):
         body.append("<h2>Training</h2>")
         body += _html_table(("", "value"), _training_rows(data), (False, True))
-    if images:
+    figures = [(name, png) for name, png in images if name != NETWORK_FILE]
+    if figures:
         body.append("<h2>Figures</h2>")
-        for name, png in images:
-            src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            body.append(f'<img src="{src}" alt="{_e(alt.get(name, name))}" title="{_e(name)}">')
+        for name, png in figures:
+            body.append(_img(name, png, alt.get(name, name)))
     body.append("<h2>Configuration</h2>")
     body += _html_table(("setting", "value"), _config_rows(data), (False, False))
     total_s = as_float((data.get("timing") or {}).get("total_s"))
@@ -597,8 +639,9 @@ def _swap_in(tmp: Path, out: Path, parent: Path) -> None:
 def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     """Writes ``report.json``, ``report.md``, ``report.html`` and the PNGs into ``out_dir``.
 
-    ``out_dir`` is created, or replaced whole if it holds an earlier report. The loss-curve
-    PNG is written only when the audit trained. ``report.html`` embeds the PNGs and its CSS,
+    ``out_dir`` is created, or replaced whole if it holds an earlier report. ``network.png``
+    (:mod:`audit.network_figure`) is always drawn; the loss-curve PNG only when the audit
+    trained. ``report.html`` embeds the PNGs and its CSS,
     so it reads offline on its own. A Ctrl-C (``KeyboardInterrupt``) at any moment leaves
     the previous report as it was; one that lands in the final renames is held until they
     are undone.
@@ -618,7 +661,10 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     """
     out = check_out_dir(out_dir)
     data = _plain(result_dict(result))
-    plotted = [(n, f) for n, f in _PLOTS if n != "loss_curves.png" or data.get("training")]
+    plotted = [(NETWORK_FILE, network_figure.network_png)]
+    plotted += [
+        (n, getattr(plots, f)) for n, f in _PLOTS if n != "loss_curves.png" or data.get("training")
+    ]
     pngs = [name for name, _ in plotted]
     curves = curves_csv(data)
     names = ["report.json", "report.md", "report.html", *pngs]
@@ -636,7 +682,7 @@ def write_report(result: Any, out_dir: str | os.PathLike[str]) -> list[str]:
     try:
         images = []
         for name, function in plotted:
-            png = getattr(plots, function)(data)
+            png = function(data)
             (tmp / name).write_bytes(png)
             images.append((name, png))
         (tmp / "report.json").write_text(_json(document(data)), encoding="utf-8")

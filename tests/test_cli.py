@@ -95,8 +95,8 @@ def test_default_run_passes_writes_the_report_and_calls_the_engine(engine, tmp_p
     assert f"report: {out / 'report.html'}" in stdout
     assert "jaxbp-audit: training steps 0-50 of 50" in stderr
     assert sorted(os.listdir(out)) == sorted(
-        ["report.json", "report.md", "report.html", "loss_curves.png", "weight_errors.png",
-         "scatter.png", "loss_curves.csv"]
+        ["report.json", "report.md", "report.html", "network.png", "loss_curves.png",
+         "weight_errors.png", "scatter.png", "loss_curves.csv"]
     )  # fmt: skip
     [(grad, kw)] = engine.calls
     assert grad == "seed"

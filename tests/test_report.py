@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxbp
-from audit import plots
+from audit import network_figure, plots
 from audit.cells import sci, verdict_line
 from audit.report import REPORT_FILES, ReportError, check_out_dir, write_report
 from audit.report_json import schema
@@ -116,6 +116,7 @@ def fast_plots(monkeypatch):
     """Stand-in figures for tests about files and directories, not about pictures."""
     for name in ("loss_curves", "weight_errors", "scatter"):
         monkeypatch.setattr(plots, name, lambda result, name=name: PNG + name.encode())
+    monkeypatch.setattr(network_figure, "network_png", lambda result: PNG + b"network")
 
 
 def listing(path):
@@ -194,7 +195,9 @@ def test_html_is_self_contained(tmp_path):
     page = (tmp_path / "r" / "report.html").read_text()
     for banned in ("http://", "https://", 'src="//', 'href="//', "<link", "<script"):
         assert banned not in page
-    assert page.count('src="data:image/png;base64,') == 3
+    assert page.count('src="data:image/png;base64,') == 4  # the network figure and 3 plots
+    assert page.index("<h2>Network</h2>") < page.index('title="network.png"')
+    assert page.index('title="network.png"') < page.index("<h2>Weights</h2>")
     assert "<style>" in page
     for name in NAMES:
         assert f"<td>{name}</td>" in page
@@ -207,8 +210,11 @@ def test_markdown_tables_and_links(fast_plots, tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     assert md.startswith("# Gradient audit: FAILED")
     assert "\nPoints: 70 (1 seed example, 64 random, 5 on the training trajectory; " in md
-    for png in ("loss_curves.png", "weight_errors.png", "scatter.png"):
+    for png in ("network.png", "loss_curves.png", "weight_errors.png", "scatter.png"):
         assert f"]({png})" in md
+    # the network figure follows the summary, before the long tables
+    assert md.index("## Summary") < md.index("## Network") < md.index("](network.png)")
+    assert md.index("](network.png)") < md.index("## Weights") < md.index("## Figures")
     row = next(line for line in md.splitlines() if line.startswith("| w12 |"))
     assert "FAIL" in row and "swapped indices" in row
     assert "| delta_2 (dE/dz_2) |" in md
@@ -233,7 +239,7 @@ def test_every_format_shows_and_counts_a_rounding_pass(fast_plots, tmp_path):
     verdict = "1 factor (dA3/dz3) passes as rounding (PASS*)"
     assert verdict in md and verdict in page
     assert "- PASS*: agrees once rounding" in md
-    assert '<td class="flag">PASS*</td>' in page and "loses 4 digits in float32 here" in page
+    assert '<td class="v flag">PASS*</td>' in page and "loses 4 digits in float32 here" in page
     assert format_table(_flagged_result()).count("PASS*") >= 2  # the cell and the legend
 
 
@@ -245,7 +251,7 @@ def test_a_never_judged_weight_heads_the_report_as_not_judged(fast_plots, tmp_pa
     md = (tmp_path / "r" / "report.md").read_text()
     page = (tmp_path / "r" / "report.html").read_text()
     assert md.startswith("# Gradient audit: NOT JUDGED")
-    assert '<td class="unjudged">NOT JUDGED</td>' in page
+    assert '<td class="v unjudged">NOT JUDGED</td>' in page
     assert "jax.grad was not finite at every point" in md
 
 

@@ -4,6 +4,7 @@ Parameters are a plain list of ``{"W": (n_out, n_in), "b": (n_out,)}`` layers; e
 function is pure and takes explicit PRNG keys.
 """
 
+from jaxbp import distributed
 from jaxbp.activations import ACTIVATIONS, Activation, get_activation
 from jaxbp.backprop import closed_form, closed_form_grads
 from jaxbp.core import (
@@ -55,6 +56,7 @@ from jaxbp.sharding import (
     check_divisible,
     data_mesh,
     data_size,
+    local_rows,
     replicate,
     shard_batch,
     shard_local_batch,
@@ -92,6 +94,7 @@ __all__ = [
     "data_size",
     "deltas_by_jax_grad",
     "deltas_example",
+    "distributed",
     "fit",
     "forward",
     "forward_example",
@@ -102,6 +105,7 @@ __all__ = [
     "hidden_deltas",
     "init",
     "load_csv",
+    "local_rows",
     "mean_loss",
     "one_hot",
     "param_names",

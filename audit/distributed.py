@@ -23,7 +23,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TextIO
 
 __all__ = [
     "JOINED_FD",
@@ -150,7 +151,7 @@ def _died(args: argparse.Namespace, code: int, joined: bool) -> str:
     )
 
 
-def relay(lines, to, keep_all: bool = False) -> None:
+def relay(lines: Iterable[bytes], to: TextIO, keep_all: bool = False) -> None:
     """Copy the child's output ``lines`` to the stream ``to``, without the runtime's log lines.
 
     An error or fatal log line can go on over several lines; what follows it is dropped up
@@ -180,23 +181,29 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     debug = os.environ.get("JAXBP_DEBUG") == "1"
     # Ctrl-C reaches the child from the terminal itself; a SIGTERM sent to this process alone
     # (a scheduler cancelling the job) is passed on
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    on_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    on_term = signal.getsignal(signal.SIGTERM)
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "audit", *argv], env=env, pass_fds=(write_end,),
-            stderr=subprocess.PIPE,
-        )  # fmt: skip
-        os.close(write_end)
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "audit", *argv], env=env, pass_fds=(write_end,),
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+        finally:
+            os.close(write_end)  # the child's copy stays open in the child
         signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
         relay(child.stderr, sys.stderr, debug)
         code = child.wait()
         joined = bool(os.read(read_end, 1))
     finally:
         os.close(read_end)
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, on_int)
+        signal.signal(signal.SIGTERM, on_term)
     if code in (0, 1, 2, 130):
         return code
+    if code == -signal.SIGINT:  # Ctrl-C before the child's own handler was in place
+        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+        return 130
     print(f"{PROG}: error: {_died(args, code, joined)}", file=sys.stderr, flush=True)
     return 2
 

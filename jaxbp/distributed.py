@@ -121,8 +121,8 @@ def initialize(
     Raises:
       ValueError, TypeError: a malformed address, count or id (the message shows it).
       TimeoutError: the coordinator did not answer within ``timeout`` (named in the message).
-      RuntimeError: this process joined another run already, or JAX started computing before
-        the call.
+      ValueError: this process joined a run of other coordinates already.
+      RuntimeError: JAX started computing before the call (raised by JAX).
     """
     _check_coordinates(coordinator_address, num_processes, process_id)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -133,7 +133,7 @@ def initialize(
             process_id is None and num_processes == joined[0]
         ):
             return
-        raise RuntimeError(
+        raise ValueError(
             f"this process already joined a run as process {joined[1]} of {joined[0]}; "
             f"initialize was called again with process_id={process_id}, "
             f"num_processes={num_processes}"

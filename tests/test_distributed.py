@@ -64,6 +64,11 @@ def text(log: pathlib.Path, stream: str) -> str:
     return pathlib.Path(f"{log}.{stream}").read_text()
 
 
+def load(path: pathlib.Path) -> dict[str, np.ndarray]:
+    with np.load(path) as arrays:
+        return dict(arrays)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Every process of this file, started together so that their waits overlap:
@@ -121,8 +126,8 @@ def test_training_over_two_processes_equals_one_process_with_four_devices(runs):
     out, codes = runs.out, runs.codes
     for name in ("reference", "train-0", "train-1"):
         assert codes[name] == 0, text(out / name, "err")[-3000:]
-    ref = np.load(out / "reference.npz")
-    procs = [np.load(out / f"process-{i}.npz") for i in (0, 1)]
+    ref = load(out / "reference.npz")
+    procs = [load(out / f"process-{i}.npz") for i in (0, 1)]
     # each process handed over its own half of the rows, in order
     assert [list(p["rows"]) for p in procs] == [[0, 8], [8, 16]]
     for run in ("full_sgd", "minibatch_adam"):
@@ -139,7 +144,7 @@ def test_training_over_two_processes_equals_one_process_with_four_devices(runs):
 def test_audit_over_two_processes_equals_one_process_and_process_0_alone_writes(runs):
     out, codes = runs.out, runs.codes
     assert codes["reference"] == 0, text(out / "reference", "err")[-3000:]
-    assert np.load(out / "reference.npz")["audit_code"] == 0
+    assert load(out / "reference.npz")["audit_code"] == 0
     assert codes["audit-0"] == codes["audit-1"] == 0, text(out / "audit-0", "err")[-3000:]
     assert (out / "report-0" / "report.json").is_file()
     assert not (out / "report-1").exists()  # process 1 writes nothing

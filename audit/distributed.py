@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import re
 import signal
@@ -87,8 +88,8 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         return f"{' and '.join(flags)} need{'s' if len(flags) == 1 else ''} --distributed"
     if not args.distributed:
         return None
-    if not args.timeout > 0 or args.timeout != args.timeout:
-        return f"--timeout {args.timeout:g}: expected a number of seconds > 0"
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        return f"--timeout {args.timeout:g}: expected a finite number of seconds > 0"
     rule = next((f"--{k}" for k in ("vjp", "jvp", "backward") if getattr(args, k, None)), None)
     if rule:
         return (

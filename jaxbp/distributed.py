@@ -125,13 +125,15 @@ def initialize(
       RuntimeError: JAX started computing before the call (raised by JAX).
     """
     _check_coordinates(coordinator_address, num_processes, process_id)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout={timeout!r}, expected a number of seconds > 0")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (math.isfinite(timeout) and timeout > 0)
+    ):
+        raise ValueError(f"timeout={timeout!r}, expected a finite number of seconds > 0")
     if jax.distributed.is_initialized():
         joined = (jax.process_count(), jax.process_index())
-        if (num_processes, process_id) in ((None, None), joined) or (
-            process_id is None and num_processes == joined[0]
-        ):
+        if num_processes in (None, joined[0]) and process_id in (None, joined[1]):
             return
         raise ValueError(
             f"this process already joined a run as process {joined[1]} of {joined[0]}; "

@@ -219,7 +219,10 @@ def test_a_peer_that_dies_is_exit_2_after_a_bounded_wait(runs):
          "HOST:PORT; expected process 0's host and a free port"),
         (["--distributed", "--num-processes", "2", "--process-id", "2"],
          "--process-id 2 with --num-processes 2: expected an id from 0 to 1"),
-        (["--distributed", "--timeout", "0"], "--timeout 0: expected a number of seconds > 0"),
+        (["--distributed", "--timeout", "0"],
+         "--timeout 0: expected a finite number of seconds > 0"),
+        (["--distributed", "--timeout", "inf"],
+         "--timeout inf: expected a finite number of seconds > 0"),
         (["--distributed", "--vjp", "m.py:f", "--inputs", "m.py:x"],
          "--distributed splits a network audit (--grad) over processes; --vjp runs in one "
          "process: drop --distributed"),
@@ -239,11 +242,14 @@ def test_distributed_usage_errors(argv, message, capsys):
          "from 0 to 1"),
         (("h:1", 0), ValueError, "num_processes=0, expected an int >= 1"),
         (("h:1", 2, 1.0), TypeError, "process_id is float, expected an int >= 0"),
+        (("h:1", 2, 0, {"timeout": float("nan")}), ValueError,
+         "timeout=nan, expected a finite number of seconds > 0"),
     ],
 )  # fmt: skip
 def test_initialize_bad_input(args, exc, message):
+    kwargs = args[-1] if isinstance(args[-1], dict) else {}
     with pytest.raises(exc) as e:
-        jaxbp.distributed.initialize(*args)
+        jaxbp.distributed.initialize(*args[: len(args) - bool(kwargs)], **kwargs)
     assert message in str(e.value)
 
 

@@ -146,11 +146,23 @@ def initialize(
     if jax.config.jax_cpu_collectives_implementation in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # older JAX: off
     seconds = max(1, math.ceil(timeout))
-    jax.distributed.initialize(
-        coordinator_address,
-        num_processes,
-        process_id,
-        initialization_timeout=seconds,
-        heartbeat_timeout_seconds=seconds,
-        shutdown_timeout_seconds=seconds,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address,
+            num_processes,
+            process_id,
+            initialization_timeout=seconds,
+            heartbeat_timeout_seconds=seconds,
+            shutdown_timeout_seconds=seconds,
+        )
+    except ValueError as e:
+        if None not in (coordinator_address, num_processes, process_id):
+            raise
+        given = dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                     process_id=process_id)  # fmt: skip
+        missing = ", ".join(name for name, value in given.items() if value is None)
+        raise ValueError(
+            f"JAX could not complete the run's coordinates ({e}); {missing} came as None and "
+            "no cluster it reads (SLURM, Open MPI, Kubernetes, Cloud TPU) supplied them: pass "
+            "them (jaxbp-audit: --coordinator, --num-processes, --process-id)"
+        ) from None

@@ -41,7 +41,8 @@ def env(devices: int) -> dict[str, str]:
     e = dict(os.environ, JAX_PLATFORMS="cpu")
     e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), e.get("PYTHONPATH")]))
-    e.pop("JAXBP_DEBUG", None)
+    for name in ("JAXBP_DEBUG", "JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri"):
+        e.pop(name, None)
     return e
 
 
@@ -77,6 +78,7 @@ def runs(tmp_path_factory):
     - ``train-0``, ``train-1``: training over two processes;
     - ``audit-0``, ``audit-1``: ``jaxbp-audit --distributed`` over two processes;
     - ``alone-0``: process 0 of two whose process 1 never starts;
+    - ``nowhere``: ``jaxbp.distributed.initialize()`` outside any cluster;
     - ``dead-0``, ``dead-1``: a run whose process 1 is killed once process 0 reports progress.
 
     All are killed after :data:`WAIT` seconds, or when the fixture fails. Returns the folder,
@@ -90,6 +92,7 @@ def runs(tmp_path_factory):
            for i in (0, 1)},
         **{f"audit-{i}": (cli(ports["audit"], i, "--out", out / f"report-{i}"), 2) for i in (0, 1)},
         "alone-0": (cli(ports["alone"], 0, "--timeout", 2, "--no-report"), 2),
+        "nowhere": (["-c", "import jaxbp; jaxbp.distributed.initialize()"], 1),
         # a timeout that a loaded machine's slow start of process 1 cannot run out
         **{f"dead-{i}": (cli(ports["dead"], i, "--timeout", 10, "--no-report"), 2) for i in (0, 1)},
     }  # fmt: skip
@@ -177,6 +180,18 @@ def test_a_missing_process_is_exit_2_naming_the_coordinator(runs):
     )
     assert text(out / "alone-0", "out") == ""
     assert runs.ended["alone-0"] < 60
+
+
+def test_no_coordinates_and_no_cluster_say_what_to_pass(runs):
+    err = text(runs.out / "nowhere", "err").strip().splitlines()[-1]
+    assert runs.codes["nowhere"] == 1
+    # JAX's own words in the parentheses
+    assert err.startswith("ValueError: JAX could not complete the run's coordinates (")
+    assert err.endswith(
+        "); coordinator_address, num_processes, process_id came as None and no cluster it reads "
+        "(SLURM, Open MPI, Kubernetes, Cloud TPU) supplied them: pass them (jaxbp-audit: "
+        "--coordinator, --num-processes, --process-id)"
+    )
 
 
 def test_an_unreachable_coordinator_is_exit_2_naming_it(capsys):

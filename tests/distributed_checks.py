@@ -3,9 +3,10 @@
 ``tests/test_distributed.py`` starts it in fresh processes, since the device count and the
 multi-process runtime are fixed when jax starts:
 
-- ``python tests/distributed_checks.py OUT --reference --audit "ARGS"``: one process with 4
-  virtual CPU devices. It trains with ``mesh=data_mesh(4)`` and on one device without a
-  mesh, and runs ``jaxbp-audit ARGS --devices 4`` (report in ``OUT/ref``).
+- ``python tests/distributed_checks.py OUT --reference``: one process with 4 virtual CPU
+  devices. It trains with ``mesh=data_mesh(4)`` and on one device without a mesh, and runs
+  the audit of ``AUDIT`` in ``tests/test_distributed.py`` with ``mesh=data_mesh(4)``
+  (its verdict, points, weights and factors in ``OUT/reference-audit.json``).
 - ``python tests/distributed_checks.py OUT --process-id I --port P``: process ``I`` of two
   with 2 virtual CPU devices each, joined over ``127.0.0.1:P``. Each process hands over only
   its own rows (``jaxbp.local_rows``, ``jaxbp.shard_local_batch``) and trains with
@@ -15,6 +16,7 @@ Each writes ``OUT/<name>.npz`` with the trained parameters and losses of every r
 ``<name>`` is ``reference`` or ``process-I``, and exits 0.
 """
 
+import itertools
 import os
 import sys
 
@@ -55,16 +57,28 @@ def runs() -> dict[str, dict]:
     }
 
 
+# drawn with NumPy: jax.random would compile a program per shape in every process
+
+
 def data():
     """The global batch, the same in every process: ``x: (16, 3)``, ``y: (16, 2)`` float64."""
-    x = jax.random.normal(jax.random.key(1), (N, SIZES[0]), jnp.float64)
-    y = jax.random.uniform(jax.random.key(2), (N, SIZES[-1]), jnp.float64)
-    return np.asarray(x), np.asarray(y)
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((N, SIZES[0])), rng.uniform(size=(N, SIZES[-1]))
+
+
+def start_params() -> jaxbp.Params:
+    """Standard normal weights and biases, the same in every process, float64."""
+    rng = np.random.default_rng(0)
+    return [
+        {"W": jnp.asarray(rng.standard_normal((n_out, n_in))),
+         "b": jnp.asarray(rng.standard_normal(n_out))}
+        for n_in, n_out in itertools.pairwise(SIZES)
+    ]  # fmt: skip
 
 
 def train(x, y, mesh) -> dict[str, np.ndarray]:
     """Every run of :func:`runs`: flat parameters and losses by name."""
-    p0 = jaxbp.init(SIZES, key=jax.random.key(0), dtype=jnp.float64, scale="normal")
+    p0 = start_params()
     out = {}
     for name, options in runs().items():
         result = jaxbp.fit(p0, x, y, steps=STEPS, grad="closed_form", mesh=mesh, **options)
@@ -79,11 +93,18 @@ def main() -> int:
         x, y = data()
         results = train(x, y, jaxbp.data_mesh(4))
         results.update({f"one_device/{k}": v for k, v in train(x, y, None).items()})
-        from audit.cli import main as audit_main
+        import json
 
-        audit = ARGS[ARGS.index("--audit") + 1].split()
-        code = audit_main([*audit, "--devices", "4", "--quiet", "--out", os.path.join(OUT, "ref")])
-        results["audit_code"] = np.asarray(code)
+        import audit
+
+        # what `jaxbp-audit AUDIT --devices 4` computes, AUDIT as in tests/test_distributed.py
+        r = audit.audit_network(
+            "closed_form", sizes=(2, 3, 1), dtype="float64", points=8, steps=10, fd=False,
+            mesh=jaxbp.data_mesh(4),
+        )  # fmt: skip
+        found = dict(verdict=r.verdict, points=r.points, weights=list(r.weights), factors=r.factors)
+        with open(os.path.join(OUT, "reference-audit.json"), "w") as f:
+            json.dump(found, f, default=lambda v: np.asarray(v).tolist())
         name = "reference"
     else:
         process = int(ARGS[ARGS.index("--process-id") + 1])

@@ -10,7 +10,8 @@ multi-process runtime are fixed when jax starts:
 - ``python tests/distributed_checks.py OUT --process-id I --port P``: process ``I`` of two
   with 2 virtual CPU devices each, joined over ``127.0.0.1:P``. Each process hands over only
   its own rows (``jaxbp.local_rows``, ``jaxbp.shard_local_batch``) and trains with
-  ``mesh=data_mesh()`` over the 4 devices of both.
+  ``mesh=data_mesh()`` over the 4 devices of both; then again from the whole batch, passed
+  by every process.
 
 Each writes ``OUT/<name>.npz`` with the trained parameters and losses of every run, where
 ``<name>`` is ``reference`` or ``process-I``, and exits 0.
@@ -115,6 +116,8 @@ def main() -> int:
         assert jax.device_count() == 4 and jax.local_device_count() == 2
         rows = jaxbp.local_rows(N, mesh)
         results = train(*jaxbp.shard_local_batch(mesh, x[rows], y[rows]), mesh)
+        # the whole batch on every process, which fit splits itself
+        results.update({f"whole/{k}": v for k, v in train(x, y, mesh).items()})
         results["rows"] = np.array([rows.start, rows.stop])
         name = f"process-{process}"
     np.savez(os.path.join(OUT, f"{name}.npz"), **results)

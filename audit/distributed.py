@@ -1,6 +1,6 @@
 """``jaxbp-audit --distributed``: one network audit over the processes of a ``jax.distributed`` run.
 
-Every process runs the same command. Each joins the run (:func:`jaxbp.distributed.initialize`),
+Every process runs the same command. Each joins the run (:func:`jaxbp.initialize_distributed`),
 the audit's points are split over every device of every process, and the comparisons reduce
 to each weight's worst case across all of them. Process 0 prints the table and writes the
 report; the others print and write nothing, and every process exits with the same status.
@@ -48,7 +48,7 @@ _RUNTIME_LOG = re.compile(r"^([EFWI]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]|\*
 def add_options(parser: argparse.ArgumentParser) -> None:
     """Adds ``--distributed``, ``--coordinator``, ``--num-processes``, ``--process-id`` and
     ``--timeout`` to ``parser``."""
-    from jaxbp.distributed import DEFAULT_TIMEOUT
+    from jaxbp.distributed import DISTRIBUTED_TIMEOUT
 
     group = parser.add_argument_group(
         "several processes (every process runs the same command; process 0 writes the report)"
@@ -71,9 +71,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="this process's number, 0 to N-1",
     )  # fmt: skip
     group.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        "--timeout", type=float, default=DISTRIBUTED_TIMEOUT, metavar="SECONDS",
         help="how long to wait for the coordinator and the other processes, at the start and "
-        f"when one stops answering (default {DEFAULT_TIMEOUT:g})",
+        f"when one stops answering (default {DISTRIBUTED_TIMEOUT:g})",
     )  # fmt: skip
 
 
@@ -96,12 +96,12 @@ def usage_problem(args: argparse.Namespace) -> str | None:
             f"--distributed splits a network audit (--grad) over processes; {rule} runs in one "
             "process: drop --distributed"
         )
-    from jaxbp.distributed import parse_address
+    from jaxbp.distributed import parse_coordinator
 
     try:
         _check_ids(args.num_processes, args.process_id)
         if args.coordinator is not None:
-            parse_address(args.coordinator)
+            parse_coordinator(args.coordinator)
     except ValueError as e:
         return str(e)
     return None
@@ -244,7 +244,7 @@ def run_joined(args: argparse.Namespace, run: Callable[[argparse.Namespace], int
 
     if JOINED_FD in os.environ and os.environ.get("JAXBP_DEBUG") != "1":
         _runtime_stdout_off()  # a supervised child: its descriptors are its own
-    jaxbp.distributed.initialize(
+    jaxbp.initialize_distributed(
         args.coordinator, args.num_processes, args.process_id, timeout=args.timeout
     )
     _say_joined()

@@ -122,7 +122,7 @@ def _sizes(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _worker(args: argparse.Namespace) -> int:
     """One of the two processes of a row: join, time both calls, and (process 0) write them."""
-    jaxbp.distributed.initialize(args.coordinator, 2, args.process_id, timeout=300)
+    jaxbp.initialize_distributed(args.coordinator, 2, args.process_id, timeout=300)
     train, aud = _sizes(args.quick)
     mesh = jaxbp.data_mesh()
     tr = _training(mesh, repeats=args.repeats, local=True, **train)

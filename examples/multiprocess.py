@@ -1,6 +1,6 @@
 """Two moons trained data-parallel over several processes with ``jax.distributed``.
 
-Every process runs this same script. Each joins the run (``jaxbp.distributed.initialize``),
+Every process runs this same script. Each joins the run (``jaxbp.initialize_distributed``),
 loads only its own rows of the global batch (``jaxbp.local_rows``), hands them over with
 ``jaxbp.shard_local_batch``, and calls ``jaxbp.fit(..., mesh=jaxbp.data_mesh())``: every
 device of every process computes the gradient of its rows, and the compiler adds them up.
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.launch:
         return launch(args.launch, args.devices)
     if args.coordinator or args.num_processes or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        jaxbp.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        jaxbp.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     steps = QUICK_STEPS if os.environ.get("JAXBP_QUICK") == "1" else FULL_STEPS
     result, acc = train(steps)
     if jax.process_index() == 0:

@@ -4,7 +4,6 @@ Parameters are a plain list of ``{"W": (n_out, n_in), "b": (n_out,)}`` layers; e
 function is pure and takes explicit PRNG keys.
 """
 
-from jaxbp import distributed
 from jaxbp.activations import ACTIVATIONS, Activation, get_activation
 from jaxbp.backprop import closed_form, closed_form_grads
 from jaxbp.core import (
@@ -23,6 +22,7 @@ from jaxbp.core import (
     resolve_output,
 )
 from jaxbp.data import TRUTH_TABLES, circles, load_csv, one_hot, truth_table, two_moons
+from jaxbp.distributed import DISTRIBUTED_TIMEOUT, initialize_distributed, parse_coordinator
 from jaxbp.losses import LOSSES, Loss
 from jaxbp.network import batch_loss, forward
 from jaxbp.params import (
@@ -68,6 +68,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "DATA",
+    "DISTRIBUTED_TIMEOUT",
     "GRADS",
     "LOSSES",
     "OUTPUT_ACTIVATIONS",
@@ -94,7 +95,6 @@ __all__ = [
     "data_size",
     "deltas_by_jax_grad",
     "deltas_example",
-    "distributed",
     "fit",
     "forward",
     "forward_example",
@@ -104,11 +104,13 @@ __all__ = [
     "grads_from_deltas",
     "hidden_deltas",
     "init",
+    "initialize_distributed",
     "load_csv",
     "local_rows",
     "mean_loss",
     "one_hot",
     "param_names",
+    "parse_coordinator",
     "per_example_loss",
     "replicate",
     "resolve_output",

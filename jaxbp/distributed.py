@@ -20,8 +20,8 @@ JAX ends every process of a run when one of them dies or stops answering (after
 
 Example (two processes on one machine, a shell each)::
 
-    jaxbp.distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=0)
-    jaxbp.distributed.initialize("127.0.0.1:1234", num_processes=2, process_id=1)
+    jaxbp.initialize_distributed("127.0.0.1:1234", num_processes=2, process_id=0)
+    jaxbp.initialize_distributed("127.0.0.1:1234", num_processes=2, process_id=1)
 """
 
 from __future__ import annotations
@@ -33,19 +33,19 @@ import time
 
 import jax
 
-__all__ = ["DEFAULT_TIMEOUT", "initialize", "parse_address"]
+__all__ = ["DISTRIBUTED_TIMEOUT", "initialize_distributed", "parse_coordinator"]
 
-DEFAULT_TIMEOUT = 60.0  # seconds to wait for the other processes, at the start and later
+DISTRIBUTED_TIMEOUT = 60.0  # seconds to wait for the other processes, at the start and later
 
 
-def parse_address(address: str) -> tuple[str, int]:
+def parse_coordinator(address: str) -> tuple[str, int]:
     """``"HOST:PORT"`` split into its host and port.
 
     Raises:
       ValueError: not ``HOST:PORT`` with a port from 1 to 65535 (the message shows what came).
 
     Example:
-      >>> parse_address("10.0.0.1:1234")
+      >>> parse_coordinator("10.0.0.1:1234")
       ('10.0.0.1', 1234)
     """
     if not isinstance(address, str):
@@ -63,7 +63,7 @@ def parse_address(address: str) -> tuple[str, int]:
 def _wait_for(address: str, timeout: float) -> None:
     """Return once something listens at ``address``; a TimeoutError naming it after
     ``timeout`` seconds."""
-    host, port = parse_address(address)
+    host, port = parse_coordinator(address)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -81,7 +81,7 @@ def _wait_for(address: str, timeout: float) -> None:
 
 def _check_coordinates(address, num_processes, process_id) -> None:
     if address is not None:
-        parse_address(address)
+        parse_coordinator(address)
     for name, value, low in (("num_processes", num_processes, 1), ("process_id", process_id, 0)):
         if value is None:
             continue
@@ -96,12 +96,12 @@ def _check_coordinates(address, num_processes, process_id) -> None:
         )
 
 
-def initialize(
+def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
     *,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DISTRIBUTED_TIMEOUT,
 ) -> None:
     """Join a multi-process run (``jax.distributed.initialize``), waiting at most ``timeout``.
 

@@ -18,14 +18,14 @@ environment before ``jax`` is imported (they share the machine's cores: good for
 the code, not for speed).
 
 Several hosts (a TPU pod slice, or GPU machines under SLURM/Open MPI, or by hand): start the
-same program on every host and call :func:`jaxbp.distributed.initialize` (JAX's
+same program on every host and call :func:`jaxbp.initialize_distributed` (JAX's
 ``jax.distributed.initialize`` with bounded waits) before anything else
 touches JAX. ``jax.devices()`` then lists every host's devices and ``data_mesh()`` spans them
 all. Each process loads only its own rows and hands them over with
 :func:`shard_local_batch`, which builds one global array with
 ``jax.make_array_from_process_local_data``::
 
-    jaxbp.distributed.initialize()      # on TPU/SLURM/Open MPI it finds its peers itself;
+    jaxbp.initialize_distributed()      # on TPU/SLURM/Open MPI it finds its peers itself;
                                         # else coordinator_address, num_processes, process_id
     mesh = jaxbp.data_mesh()            # all devices of all hosts
     rows = jaxbp.local_rows(n, mesh)    # this process's share of the n rows

@@ -110,7 +110,7 @@ def main() -> int:
     else:
         process = int(ARGS[ARGS.index("--process-id") + 1])
         port = ARGS[ARGS.index("--port") + 1]
-        jaxbp.distributed.initialize(f"127.0.0.1:{port}", 2, process, timeout=30)
+        jaxbp.initialize_distributed(f"127.0.0.1:{port}", 2, process, timeout=30)
         x, y = data()
         mesh = jaxbp.data_mesh()
         assert jax.device_count() == 4 and jax.local_device_count() == 2

@@ -79,7 +79,7 @@ def runs(tmp_path_factory):
     - ``train-0``, ``train-1``: training over two processes;
     - ``audit-0``, ``audit-1``: ``jaxbp-audit --distributed`` over two processes;
     - ``alone-0``: process 0 of two whose process 1 never starts;
-    - ``nowhere``: ``jaxbp.distributed.initialize()`` outside any cluster;
+    - ``nowhere``: ``jaxbp.initialize_distributed()`` outside any cluster;
     - ``dead-0``, ``dead-1``: a run whose process 1 is killed once process 0 reports progress.
 
     All are killed after :data:`WAIT` seconds, or when the fixture fails. Returns the folder,
@@ -93,7 +93,7 @@ def runs(tmp_path_factory):
            for i in (0, 1)},
         **{f"audit-{i}": (cli(ports["audit"], i, "--out", out / f"report-{i}"), 2) for i in (0, 1)},
         "alone-0": (cli(ports["alone"], 0, "--timeout", 2, "--no-report"), 2),
-        "nowhere": (["-c", "import jaxbp; jaxbp.distributed.initialize()"], 1),
+        "nowhere": (["-c", "import jaxbp; jaxbp.initialize_distributed()"], 1),
         # a timeout that a loaded machine's slow start of process 1 cannot run out
         **{f"dead-{i}": (cli(ports["dead"], i, "--timeout", 10, "--no-report", "--steps", 0,
                              "--points", 1), 2) for i in (0, 1)},
@@ -267,7 +267,7 @@ def test_distributed_usage_errors(argv, message, capsys):
 def test_initialize_bad_input(args, exc, message):
     kwargs = args[-1] if isinstance(args[-1], dict) else {}
     with pytest.raises(exc) as e:
-        jaxbp.distributed.initialize(*args[: len(args) - bool(kwargs)], **kwargs)
+        jaxbp.initialize_distributed(*args[: len(args) - bool(kwargs)], **kwargs)
     assert message in str(e.value)
 
 

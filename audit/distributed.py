@@ -8,7 +8,7 @@ report; the others print and write nothing, and every process exits with the sam
 A command-line run is supervised: the process started by the user runs the audit in a child
 process and waits for it. JAX aborts a process whose run lost a member (the coordinator
 unreachable at the start, or a peer that stopped sending heartbeats later); the supervisor
-turns that into exit status 2 and one line on stderr, after at most ``--timeout`` seconds.
+turns that into exit status 2 and one line on stderr, after about ``--timeout`` seconds.
 The child's runtime log lines (gloo's on standard output, XLA's on stderr) are dropped
 unless ``JAXBP_DEBUG=1``.
 """

@@ -132,7 +132,7 @@ def _address(args: argparse.Namespace) -> str:
 
 def _died(args: argparse.Namespace, code: int, joined: bool) -> str:
     """The one line for a child that ended without an exit status of the CLI's own."""
-    pid = "?" if args.process_id is None else args.process_id
+    who = "this process" if args.process_id is None else f"process {args.process_id}"
     n = "the" if args.num_processes is None else f"all {args.num_processes}"
     how = (
         f"killed by {signal.Signals(-code).name}"
@@ -146,7 +146,7 @@ def _died(args: argparse.Namespace, code: int, joined: bool) -> str:
             "process with the same --coordinator and --num-processes, or raise --timeout"
         )
     return (
-        f"process {pid}: another process of the run stopped answering (no heartbeat for "
+        f"{who}: another process of the run stopped answering (no heartbeat for "
         f"{args.timeout:g} s) or failed, and JAX ended this one ({how}); see the other "
         "processes' output"
     )

@@ -185,6 +185,17 @@ def test_a_missing_process_is_exit_2_naming_the_coordinator(runs):
     assert runs.ended["alone-0"] < 60
 
 
+def test_the_coordinator_address_may_come_from_jax_s_own_variable(capsys, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", f"127.0.0.1:{port}")
+    argv = [*AUDIT, "--distributed", "--num-processes", "2", "--process-id", "1",
+            "--timeout", "1", "--no-report"]  # fmt: skip
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(
+        f"jaxbp-audit: error: could not reach the coordinator at 127.0.0.1:{port} within 1 s ("
+    )
+
+
 def test_no_coordinates_and_no_cluster_say_what_to_pass(runs):
     err = text(runs.out / "nowhere", "err").strip().splitlines()[-1]
     assert runs.codes["nowhere"] == 1

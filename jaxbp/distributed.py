@@ -1,10 +1,10 @@
 """Joining a multi-process run: ``jax.distributed.initialize`` with bounded waits and clear errors.
 
-One process per host (or per GPU) runs the same program. Each calls :func:`initialize`
-before anything else touches JAX; ``jax.devices()`` then lists every process's devices,
-:func:`jaxbp.data_mesh` spans them all, and :func:`jaxbp.fit` (``mesh=``) and the audit
-(``audit_network(mesh=)``) split their work over all of them. On CPU the processes exchange
-data with gloo.
+One process per host (or per GPU) runs the same program. Each calls
+:func:`initialize_distributed` before anything else touches JAX; ``jax.devices()`` then
+lists every process's devices, :func:`jaxbp.data_mesh` spans them all, and
+:func:`jaxbp.fit` (``mesh=``) and the audit (``audit_network(mesh=)``) split their work
+over all of them. On CPU the processes exchange data with gloo.
 
 Where the run's coordinates come from:
 
@@ -103,7 +103,7 @@ def initialize_distributed(
     *,
     timeout: float = DISTRIBUTED_TIMEOUT,
 ) -> None:
-    """Join a multi-process run (``jax.distributed.initialize``), waiting at most ``timeout``.
+    """Join a multi-process run (``jax.distributed.initialize``) with waits bounded by ``timeout``.
 
     Call it first, before any other JAX call. A process other than 0 first waits for the
     coordinator to listen, and says so by name if it never does; every wait of the run
@@ -137,7 +137,7 @@ def initialize_distributed(
             return
         raise ValueError(
             f"this process already joined a run as process {joined[1]} of {joined[0]}; "
-            f"initialize was called again with process_id={process_id}, "
+            f"initialize_distributed was called again with process_id={process_id}, "
             f"num_processes={num_processes}"
         )
     address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from audit import cli_checks
+from audit import cli_checks, distributed
 from audit.engine import GRAD_CHOICES
 from jaxbp.activations import ACTIVATIONS
 from jaxbp.core import OUTPUT_ACTIVATIONS
@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default ~/.cache/jaxbp/jax), which spares a second run most compiling; "
         "JAXBP_NO_CACHE=1 does the same",
     )  # fmt: skip
+
+    distributed.add_options(p)
 
     out = p.add_argument_group("output")
     out.add_argument(
@@ -529,11 +531,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv, namespace=cli_checks.unset_namespace())
-        problem = cli_checks.settle(args, parser)
+        problem = cli_checks.settle(args, parser) or distributed.usage_problem(args)
         if problem:
             parser.error(problem)
     except SystemExit as e:  # --help, or a usage error (already printed)
         return e.code if isinstance(e.code, int) else 2
+    if argv is None and distributed.supervises(args):
+        return distributed.supervise(args, sys.argv[1:])
     # A command-line run (argv None) only exits after this: a Ctrl-C while the interpreter
     # shuts down (JAX's exit handlers take a moment) must not turn the outcome into a death
     # by SIGINT. Called in-process with a list, the previous handler comes back.
@@ -566,6 +570,8 @@ def _main(args: argparse.Namespace) -> int:
     from audit import interrupt
 
     try:
+        if args.distributed:
+            return distributed.run_joined(args, _run)
         return _run(args)
     except KeyboardInterrupt:
         pass

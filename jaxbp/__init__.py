@@ -22,6 +22,7 @@ from jaxbp.core import (
     resolve_output,
 )
 from jaxbp.data import TRUTH_TABLES, circles, load_csv, one_hot, truth_table, two_moons
+from jaxbp.distributed import DISTRIBUTED_TIMEOUT, initialize_distributed, parse_coordinator
 from jaxbp.losses import LOSSES, Loss
 from jaxbp.network import batch_loss, forward
 from jaxbp.params import (
@@ -55,6 +56,7 @@ from jaxbp.sharding import (
     check_divisible,
     data_mesh,
     data_size,
+    local_rows,
     replicate,
     shard_batch,
     shard_local_batch,
@@ -67,6 +69,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "DATA",
+    "DISTRIBUTED_TIMEOUT",
     "GRADS",
     "LOSSES",
     "OUTPUT_ACTIVATIONS",
@@ -102,12 +105,15 @@ __all__ = [
     "grads_from_deltas",
     "hidden_deltas",
     "init",
+    "initialize_distributed",
     "load_csv",
+    "local_rows",
     "mean_loss",
     "mlp_deltas_backward",
     "mlp_loss_tapped",
     "one_hot",
     "param_names",
+    "parse_coordinator",
     "per_example_loss",
     "replicate",
     "resolve_output",

@@ -18,17 +18,18 @@ environment before ``jax`` is imported (they share the machine's cores: good for
 the code, not for speed).
 
 Several hosts (a TPU pod slice, or GPU machines under SLURM/Open MPI, or by hand): start the
-same program on every host and call ``jax.distributed.initialize()`` before anything else
+same program on every host and call :func:`jaxbp.initialize_distributed` (JAX's
+``jax.distributed.initialize`` with bounded waits) before anything else
 touches JAX. ``jax.devices()`` then lists every host's devices and ``data_mesh()`` spans them
 all. Each process loads only its own rows and hands them over with
 :func:`shard_local_batch`, which builds one global array with
 ``jax.make_array_from_process_local_data``::
 
-    jax.distributed.initialize()        # on TPU/SLURM/Open MPI it finds its peers itself;
-                                        # else coordinator_address=, num_processes=, process_id=
+    jaxbp.initialize_distributed()      # on TPU/SLURM/Open MPI it finds its peers itself;
+                                        # else coordinator_address, num_processes, process_id
     mesh = jaxbp.data_mesh()            # all devices of all hosts
-    x, y = my_rows(jax.process_index(), jax.process_count())
-    x, y = jaxbp.shard_local_batch(mesh, x, y)
+    rows = jaxbp.local_rows(n, mesh)    # this process's share of the n rows
+    x, y = jaxbp.shard_local_batch(mesh, x_all[rows], y_all[rows])
     result = jaxbp.fit(params, x, y, steps=1000, mesh=mesh)   # params: same key everywhere
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "check_divisible",
     "data_mesh",
     "data_size",
+    "local_rows",
     "replicate",
     "shard_batch",
     "shard_local_batch",
@@ -199,7 +201,57 @@ def shard_local_batch(mesh: Mesh, x: Any, y: Any) -> tuple[jax.Array, jax.Array]
     )
 
 
+def local_rows(n: int, mesh: Mesh | None = None) -> slice:
+    """The rows of an ``n``-row global batch that this process holds under ``mesh``.
+
+    Every process loads ``x[local_rows(n)]`` (or reads those rows from its own files) and
+    hands them to :func:`shard_local_batch`; the global batch is then ``x`` in its own order,
+    whatever the number of processes, so training follows the same schedule. On one process
+    it is ``slice(0, n)``.
+
+    Args:
+      n: rows of the global batch, a multiple of the mesh's devices.
+      mesh: the 1-D ``"data"`` mesh (default :func:`data_mesh` over every device).
+
+    Returns:
+      ``slice(start, stop)`` with ``stop - start = n * local devices / devices``.
+
+    Raises:
+      ValueError: ``n`` does not split over the devices, or this process's devices are not
+        consecutive along ``"data"`` (a mesh built from ``jax.devices()`` in its order is).
+    """
+    mesh = data_mesh() if mesh is None else mesh
+    devices = data_size(mesh)
+    check_divisible(n, devices, "batch")
+    mine = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
+    if not mine:
+        raise ValueError(
+            f"mesh holds no device of process {jax.process_index()}; expected a mesh over "
+            "every process's devices such as jaxbp.data_mesh()"
+        )
+    if mine != list(range(mine[0], mine[0] + len(mine))):
+        raise ValueError(
+            f"process {jax.process_index()} holds devices at positions {mine} of the mesh, "
+            "expected consecutive positions; build the mesh from jax.devices() in its order, "
+            "as jaxbp.data_mesh() does"
+        )
+    per = n // devices
+    return slice(mine[0] * per, (mine[-1] + 1) * per)
+
+
 def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Every leaf of ``tree`` copied whole to each device of ``mesh`` (parameters, state)."""
+    """Every leaf of ``tree`` copied whole to each device of ``mesh`` (parameters, state).
+
+    Every process passes the same values. A PRNG key is copied as its key data: JAX copies
+    typed keys to the devices of other processes only that way.
+    """
     data_size(mesh)
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    sharding = NamedSharding(mesh, P())
+
+    def put(leaf):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = jax.device_put(np.asarray(jax.random.key_data(leaf)), sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree.map(put, tree)

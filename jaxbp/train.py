@@ -233,7 +233,11 @@ def fit(
         axis (:func:`jaxbp.data_mesh`): ``x`` and ``y`` are split along it by rows, params
         and optimizer state replicated, and every minibatch is split the same way. ``n`` and
         ``batch_size`` must be multiples of the number of devices. None (default): one
-        device. Results equal one device's up to the order of floating-point sums.
+        device. Results equal one device's up to the order of floating-point sums. Over
+        several processes (:func:`jaxbp.initialize_distributed`), every process calls ``fit``
+        with the same params and key, and ``x``, ``y`` either whole on every process or the
+        global arrays of :func:`jaxbp.shard_local_batch`; minibatches are drawn from the
+        global batch, so the schedule does not depend on the number of processes.
       opt_state: resume from a previous :class:`FitResult`'s ``opt_state`` (same optimizer
         object; for the default optimizer ``learning_rate`` is set again). None: a fresh
         ``optimizer.init(params)``.

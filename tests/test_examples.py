@@ -248,3 +248,33 @@ def test_backprop_ninja_right_pass_passes_with_its_exact_zeros_at_many_points(dt
 
     bad = audit.check_backward(fwd, slipped, params, points=15, key=jax.random.key(0), fd=False)
     assert [f["name"] for f in bad.factors if not f["passed"]] == ["b1"]
+
+
+def test_multiprocess_example_trains_the_same_on_one_process_and_on_two():
+    line = rf"(\d) process\(es\), (\d) devices: bce ({NUMBER}) -> ({NUMBER}) in 50 steps, "
+    line += rf"accuracy ({NUMBER})"
+    one = re.fullmatch(line, run_example("multiprocess.py").strip())
+    assert one and one.groups()[:2] == ("1", "1")
+    # --launch starts two processes of two virtual CPU devices each: its session is killed
+    # whole, so that neither outlives the test
+    env = dict(os.environ, JAXBP_QUICK="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "multiprocess.py"), "--launch", "2"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    # process 0 alone prints; the other lines are gloo's own
+    printed = [s for s in out.splitlines() if "process(es)" in s]
+    two = re.fullmatch(line, printed[0]) if len(printed) == 1 else None
+    assert two and two.groups()[:2] == ("2", "4"), out
+    # the same global batch and minibatches, so the same losses up to float32 sums' order
+    for a, b in zip(one.groups()[2:], two.groups()[2:], strict=True):
+        assert float(b) == pytest.approx(float(a), abs=2e-4)
+    assert float(one[4]) < 0.5 * float(one[3])

@@ -205,6 +205,9 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     if code == -signal.SIGINT:  # Ctrl-C before the child's own handler was in place
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
         return 130
+    if code == -signal.SIGTERM:  # passed on from this process, or sent to the child itself
+        print(f"{PROG}: terminated (SIGTERM)", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
     print(f"{PROG}: error: {_died(args, code, joined)}", file=sys.stderr, flush=True)
     return 2
 

@@ -181,7 +181,7 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     debug = os.environ.get("JAXBP_DEBUG") == "1"
     # Ctrl-C reaches the child from the terminal itself; a SIGTERM sent to this process alone
-    # (a scheduler cancelling the job) is passed on
+    # (a scheduler cancelling the job) is passed on as SIGINT
     on_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
     on_term = signal.getsignal(signal.SIGTERM)
     try:
@@ -192,7 +192,9 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
             )  # fmt: skip
         finally:
             os.close(write_end)  # the child's copy stays open in the child
-        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        # the child's JAX takes SIGTERM for a preemption notice and runs on: a SIGTERM
+        # here stops the audit as Ctrl-C does
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
         relay(child.stderr, sys.stderr, debug)
         code = child.wait()
         joined = bool(os.read(read_end, 1))
@@ -205,9 +207,6 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     if code == -signal.SIGINT:  # Ctrl-C before the child's own handler was in place
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
         return 130
-    if code == -signal.SIGTERM:  # passed on from this process, or sent to the child itself
-        print(f"{PROG}: terminated (SIGTERM)", file=sys.stderr, flush=True)
-        return 128 + signal.SIGTERM
     print(f"{PROG}: error: {_died(args, code, joined)}", file=sys.stderr, flush=True)
     return 2
 

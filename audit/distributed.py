@@ -10,7 +10,8 @@ process and waits for it. JAX aborts a process whose run lost a member (the coor
 unreachable at the start, or a peer that stopped sending heartbeats later); the supervisor
 turns that into exit status 2 and one line on stderr, after about ``--timeout`` seconds.
 The child's runtime log lines (gloo's on standard output, XLA's on stderr) are dropped
-unless ``JAXBP_DEBUG=1``.
+unless ``JAXBP_DEBUG=1``. A SIGTERM to the supervisor reaches the child as SIGINT (exit
+130, as Ctrl-C): the child's JAX takes SIGTERM for a preemption notice and runs on.
 """
 
 from __future__ import annotations

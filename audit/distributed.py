@@ -10,7 +10,8 @@ process and waits for it. JAX aborts a process whose run lost a member (the coor
 unreachable at the start, or a peer that stopped sending heartbeats later); the supervisor
 turns that into exit status 2 and one line on stderr, after about ``--timeout`` seconds.
 The child's runtime log lines (gloo's on standard output, XLA's on stderr) are dropped
-unless ``JAXBP_DEBUG=1``.
+unless ``JAXBP_DEBUG=1``. A SIGTERM to the supervisor reaches the child as SIGINT (exit
+130, as Ctrl-C): the child's JAX takes SIGTERM for a preemption notice and runs on.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     debug = os.environ.get("JAXBP_DEBUG") == "1"
     # Ctrl-C reaches the child from the terminal itself; a SIGTERM sent to this process alone
-    # (a scheduler cancelling the job) is passed on
+    # (a scheduler cancelling the job) is passed on as SIGINT
     on_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
     on_term = signal.getsignal(signal.SIGTERM)
     try:
@@ -192,7 +193,9 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
             )  # fmt: skip
         finally:
             os.close(write_end)  # the child's copy stays open in the child
-        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        # the child's JAX takes SIGTERM for a preemption notice and runs on: a SIGTERM
+        # here stops the audit as Ctrl-C does
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
         relay(child.stderr, sys.stderr, debug)
         code = child.wait()
         joined = bool(os.read(read_end, 1))

@@ -80,13 +80,14 @@ def runs(tmp_path_factory):
     - ``audit-0``, ``audit-1``: ``jaxbp-audit --distributed`` over two processes;
     - ``alone-0``: process 0 of two whose process 1 never starts;
     - ``nowhere``: ``jaxbp.initialize_distributed()`` outside any cluster;
-    - ``dead-0``, ``dead-1``: a run whose process 1 is killed once process 0 reports progress.
+    - ``dead-0``, ``dead-1``: a run whose process 1 is killed once process 0 reports progress;
+    - ``term``: a run of one process whose supervisor is sent SIGTERM once it reports progress.
 
     All are killed after :data:`WAIT` seconds, or when the fixture fails. Returns the folder,
     the exit statuses, the ports, and when each process ended and ``dead-1`` was killed.
     """
     out = tmp_path_factory.mktemp("distributed")
-    ports = {name: free_port() for name in ("train", "audit", "alone", "dead")}
+    ports = {name: free_port() for name in ("train", "audit", "alone", "dead", "term")}
     plan = {
         "reference": ([CHECKS, out, "--reference"], 4),
         **{f"train-{i}": ([CHECKS, out, "--process-id", i, "--port", ports["train"]], 2)
@@ -94,11 +95,15 @@ def runs(tmp_path_factory):
         **{f"audit-{i}": (cli(ports["audit"], i, "--out", out / f"report-{i}"), 2) for i in (0, 1)},
         "alone-0": (cli(ports["alone"], 0, "--timeout", 2, "--no-report"), 2),
         "nowhere": (["-c", "import jaxbp; jaxbp.initialize_distributed()"], 1),
+        # a run of one process, sent SIGTERM once it reports progress
+        "term": (["-m", "audit", *AUDIT, "--distributed", "--coordinator",
+                  f"127.0.0.1:{ports['term']}", "--num-processes", 1, "--process-id", 0,
+                  "--steps", 100000, "--no-report"], 1),
         # a timeout that a loaded machine's slow start of process 1 cannot run out
         **{f"dead-{i}": (cli(ports["dead"], i, "--timeout", 10, "--no-report", "--steps", 0,
                              "--points", 1), 2) for i in (0, 1)},
     }  # fmt: skip
-    procs, codes, ended, killed = {}, {}, {}, None
+    procs, codes, ended, killed, termed = {}, {}, {}, None, False
     try:
         t0 = time.monotonic()
         for name, (args, devices) in plan.items():
@@ -113,6 +118,9 @@ def runs(tmp_path_factory):
             if killed is None and "jaxbp-audit: " in text(out / "dead-0", "err"):
                 os.killpg(procs["dead-1"].pid, signal.SIGKILL)
                 killed = time.monotonic() - t0
+            if not termed and "jaxbp-audit: " in text(out / "term", "err"):
+                procs["term"].send_signal(signal.SIGTERM)  # to the supervisor alone
+                termed = True
             time.sleep(0.1)
     finally:
         reap(procs.values())
@@ -183,6 +191,13 @@ def test_a_missing_process_is_exit_2_naming_the_coordinator(runs):
     )
     assert text(out / "alone-0", "out") == ""
     assert runs.ended["alone-0"] < 60
+
+
+def test_sigterm_stops_the_audit_as_ctrl_c_does(runs):
+    # JAX's runtime takes SIGTERM for a preemption notice and would run on
+    err = text(runs.out / "term", "err").splitlines()
+    assert runs.codes["term"] == 130, err
+    assert err[-1] == "jaxbp-audit: interrupted"
 
 
 def test_the_coordinator_address_may_come_from_jax_s_own_variable(capsys, monkeypatch):

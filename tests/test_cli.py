@@ -106,7 +106,7 @@ def test_default_run_passes_writes_the_report_and_calls_the_engine(engine, tmp_p
     assert kw == dict(
         sizes=(2, 2, 1), activation="sigmoid", loss="mse", output_activation=None,
         data_name="xor", points=64, seed=0, dtype="float32", steps=5000, learning_rate=2.0,
-        rtol=None, atol=None, fd=True, memory=None,
+        rtol=None, atol=None, fd=True, memory=None, reference="autodiff",
     )  # fmt: skip
 
 

@@ -257,12 +257,7 @@ def check_backward(
             raise TypeError(f"{what} is {type(fn).__name__}, expected a function")
     points = check_int(points, "points", 0)
     memory = check_int(memory, "memory", 1, none_ok=True)
-    reference = check_reference(reference)
-    if reference != "autodiff" and not fd:
-        raise ValueError(
-            f"reference={reference!r} judges against finite differences, but fd=False turns "
-            "them off; pass fd=True, or reference='autodiff'"
-        )
+    reference = check_reference(reference, fd=fd)
     if points and key is None:
         raise ValueError("points > 0 needs key=jax.random.key(seed) for the random points")
     if points:

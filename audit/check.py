@@ -197,12 +197,7 @@ def check_gradients(
             f"params leaves have dtypes {sorted(map(str, dtypes))}; expected one float dtype"
         )
     dt = next(iter(dtypes))
-    reference = check_reference(reference)
-    if reference != "autodiff" and not fd:
-        raise ValueError(
-            f"reference={reference!r} judges against finite differences, but fd=False turns "
-            "them off; pass fd=True, or reference='autodiff'"
-        )
+    reference = check_reference(reference, fd=fd)
     points = check_int(points, "points", 0)
     memory = check_int(memory, "memory", 1, none_ok=True)
     if mesh is not None:

@@ -227,12 +227,7 @@ def audit_network(
     steps = check_int(steps, "steps", 0)
     checkpoints = check_int(checkpoints, "checkpoints", 1)
     fd_max = check_int(fd_max, "fd_max", 1)
-    reference = check_reference(reference)
-    if reference != "autodiff" and not fd:
-        raise ValueError(
-            f"reference={reference!r} judges against finite differences, but fd=False turns "
-            "them off; pass fd=True, or reference='autodiff'"
-        )
+    reference = check_reference(reference, fd=fd)
     memory = check_int(memory, "memory", 1, none_ok=True)
     if mesh is not None:
         data_size(mesh)

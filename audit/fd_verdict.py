@@ -52,8 +52,9 @@ EVALS_PER_DIFFERENCE = 9  # three steps, two sides each, and the loss's spread u
 FD_LOSS_EVALS = 2**17
 
 
-def check_reference(reference: object) -> str:
-    """``reference`` if it is one of :data:`REFERENCES`, else a ValueError listing them.
+def check_reference(reference: object, *, fd: bool = True) -> str:
+    """``reference`` if it is one of :data:`REFERENCES`, else a ValueError listing them;
+    with ``fd=False`` (finite differences off) only ``"autodiff"`` can decide.
 
     Example:
       >>> check_reference("fd")
@@ -66,6 +67,11 @@ def check_reference(reference: object) -> str:
     if not isinstance(reference, str) or reference not in REFERENCES:
         valid = ", ".join(repr(r) for r in REFERENCES)
         raise ValueError(f"reference={reference!r}, expected one of {valid}")
+    if reference != "autodiff" and not fd:
+        raise ValueError(
+            f"reference={reference!r} judges against finite differences, but fd=False turns "
+            "them off; pass fd=True, or reference='autodiff'"
+        )
     return reference
 
 

@@ -169,7 +169,7 @@ def _audit(
     if rule is not None:
         f = _with_rule(f, rule, kind)
     primal = _primal_of(f)
-    reference = check_reference(reference)
+    reference = check_reference(reference, fd=fd)
     args = tuple(jax.tree.map(jnp.asarray, a) for a in args)  # Python floats, NumPy arrays
     _check_args(f, args)
     if key is None:

@@ -366,6 +366,15 @@ def _judged_by_fd(
     return weights, notes, len(rows)
 
 
+def _candidates_at(candidates: Callable[[], dict] | None, rows: np.ndarray) -> dict:
+    """The named mistakes of ``candidates()`` (see :func:`compare_groups`), each taken at
+    the point indices ``rows`` in float64; {} without candidates."""
+    return {
+        k: (np.asarray(v, np.float64)[rows], *rest)
+        for k, (v, *rest) in (candidates() if candidates else {}).items()
+    }
+
+
 def _fd_hints(fv, fail_idx, manual, fd, rows, groups, layout, names, labels, *, tol,
               candidates):  # fmt: skip
     """A hint for each element that fails against finite differences, from its values at
@@ -374,10 +383,7 @@ def _fd_hints(fv, fail_idx, manual, fd, rows, groups, layout, names, labels, *, 
     sel = fail_idx[fv.n_failed[fail_idx] > 0]
     if not sel.size:
         return {}
-    cands = {
-        k: (np.asarray(v, np.float64)[rows], *rest)
-        for k, (v, *rest) in (candidates() if candidates else {}).items()
-    }
+    cands = _candidates_at(candidates, rows)
     batch = np.concatenate([np.full(g.size, g.batch) for g in groups])[rows]
     hints = diagnose(
         sel, np.asarray(manual, np.float64), np.asarray(fd, np.float64), names=names,
@@ -402,10 +408,7 @@ def _hints(ev, worst, fail_idx, groups, layout, names, labels, *, tol, candidate
     rest = np.setdiff1d(np.arange(n_points), worst_pts)[: most - len(worst_pts)]
     rows = np.sort(np.concatenate([worst_pts, rest]))
     batch = np.concatenate([np.full(g.size, g.batch) for g in groups])[rows]
-    cands = {
-        k: (np.asarray(v, np.float64)[rows], *rest)
-        for k, (v, *rest) in (candidates() if candidates else {}).items()
-    }
+    cands = _candidates_at(candidates, rows)
     manual_at, reference_at, failed_at = ev.rows(rows)
     return diagnose_leaves(
         fail_idx,

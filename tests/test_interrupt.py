@@ -4,6 +4,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -17,12 +18,20 @@ def swallowed_sigint():
     JAX's ``_xla_gc_callback`` did)."""
 
     def callback(phase, info):
+        # a collection may start in another thread (pytest-xdist's worker has some); the
+        # signal must come from this test's own collection, in the main thread
+        if threading.current_thread() is not threading.main_thread():
+            return
         gc.callbacks.remove(callback)
         signal.raise_signal(signal.SIGINT)
         sum(range(100))  # bytecodes for the handler to run at, still inside the callback
 
     gc.callbacks.append(callback)
-    gc.collect()
+    try:
+        gc.collect()
+    finally:
+        if callback in gc.callbacks:
+            gc.callbacks.remove(callback)
 
 
 def test_handling_raises_records_and_restores():

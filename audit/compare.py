@@ -82,6 +82,7 @@ __all__ = [
     "joined",
     "merge",
     "merge_traced",
+    "namespace",
     "summarize",
     "tolerance_dict",
     "worst_of",
@@ -141,6 +142,13 @@ class Comparison(NamedTuple):
     judged: jax.Array  # the reference is finite: False means "not judgeable", never a pass
 
 
+def namespace(a) -> object:
+    """The array module that computes on ``a``: NumPy for NumPy arrays (a comparison judged
+    on the host, with nothing to compile), ``jax.numpy`` for anything else (JAX arrays,
+    tracers). The rule is written once for both."""
+    return np if isinstance(a, np.ndarray | np.generic) else jnp
+
+
 def compare(
     manual: jax.Array,
     reference: jax.Array,
@@ -174,36 +182,35 @@ def compare(
     Returns:
       A :class:`Comparison` of ``(n_points, P)`` arrays.
     """
+    xp = namespace(manual)
     dt = jnp.promote_types(manual.dtype, reference.dtype)
     m, r = manual.astype(dt), reference.astype(dt)
-    judged = jnp.isfinite(r)
-    finite = jnp.isfinite(m) & judged
+    judged = xp.isfinite(r)
+    finite = xp.isfinite(m) & judged
     scale = _tensor_scale(r, segments, n_segments)  # (n_points, P): each element's tensor's
     abs_err, rel_err, allowed = _errors(m, r, finite, scale, tol)
     if roundoff is not None:
         noise = roundoff.astype(dt)
-        allowed = jnp.maximum(allowed, tol.noise * jnp.where(jnp.isfinite(noise), noise, 0))
-    allowed = jnp.maximum(allowed, jnp.finfo(dt).tiny)  # rtol * tiny is subnormal: flushed to 0
-    score = jnp.where(finite, jnp.where(abs_err == 0, 0.0, abs_err / allowed), jnp.inf)
+        allowed = xp.maximum(allowed, tol.noise * xp.where(xp.isfinite(noise), noise, 0))
+    allowed = xp.maximum(allowed, jnp.finfo(dt).tiny)  # rtol * tiny is subnormal: flushed to 0
+    score = xp.where(finite, xp.where(abs_err == 0, 0.0, abs_err / allowed), np.inf)
     direct = finite & (score <= 1)
-    flag = jnp.zeros(score.shape, jnp.int8)
+    flag = xp.zeros(score.shape, np.int8)
     if recheck is not None:
         wide_dt = jnp.promote_types(recheck.dtype, dt)
         m64, r64 = recheck.astype(wide_dt), reference.astype(wide_dt)
-        ok64 = jnp.isfinite(m64) & judged
+        ok64 = xp.isfinite(m64) & judged
         wide_tol = recheck_tol or tol
         err64, _, allowed64 = _errors(m64, r64, ok64, scale.astype(wide_dt), wide_tol)
         if recheck_roundoff is not None:
             own = recheck_roundoff.astype(wide_dt)
-            allowed64 = jnp.maximum(
-                allowed64, wide_tol.noise * jnp.where(jnp.isfinite(own), own, 0)
-            )
-        rounding = finite & ~direct & ok64 & (err64 <= jnp.maximum(allowed64, 0))
-        flag = jnp.where(rounding, jnp.int8(ROUNDING), flag)
+            allowed64 = xp.maximum(allowed64, wide_tol.noise * xp.where(xp.isfinite(own), own, 0))
+        rounding = finite & ~direct & ok64 & (err64 <= xp.maximum(allowed64, 0))
+        flag = xp.where(rounding, np.int8(ROUNDING), flag)
     if spread is not None:
-        sp = jnp.where(jnp.isfinite(spread), spread.astype(dt), 0)
+        sp = xp.where(xp.isfinite(spread), spread.astype(dt), 0)
         widened = finite & ~direct & (flag == 0) & (abs_err <= tol.noise * sp)
-        flag = jnp.where(widened, jnp.int8(WIDENED), flag)
+        flag = xp.where(widened, np.int8(WIDENED), flag)
     passed = direct | (flag > 0)
     return Comparison(abs_err, rel_err, allowed, score, passed, flag, judged)
 
@@ -215,16 +222,20 @@ def _tensor_scale(r: jax.Array, segments: np.ndarray, n_segments: int) -> jax.Ar
     reduced slice by slice and broadcast back; XLA:CPU runs that several times faster than
     the scatter and gather a general ``segment_max`` needs.
     """
-    r_abs = jnp.where(jnp.isfinite(r), jnp.abs(r), 0)
+    xp = namespace(r)
+    r_abs = xp.where(xp.isfinite(r), xp.abs(r), 0)
     segments = np.asarray(segments)
     starts = np.flatnonzero(np.diff(segments, prepend=-1))
     if len(starts) != n_segments or np.any(segments[starts] != np.arange(n_segments)):
-        per = jax.vmap(lambda v: jax.ops.segment_max(v, segments, n_segments))(r_abs)
+        if xp is np:
+            per = np.stack([r_abs[:, segments == k].max(axis=1) for k in range(n_segments)], 1)
+        else:
+            per = jax.vmap(lambda v: jax.ops.segment_max(v, segments, n_segments))(r_abs)
         return per[:, segments]
     ends = [*starts[1:].tolist(), segments.size]
-    return jnp.concatenate(
+    return xp.concatenate(
         [
-            jnp.broadcast_to(jnp.max(r_abs[:, a:b], axis=1, keepdims=True), (r.shape[0], b - a))
+            xp.broadcast_to(xp.max(r_abs[:, a:b], axis=1, keepdims=True), (r.shape[0], b - a))
             for a, b in zip(starts.tolist(), ends, strict=True)
         ],
         axis=1,
@@ -233,11 +244,12 @@ def _tensor_scale(r: jax.Array, segments: np.ndarray, n_segments: int) -> jax.Ar
 
 def _errors(m, r, finite, scale, tol: Tolerance):
     """``(abs_err, rel_err, allowed)`` of the rule, before the roundoff clause."""
+    xp = namespace(m)
     tiny = jnp.finfo(m.dtype).tiny
-    denom = jnp.maximum(jnp.maximum(jnp.abs(m), jnp.abs(r)), jnp.maximum(tol.floor * scale, tiny))
-    abs_err = jnp.where(finite, jnp.abs(m - r), jnp.inf)
-    rel_err = jnp.where(finite, abs_err / denom, jnp.inf)
-    return abs_err, rel_err, jnp.maximum(tol.rtol * denom, tol.atol)
+    denom = xp.maximum(xp.maximum(xp.abs(m), xp.abs(r)), xp.maximum(tol.floor * scale, tiny))
+    abs_err = xp.where(finite, xp.abs(m - r), np.inf)
+    rel_err = xp.where(finite, abs_err / denom, np.inf)
+    return abs_err, rel_err, xp.maximum(tol.rtol * denom, tol.atol)
 
 
 class Worst(NamedTuple):
@@ -418,43 +430,45 @@ def summarize(manual, reference, cmp: Comparison, keep, valid) -> Summary:
 
     ``valid`` marks the real rows (the rest pad the points to fill devices or a program's
     size): the global fields count every valid row, the per-element ones only kept rows.
-    Traced: one pass over the arrays, nothing of size ``rows * P`` leaves the device.
+    Traced, one pass over the arrays so that nothing of size ``rows * P`` leaves the
+    device; or in NumPy, for rows judged on the host (:func:`namespace`).
     """
+    xp = namespace(manual)
     keep2, valid2 = keep[:, None], valid[:, None]
     failed = cmp.judged & ~cmp.passed & keep2
-    rank = jnp.where(
-        ~keep2, -1, jnp.where(failed, 3, jnp.where(cmp.flag > 0, 2, jnp.where(cmp.judged, 1, 0)))
-    ).astype(jnp.int8)
+    rank = xp.where(
+        ~keep2, -1, xp.where(failed, 3, xp.where(cmp.flag > 0, 2, xp.where(cmp.judged, 1, 0)))
+    ).astype(np.int8)
     if rank.shape[0] == 1:  # one row, as a wide network's scan steps: nothing to choose
-        top, idx = rank[0], jnp.zeros(rank.shape[1:], jnp.int32)
+        top, idx = rank[0], xp.zeros(rank.shape[1:], np.int32)
 
         def at(a):
             return a[0]
 
     else:
-        top = jnp.max(rank, axis=0)
-        idx = jnp.argmax(jnp.where(rank == top[None], cmp.score, -1.0), axis=0)
+        top = xp.max(rank, axis=0)
+        idx = xp.argmax(xp.where(rank == top[None], cmp.score, -1.0), axis=0)
 
         def at(a):
-            return jnp.take_along_axis(a, idx[None, :], axis=0)[0]
+            return xp.take_along_axis(a, idx[None, :], axis=0)[0]
 
     unjudged = ~cmp.judged & valid2
-    first = jnp.argmax(unjudged.ravel())
+    first = xp.argmax(unjudged.ravel())
     row, col = first // unjudged.shape[1], first % unjudged.shape[1]
     any_unjudged = unjudged.ravel()[first]
     return Summary(
-        idx.astype(jnp.int32), top, at(manual), at(reference), at(cmp.abs_err),
+        idx.astype(np.int32), top, at(manual), at(reference), at(cmp.abs_err),
         at(cmp.rel_err), at(cmp.allowed), at(cmp.score), at(cmp.flag),
-        jnp.sum(failed, axis=0, dtype=jnp.int32),
-        jnp.sum((cmp.flag > 0) & keep2, axis=0, dtype=jnp.int32),
-        jnp.sum(~cmp.judged & keep2, axis=0, dtype=jnp.int32),
-        jnp.any(cmp.judged & valid2 & (reference != 0)),
-        jnp.sum(jnp.any(unjudged, axis=1), dtype=jnp.int32),
-        jnp.stack([
-            jnp.where(any_unjudged, row, -1).astype(jnp.float64),
-            col.astype(jnp.float64),
-            manual[row, col].astype(jnp.float64),
-            reference[row, col].astype(jnp.float64),
+        xp.sum(failed, axis=0, dtype=np.int32),
+        xp.sum((cmp.flag > 0) & keep2, axis=0, dtype=np.int32),
+        xp.sum(~cmp.judged & keep2, axis=0, dtype=np.int32),
+        xp.any(cmp.judged & valid2 & (reference != 0)),
+        xp.sum(xp.any(unjudged, axis=1), dtype=np.int32),
+        xp.stack([
+            xp.where(any_unjudged, row, -1).astype(np.float64),
+            col.astype(np.float64),
+            manual[row, col].astype(np.float64),
+            reference[row, col].astype(np.float64),
         ]),
     )  # fmt: skip
 

@@ -19,9 +19,12 @@ import numpy as np
 from audit.compare import Summary, Tolerance, joined, unjudged_note, worst_of
 from audit.gradients import (
     blocked,
-    compare_rows,
+    host_judged,
     in_two_passes,
+    judge,
+    on_host,
     plan_calls,
+    raw_rows,
     runs_in,
     second_look,
 )
@@ -63,47 +66,64 @@ def _delta_rows(spec: OutputSpec, manual: bool):
     return rows
 
 
-@tiered(static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "mode", "block"))
-def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode, block=None):
-    def rows(part):
+@tiered(
+    static_argnames=("factors_fn", "names", "ref_dtype", "tol", "look", "mode", "block", "host")
+)
+def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode, block=None,
+                host=False):  # fmt: skip
+    def raw(part):
         params, x, y = part
-        return compare_rows(
+        return raw_rows(
             _seed_rows(factors_fn, names), _seed_rows(seed_factors_autodiff, names), None,
-            params, x, y, ref_dtype=ref_dtype, segments=np.arange(len(names)), tol=tol,
-            look=look, full=mode != "first",
+            params, x, y, ref_dtype=ref_dtype, look=look, full=mode != "first",
         )  # fmt: skip
 
-    return blocked(rows, tree, valid, mode=mode, rows_per_point=tree[1].shape[1], block=block)
+    if host:
+        return raw(tree)
+    segments = np.arange(len(names))
+    return blocked(lambda part: judge(raw(part), segments, tol), tree, valid, mode=mode,
+                   rows_per_point=tree[1].shape[1], block=block)  # fmt: skip
 
 
-@tiered(static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "mode", "block"))
-def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode, block=None):
-    def rows(part):
+@tiered(static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "mode", "block", "host"))
+def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode, block=None,
+                 host=False):  # fmt: skip
+    def raw(part):
         params, x, y = part
-        return compare_rows(
+        return raw_rows(
             _delta_rows(spec, True), _delta_rows(spec, False), None, params, x, y,
-            ref_dtype=ref_dtype, segments=np.repeat(np.arange(len(widths)), widths), tol=tol,
-            look=look, full=mode != "first",
+            ref_dtype=ref_dtype, look=look, full=mode != "first",
         )  # fmt: skip
 
-    return blocked(rows, tree, valid, mode=mode, rows_per_point=tree[1].shape[1], block=block)
+    if host:
+        return raw(tree)
+    segments = np.repeat(np.arange(len(widths)), widths)
+    return blocked(lambda part: judge(raw(part), segments, tol), tree, valid, mode=mode,
+                   rows_per_point=tree[1].shape[1], block=block)  # fmt: skip
 
 
 def _summaries(
-    program: Tiered, options: dict, groups: list[PointGroup], mesh, memory, ref_rows
-) -> Summary:
+    program: Tiered, options: dict, groups: list[PointGroup], mesh, memory, ref_rows,
+    segments: np.ndarray,
+) -> Summary:  # fmt: skip
     """Every group's rows, compared in two passes by ``program`` (with the static
     ``options``) and summarized as one; each call takes as many points as fit in ``memory``
     bytes (None: the default budget) by the estimate of
     :func:`audit.gradients.plan_calls` for the reference ``ref_rows``, and runs the
-    program compiled for its size (:mod:`audit.tiers`)."""
+    program compiled for its size (:mod:`audit.tiers`), or judges a small call on the host
+    (:func:`audit.gradients.on_host`). ``segments``: ``(F,)`` the tensor of each column."""
     parts = []
     for g in groups:
         chunk, block = plan_calls(ref_rows, g, options["ref_dtype"], memory, mesh)
         size = g.size if chunk is None else min(chunk, g.size)
-        run = functools.partial(program.pick(work(g.params, g.batch, size)), **options, block=block)
+        rows_per_point = int(g.x.shape[1])
+        host = on_host(size * rows_per_point * segments.size, mesh)
+        run = functools.partial(program.pick(work(g.params, g.batch, size)), **options,
+                                block=block, host=host)  # fmt: skip
+        if host:
+            run = host_judged(run, segments, options["tol"], rows_per_point)
         tree = (g.params, g.x, g.y)
-        parts.append(in_two_passes(run, tree, g.size, int(g.x.shape[1]), mesh, chunk))
+        parts.append(in_two_passes(run, tree, g.size, rows_per_point, mesh, chunk))
     return joined(parts, [g.size * int(g.x.shape[1]) for g in groups])
 
 
@@ -195,9 +215,10 @@ def seed_factor_audit(
     dt = jnp.dtype(ref_dtype).name
     look = second_look(g0.x.dtype, dt, runs_in(factors_fn, first, dt))
     options = dict(factors_fn=factors_fn, names=names, ref_dtype=dt, tol=tol, look=look)
+    segments = np.arange(len(names))
     results = _summaries(_seed_group, options, groups, mesh, memory,
-                         _seed_rows(seed_factors_autodiff, names))  # fmt: skip
-    return _entries(list(names), np.arange(len(names)), results, groups, dtype=g0.x.dtype)
+                         _seed_rows(seed_factors_autodiff, names), segments)  # fmt: skip
+    return _entries(list(names), segments, results, groups, dtype=g0.x.dtype)
 
 
 # the note's chain order, from the loss backwards
@@ -226,8 +247,9 @@ def delta_factors(
     dt = jnp.dtype(ref_dtype).name
     look = second_look(groups[0].x.dtype, dt, True)  # the closed form is dtype-generic
     options = dict(spec=spec, widths=widths, ref_dtype=dt, tol=tol, look=look)
-    results = _summaries(_delta_group, options, groups, mesh, memory, _delta_rows(spec, False))
-    names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
     segments = np.repeat(np.arange(len(widths)), widths)
+    results = _summaries(_delta_group, options, groups, mesh, memory, _delta_rows(spec, False),
+                         segments)  # fmt: skip
+    names = [f"delta_{l + 1} (dE/dz_{l + 1})" for l in range(len(widths))]
     entries, notes = _entries(names, segments, results, groups, dtype=groups[0].x.dtype)
     return entries[::-1], notes

@@ -3,6 +3,12 @@
 Works on any params pytree and any scalar ``loss_fn(params, x, y)``: the handwritten
 ``grad_fn(params, x, y)`` must return the same pytree. Gradients are flattened in
 ``jax.tree.leaves`` order, each leaf raveled row-major.
+
+A large call compiles one program: the gradients, the rule (:mod:`audit.compare`) and its
+summary over the points. A small one (:func:`on_host`) compiles only the gradients and the
+estimates the rule needs (:func:`raw_rows`), and applies the rule in NumPy
+(:func:`host_judged`): the same code in the same dtypes, with nothing more to compile, so a
+small audit's first call is not spent compiling the rule.
 """
 
 from __future__ import annotations
@@ -26,19 +32,22 @@ from audit.compare import (
     joined,
     merge,
     merge_traced,
+    namespace,
     summarize,
     worst_of,
 )
 from audit.layout import Layout, cast_floats, flat_points, n_points
 from audit.placement import shard_points, to_host
 from audit.points import PointGroup
-from audit.tiers import tiered, work
+from audit.tiers import tiered, traced_once, work
 from jaxbp.checks import check_grads_like
 
 __all__ = [
     "EVALUATIONS",
+    "HOST_VALUES",
     "NUDGES",
     "Evaluation",
+    "RawRows",
     "audit_program",
     "block_points",
     "blocked",
@@ -46,10 +55,14 @@ __all__ = [
     "detail_rows",
     "evaluate",
     "finish",
+    "host_judged",
     "in_two_passes",
+    "judge",
     "nudged",
+    "on_host",
     "plan_calls",
     "point_shapes",
+    "raw_rows",
     "runs_in",
     "second_look",
 ]
@@ -105,7 +118,7 @@ def _shapes_of(fn: Callable, args: tuple):
 @functools.lru_cache(maxsize=256)
 def _shapes_cached(fn, treedef, leaves, x64: bool):
     del x64  # part of the key: the shapes depend on it
-    return jax.eval_shape(fn, *jax.tree.unflatten(treedef, list(leaves)))
+    return jax.eval_shape(traced_once(fn), *jax.tree.unflatten(treedef, list(leaves)))
 
 
 def runs_in(fn: Callable, args: tuple, dtype) -> bool:
@@ -218,7 +231,19 @@ def roundoff(flat_fn: Callable, params, x, y, reference: jax.Array) -> jax.Array
     return jnp.max(jnp.abs(again - reference[None]), axis=0)
 
 
-def compare_rows(
+class RawRows(NamedTuple):
+    """What :func:`audit.compare.compare` judges, over ``(rows, P)``: both sides, and the
+    roundoff, recheck and spread estimates the rule asks for (None where it asks for none)."""
+
+    manual: jax.Array
+    reference: jax.Array
+    roundoff: jax.Array | None
+    recheck: jax.Array | None
+    recheck_roundoff: jax.Array | None
+    spread: jax.Array | None
+
+
+def raw_rows(
     manual_fn,
     ref_fn,
     manual,
@@ -227,14 +252,13 @@ def compare_rows(
     y,
     *,
     ref_dtype,
-    segments,
-    tol,
     look=None,
     wide=None,
     full=True,
     manual_x64=None,
-):
-    """Traced body shared by the gradient and factor audits for one point group.
+) -> RawRows:
+    """Traced body shared by the gradient and factor audits for one point group: every
+    value the rule needs, before the rule (:func:`judge`).
 
     ``manual_fn``/``ref_fn`` map ``(params, x, y)`` stacked over points to ``(rows, P)``;
     ``manual`` is given instead of ``manual_fn`` for a function JAX cannot trace, and then
@@ -276,11 +300,25 @@ def compare_rows(
         spread = roundoff(own, params, x, y, manual)
         if not narrower:  # the reference runs in the audited dtype too: count its own spread
             spread = jnp.maximum(spread, roundoff(ref_fn, params, x, y, reference))
+    return RawRows(manual, reference, rnd, recheck, rnd_wide, spread)
+
+
+def judge(raw: RawRows, segments: np.ndarray, tol: Tolerance):
+    """``(manual, reference, Comparison)`` of :func:`raw_rows`' values by the audit's rule,
+    traced or in NumPy (:func:`audit.compare.namespace`); ``segments``: ``(P,)`` the tensor
+    of each element."""
+    segments = np.asarray(segments)
     cmp = compare(
-        manual, reference, rnd, segments, int(segments.max()) + 1, tol, recheck=recheck,
-        recheck_tol=DEFAULT_TOLERANCES["float64"], recheck_roundoff=rnd_wide, spread=spread,
+        raw.manual, raw.reference, raw.roundoff, segments, int(segments.max()) + 1, tol,
+        recheck=raw.recheck, recheck_tol=DEFAULT_TOLERANCES["float64"],
+        recheck_roundoff=raw.recheck_roundoff, spread=raw.spread,
     )  # fmt: skip
-    return manual, reference, cmp
+    return raw.manual, raw.reference, cmp
+
+
+def compare_rows(manual_fn, ref_fn, manual, params, x, y, *, segments, tol, **options):
+    """:func:`judge` of :func:`raw_rows` (``options`` are its keywords) in one trace."""
+    return judge(raw_rows(manual_fn, ref_fn, manual, params, x, y, **options), segments, tol)
 
 
 def _with_x64(fn: Callable, on: bool) -> Callable:
@@ -303,13 +341,14 @@ def finish(result, valid, *, mode: str, rows_per_point: int, offset=0):
     manual, reference, cmp = result
     if mode == "detail":
         return result
+    xp = namespace(manual)
     n_rows = manual.shape[0]
-    ok = jnp.arange(n_rows) + offset < valid
+    ok = xp.arange(n_rows) + offset < valid
     if mode == "second":
         return _shifted(summarize(manual, reference, cmp, ok, ok), offset), None
     failed = cmp.judged & ~cmp.passed & ok[:, None]
-    bad = jnp.any(failed.reshape(n_rows // rows_per_point, -1), axis=1)
-    keep = ok & ~jnp.repeat(bad, rows_per_point, total_repeat_length=n_rows)
+    bad = xp.any(failed.reshape(n_rows // rows_per_point, -1), axis=1)
+    keep = ok & ~xp.repeat(bad, rows_per_point, axis=0)
     return _shifted(summarize(manual, reference, cmp, keep, ok), offset), bad
 
 
@@ -379,30 +418,64 @@ def blocked(rows_fn: Callable, tree, valid, *, mode: str, rows_per_point: int, b
 @tiered(
     static_argnames=(
         "grad_fn", "ref_grad_fn", "ref_dtype", "shapes", "tol", "look", "traced", "mode",
-        "own_x64", "block",
+        "own_x64", "block", "host",
     ),
 )  # fmt: skip
 def _evaluate_group(
     tree, valid, *, grad_fn, ref_grad_fn, ref_dtype, shapes, tol, look, traced, mode,
-    own_x64=None, block=None,
+    own_x64=None, block=None, host=False,
 ):  # fmt: skip
-    segments = np.repeat(np.arange(len(shapes)), [int(np.prod(s)) for s in shapes])
-
-    def rows(part):
+    def raw(part):
         manual, wide, params, x, y = part
-        return compare_rows(
+        return raw_rows(
             _flat_of(grad_fn) if traced else None, _flat_of(ref_grad_fn), manual, params, x, y,
-            ref_dtype=ref_dtype, segments=segments, tol=tol, look=look, wide=wide,
-            full=mode != "first", manual_x64=own_x64,
+            ref_dtype=ref_dtype, look=look, wide=wide, full=mode != "first", manual_x64=own_x64,
         )  # fmt: skip
 
-    return blocked(rows, tree, valid, mode=mode, rows_per_point=1, block=block)
+    if host:
+        return raw(tree)
+    segments = _segments(shapes)
+    return blocked(lambda part: judge(raw(part), segments, tol), tree, valid, mode=mode,
+                   rows_per_point=1, block=block)  # fmt: skip
+
+
+def _segments(shapes) -> np.ndarray:
+    """``(P,)``: the leaf each element of a flat gradient belongs to."""
+    return np.repeat(np.arange(len(shapes)), [int(np.prod(s)) for s in shapes])
+
+
+HOST_VALUES = 1 << 15  # compared values (rows x elements) of a call judged on the host
+
+
+def on_host(values: int, mesh=None) -> bool:
+    """Whether a call comparing ``values`` values is judged in NumPy on the host
+    (:func:`host_judged`): a small one without a ``mesh``. Compiling the rule and its
+    summary takes XLA about half a second; NumPy judges a few thousand values in a
+    millisecond, so a small audit's first call is not spent compiling."""
+    return mesh is None and int(values) <= HOST_VALUES
+
+
+def host_judged(raw_program: Callable, segments: np.ndarray, tol: Tolerance,
+                rows_per_point: int) -> Callable:  # fmt: skip
+    """``program(tree, valid, mode=...)`` as :func:`in_two_passes` takes it, which gets the
+    rule's inputs from the compiled ``raw_program`` (its :class:`RawRows`) and applies the
+    rule and :func:`finish` in NumPy: the same operations in the same dtypes as the traced
+    form (:func:`audit.compare.namespace`), with nothing to compile."""
+
+    def program(tree, valid, *, mode):
+        raw = raw_program(tree, valid, mode=mode)
+        raw = RawRows(*(None if a is None else np.asarray(a) for a in raw))
+        with np.errstate(all="ignore"):  # inf and NaN as IEEE arithmetic (and XLA) gives them
+            result = judge(raw, segments, tol)
+            return finish(result, int(valid), mode=mode, rows_per_point=rows_per_point)
+
+    return program
 
 
 def audit_program(
     grad_fn: Callable, ref_grad_fn: Callable, *, ref_dtype, shapes, tol: Tolerance,
     look: str | None, traced: bool, own_x64: bool | None = None, work: int = 0,
-    block: int | None = None,
+    block: int | None = None, host: bool = False,
 ) -> Callable:  # fmt: skip
     """The compiled audit of one point group, ``program(tree, valid, mode=...)``, as
     :func:`in_two_passes` and :func:`detail_rows` take it.
@@ -411,13 +484,15 @@ def audit_program(
     handwritten gradients computed outside JAX, None when ``traced``); ``shapes`` the leaf
     shapes of one point's params; ``own_x64`` the 64-bit setting the handwritten side is
     traced with (None: as the caller has it); ``work`` the size of a call, which picks the
-    compiled form (:mod:`audit.tiers`); ``block`` the points of one step (:func:`blocked`).
+    compiled form (:mod:`audit.tiers`); ``block`` the points of one step (:func:`blocked`);
+    ``host`` judges on the host (:func:`on_host`, :func:`host_judged`).
     """
-    return functools.partial(
+    program = functools.partial(
         _evaluate_group.pick(work), grad_fn=grad_fn, ref_grad_fn=ref_grad_fn,
         ref_dtype=jnp.dtype(ref_dtype).name, shapes=tuple(shapes), tol=tol, look=look,
-        traced=traced, own_x64=own_x64, block=block,
+        traced=traced, own_x64=own_x64, block=block, host=host,
     )  # fmt: skip
+    return host_judged(program, _segments(shapes), tol, 1) if host else program
 
 
 def _bucket(n: int) -> int:
@@ -519,7 +594,8 @@ def detail_rows(
 @functools.lru_cache(maxsize=64)
 def _flat_of(fn):
     """``fn`` over stacked points, flattened to ``(points, P)``; one object per ``fn``."""
-    return lambda p, x, y: flat_points(jax.vmap(fn)(p, x, y), n_points(p))
+    one = traced_once(fn)  # traced once per point shapes, whatever else uses it
+    return lambda p, x, y: flat_points(jax.vmap(one)(p, x, y), n_points(p))
 
 
 def evaluate(
@@ -563,7 +639,7 @@ def evaluate(
             program = audit_program(
                 grad_fn, ref_grad_fn, ref_dtype=ref_dtype, shapes=layout.shapes, tol=tol,
                 look=look, traced=traced, own_x64=own_x64, work=work(g.params, g.batch, size),
-                block=block,
+                block=block, host=on_host(size * layout.segments.size, mesh),
             )  # fmt: skip
             tree = (given, wide, g.params, g.x, g.y)
             summaries.append(in_two_passes(program, tree, g.size, 1, mesh, chunk))

@@ -38,6 +38,7 @@ __all__ = [
     "forget_compiled_ahead",
     "full_precision",
     "tiered",
+    "traced_once",
     "work",
 ]
 
@@ -154,6 +155,23 @@ def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
 def forget_compiled_ahead() -> None:
     """Forget what was compiled ahead, after JAX's own caches were cleared."""
     _AHEAD.clear()
+
+
+def traced_once(fn: Callable) -> Callable:
+    """``jax.jit(fn)``, one object per ``fn``: every use of it at the same argument shapes
+    and settings (``jax.eval_shape``, ``jax.grad``, ``jax.vmap``, inside any program) reuses
+    one trace of ``fn``'s Python, which transformations then work on. Tracing a user's loss
+    or gradient function again for each program cost a small audit's first call about as
+    much as compiling. An unhashable ``fn`` gets a wrapper of its own."""
+    try:
+        return _traced_once(fn)
+    except TypeError:
+        return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _traced_once(fn: Callable) -> Callable:
+    return jax.jit(fn)
 
 
 def full_precision(fn):

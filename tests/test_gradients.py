@@ -137,3 +137,70 @@ def test_a_scan_over_blocks_summarizes_as_one_step(rows_per_point, block):
     summary = Summary(*(np.asarray(f) for f in one))
     assert summary.n_failed.sum() > 0 and summary.unjudged_rows == 1
     assert summary.first_unjudged[0] == 7 * rows_per_point
+
+
+@pytest.mark.parametrize("segments", [[0, 0, 1], [1, 0, 1]], ids=["runs", "interleaved"])
+def test_the_rule_judged_on_the_host_summarizes_as_traced(segments):
+    # the same values through the rule in NumPy (a small call's path) and traced in a
+    # compiled program: every field of the summary identical, in both passes, with every
+    # clause of the rule in play (roundoff, the float64 recheck and its roundoff, spread)
+    from audit.compare import DEFAULT_TOLERANCES
+    from audit.gradients import RawRows, finish, host_judged, judge
+
+    segments = np.array(segments)
+    n = 23
+    m, r = _made_up_points(n, 1)
+    rng = np.random.default_rng(4)
+    raw = RawRows(
+        m.astype(np.float32),  # the audited dtype, promoted to the reference's by the rule
+        r,
+        np.abs(r) * 10.0 ** rng.integers(-9, -3, size=r.shape),
+        m * (1 + 1e-9 * rng.integers(-3, 4, size=r.shape)),
+        np.abs(r) * 1e-12,
+        np.abs(m) * 1e-4,
+    )
+    tol = DEFAULT_TOLERANCES["float32"]
+    valid = n - 1
+    with jax.enable_x64(True):
+        for mode in ("first", "second"):
+
+            def traced(tree, v, mode=mode):
+                return finish(judge(RawRows(*tree), segments, tol), v, mode=mode,
+                              rows_per_point=1)  # fmt: skip
+
+            on_device, bad_device = jax.jit(traced)(tuple(raw), valid)
+            on_host, bad_host = host_judged(lambda t, v, mode: t, segments, tol, 1)(
+                raw, valid, mode=mode
+            )
+            for name, a, b in zip(Summary._fields, on_device, on_host, strict=True):
+                assert isinstance(b, np.ndarray | np.generic), name  # nothing traced
+                np.testing.assert_array_equal(np.asarray(a), b, err_msg=name)
+            if mode == "first":
+                np.testing.assert_array_equal(np.asarray(bad_device), bad_host)
+                assert bad_host.any()
+
+
+@pytest.mark.parametrize("grad_fn", [jaxbp.seed_grads, _halved_w11], ids=["right", "w11_halved"])
+def test_a_small_audit_judged_on_the_host_reads_as_one_judged_on_the_device(grad_fn, monkeypatch):
+    import audit
+    import audit.gradients
+
+    params, x, y = jaxbp.seed_example()
+
+    def loss_fn(p, x, y):
+        return jaxbp.batch_loss(p, x, y, activation="sigmoid", loss="mse")
+
+    def run():
+        return audit.check_gradients(grad_fn, loss_fn, params, x, y, points=40,
+                                     key=jax.random.key(2), fd=False)  # fmt: skip
+
+    assert audit.gradients.on_host(41 * 9)  # this audit is small enough
+    host = run()
+    monkeypatch.setattr(audit.gradients, "HOST_VALUES", 0)
+    device = run()
+    assert host.passed == device.passed == (grad_fn is jaxbp.seed_grads)
+    assert host.failed_weights == device.failed_weights
+    for a, b in zip(host.weights, device.weights, strict=True):
+        assert (a["name"], a["status"], a["hint"]) == (b["name"], b["status"], b["hint"])
+        assert a["worst_point"] == b["worst_point"]
+        np.testing.assert_allclose(a["abs_err"], b["abs_err"], rtol=1e-12, atol=0)

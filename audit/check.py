@@ -18,10 +18,11 @@ from audit.budget import clear_if_crowded
 from audit.compare import default_tolerance, tolerance_dict
 from audit.custom_rules import custom_rules
 from audit.fd_verdict import check_reference
+from audit.finite_diff import finite_differences_ahead
 from audit.gradients import is_traceable
 from audit.points import PointGroup, numbered, perturbed
 from audit.result import AuditResult, column
-from audit.tiers import compile_ahead, full_precision
+from audit.tiers import QUICK_OPTIONS, compile_ahead, full_precision, traced_once
 from audit.weights import compare_groups, comparison_config
 from jaxbp.checks import check_int, check_key
 from jaxbp.sharding import data_size
@@ -32,7 +33,7 @@ __all__ = ["check_gradients"]
 @functools.lru_cache(maxsize=64)
 def _autodiff_of(loss_fn: Callable) -> Callable:
     """``jax.grad(loss_fn)``, one object per loss so repeated audits reuse the compiled code."""
-    return jax.grad(loss_fn)
+    return jax.grad(traced_once(loss_fn))
 
 
 def _stacked(params):
@@ -94,6 +95,19 @@ def _rules_note(loss_fn: Callable, rules: list[str], reference: str = "autodiff"
     ]
 
 
+def _given_point(params, x, y) -> PointGroup:
+    """The given point alone, as a one-point group (views on the host: nothing compiles)."""
+    x, y = (jax.tree.map(lambda a: np.asarray(a)[None], t) for t in (x, y))
+    return PointGroup(("random",), _stacked(params), x, y, ["given point"])
+
+
+@functools.partial(jax.jit, static_argnums=0, compiler_options=QUICK_OPTIONS)
+def _loss_value(loss_fn: Callable, params, x, y) -> jax.Array:
+    """The loss at one point: one program, compiled quickly (:mod:`audit.tiers`) since it
+    runs once, reusing the trace the audit's other programs start from."""
+    return traced_once(loss_fn)(params, x, y)
+
+
 def _check_loss(loss_fn: Callable, params, x, y) -> None:
     """``loss_fn`` at the given point: a batch with examples, a finite float scalar."""
     who = getattr(loss_fn, "__name__", "loss_fn")
@@ -106,7 +120,7 @@ def _check_loss(loss_fn: Callable, params, x, y) -> None:
                     "nothing; pass at least one example"
                 )
     try:
-        out = jax.eval_shape(loss_fn, params, x, y)
+        out = jax.eval_shape(traced_once(loss_fn), params, x, y)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{who}(params, x, y) failed on the given point: {e}") from e
     if not (
@@ -123,7 +137,7 @@ def _check_loss(loss_fn: Callable, params, x, y) -> None:
             f"{who}(params, x, y) returned {got}, expected a scalar float loss: reduce over "
             "the batch (jnp.mean or jnp.sum) and return one number"
         )
-    value = float(jax.jit(loss_fn)(params, x, y))  # one program, not one per operation
+    value = float(_loss_value(loss_fn, params, x, y))
     if not np.isfinite(value):
         raise ValueError(
             f"{who}(params, x, y) is {value} at the given point, expected a finite loss: "
@@ -231,6 +245,13 @@ def check_gradients(
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
 
     n = points + 1
+    # while the points' program compiles: grad_fn is traced at the given point, whose shapes
+    # every perturbed point shares (point 0 of the stacked points is the given point)
+    given = _given_point(params, x, y)
+    traced = is_traceable(grad_fn, given)
+    if fd and reference == "autodiff":  # finite differences' program, as compare_groups asks
+        with jax.enable_x64(True):  # for it, compiles while the points are drawn and compared
+            finite_differences_ahead(loss_fn, given, min(fd_max, n_params), dtype=ref_dtype)
     if drawing is not None:
         drawing.result()
     stacked = draw(params, key, spread, points=points) if points else _stacked(params)
@@ -246,7 +267,6 @@ def check_gradients(
         numbered("perturbed point", n, first=["given point"]),
     )
 
-    traced = is_traceable(grad_fn, group)
     weights, notes, per_call, phases, leaf_entries, fd_points = compare_groups(
         grad_fn, _autodiff_of(loss_fn), loss_fn, [group], traced=traced, names=all_names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max, candidates=None, saturation=None,

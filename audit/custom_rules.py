@@ -20,6 +20,8 @@ from typing import Any
 import jax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
+from audit.tiers import traced_once
+
 __all__ = ["custom_rules", "non_differentiable_ops"]
 
 # primitives whose derivative autodiff gives as zero (or refuses) wherever it is defined
@@ -81,7 +83,8 @@ def _walked(walk: Callable, fn: Callable, args: tuple) -> list[str]:
 @functools.lru_cache(maxsize=256)
 def _walked_cached(walk, fn, treedef, shapes) -> tuple[str, ...]:
     args = jax.tree.unflatten(treedef, list(shapes))
-    return tuple(walk(jax.make_jaxpr(fn)(*args).jaxpr))
+    # the trace every other use of fn at these shapes shares (audit.tiers.traced_once)
+    return tuple(walk(traced_once(fn).trace(*args).jaxpr.jaxpr))
 
 
 def non_differentiable_ops(fn: Callable, *args) -> list[str]:

@@ -16,7 +16,7 @@ import numpy as np
 from audit.gradients import NUDGES, nudged
 from audit.layout import cast_floats, flat_points, n_points, unflatten
 from audit.points import PointGroup
-from audit.tiers import compile_ahead, tiered, work
+from audit.tiers import compile_ahead, tiered, traced_once, work
 
 __all__ = [
     "ROUNDOFF_NOISE",
@@ -111,6 +111,7 @@ def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dt
 @tiered(static_argnames=("loss_fn", "treedef", "shapes", "dtype", "measured"))
 def _fd_jit(loss_fn, treedef, shapes, dtype, measured, params, x, y, widx, local):
     # cast and flatten here: outside, each leaf shape would cost a compilation of its own
+    loss_fn = traced_once(loss_fn)  # the trace the reference's gradient starts from, reused
     flat = flat_points(cast_floats(params, dtype), n_points(params))
     x, y = cast_floats((x, y), dtype)
 
@@ -120,31 +121,30 @@ def _fd_jit(loss_fn, treedef, shapes, dtype, measured, params, x, y, widx, local
     def one(args):
         i, k = args
         p = flat[k]
+        xk, yk = jax.tree.map(lambda a: a[k], (x, y))
         h = fd_step(p[i])
-
-        def central(step):
-            xk, yk = jax.tree.map(lambda a: a[k], (x, y))
-            up = loss_fn(unravel(p.at[i].add(step)), xk, yk)
-            down = loss_fn(unravel(p.at[i].add(-step)), xk, yk)
-            return (up - down) / (2 * step), jnp.maximum(jnp.abs(up), jnp.abs(down))
-
-        d, size = central(h)
+        # the six steps through one vmapped loss: one copy of the loss in the program, not six
+        steps = jnp.stack([h, -h, 2 * h, -2 * h, h / 2, -h / 2])
+        losses = jax.vmap(lambda s: loss_fn(unravel(p.at[i].add(s)), xk, yk))(steps)
+        up, down = losses[0::2], losses[1::2]
+        diffs = (up - down) / (2 * steps[0::2])  # D(h), D(2h), D(h/2)
+        d = diffs[0]
+        size = jnp.maximum(jnp.abs(up[0]), jnp.abs(down[0]))
         # the loss is known to a few units in its last place: differences of it are multiples
         # of that grid, which two neighbouring steps can happen to share exactly
         grid = ROUNDOFF_ULPS * jnp.finfo(d.dtype).eps * size / h
-        err = jnp.maximum(jnp.abs(central(2 * h)[0] - d), jnp.abs(central(h / 2)[0] - d))
+        err = jnp.maximum(jnp.abs(diffs[1] - d), jnp.abs(diffs[2] - d))
         err = jnp.maximum(err, grid)
         if measured:
             # a loss that sums terms of both signs is known to the terms' last place, not
             # its own: how far it moves when the point is nudged by one ulp shows that
-            err = jnp.maximum(err, ROUNDOFF_NOISE * loss_spread(p, k) / h)
+            err = jnp.maximum(err, ROUNDOFF_NOISE * loss_spread(p, xk, yk) / h)
         return jnp.stack([d, err])
 
-    def loss_spread(p, k):
-        xk, yk = jax.tree.map(lambda a: a[k], (x, y))
-        base = loss_fn(unravel(p), xk, yk)
-        copies = [nudged(p, xk, yk, b) for b in range(NUDGES)]
-        moved = [loss_fn(unravel(q), xq, yq) for q, xq, yq in copies]
-        return jnp.max(jnp.abs(jnp.stack(moved) - base))
+    def loss_spread(p, xk, yk):
+        copies = [(p, xk, yk)] + [nudged(p, xk, yk, b) for b in range(NUDGES)]
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *copies)
+        losses = jax.vmap(lambda q, xq, yq: loss_fn(unravel(q), xq, yq))(*stacked)
+        return jnp.max(jnp.abs(losses[1:] - losses[0]))
 
     return jax.lax.map(one, (widx, local), batch_size=64).T

@@ -19,7 +19,7 @@ from audit.compare import default_tolerance, tolerance_dict
 from audit.custom_rules import custom_rules
 from audit.fd_verdict import check_reference
 from audit.finite_diff import finite_differences_ahead
-from audit.gradients import is_traceable
+from audit.gradients import is_traceable, point_shapes, runs_in
 from audit.points import PointGroup, numbered, perturbed
 from audit.result import AuditResult, column
 from audit.tiers import QUICK_OPTIONS, compile_ahead, full_precision, traced_once
@@ -109,7 +109,7 @@ def _loss_value(loss_fn: Callable, params, x, y) -> jax.Array:
 
 
 def _check_loss(loss_fn: Callable, params, x, y) -> None:
-    """``loss_fn`` at the given point: a batch with examples, a finite float scalar."""
+    """``loss_fn`` at the given point: a batch with examples, a float scalar."""
     who = getattr(loss_fn, "__name__", "loss_fn")
     for what, tree in (("x", x), ("y", y)):
         for path, a in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -137,6 +137,11 @@ def _check_loss(loss_fn: Callable, params, x, y) -> None:
             f"{who}(params, x, y) returned {got}, expected a scalar float loss: reduce over "
             "the batch (jnp.mean or jnp.sum) and return one number"
         )
+
+
+def _check_loss_value(loss_fn: Callable, params, x, y) -> None:
+    """``loss_fn`` at the given point is finite (its shape checked by :func:`_check_loss`)."""
+    who = getattr(loss_fn, "__name__", "loss_fn")
     value = float(_loss_value(loss_fn, params, x, y))
     if not np.isfinite(value):
         raise ValueError(
@@ -229,6 +234,7 @@ def check_gradients(
     draw = perturbed.pick(points * n_params)
     drawing = compile_ahead(draw, params, key, spread, points=points) if points else None
     _check_loss(loss_fn, params, x, y)
+    compile_ahead(_loss_value, loss_fn, params, x, y)  # its value is read below
     rules = custom_rules(loss_fn, params, x, y)
     all_names = list(names) if names is not None else _tree_names(params)
     if len(all_names) != n_params:
@@ -249,9 +255,13 @@ def check_gradients(
     # every perturbed point shares (point 0 of the stacked points is the given point)
     given = _given_point(params, x, y)
     traced = is_traceable(grad_fn, given)
+    if traced:  # whether it runs in float64 (the second look), asked again from a cache later
+        with jax.enable_x64(True):
+            runs_in(grad_fn, point_shapes(given), ref_dtype)
     if fd and reference == "autodiff":  # finite differences' program, as compare_groups asks
         with jax.enable_x64(True):  # for it, compiles while the points are drawn and compared
             finite_differences_ahead(loss_fn, given, min(fd_max, n_params), dtype=ref_dtype)
+    _check_loss_value(loss_fn, params, x, y)
     if drawing is not None:
         drawing.result()
     stacked = draw(params, key, spread, points=points) if points else _stacked(params)

@@ -102,7 +102,7 @@ def work(stacked_params: Any, batch: int, points: int | None = None) -> int:
     return (n if points is None else int(points)) * values * max(int(batch), 1)
 
 
-_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+_COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit")
 _AHEAD: dict = {}  # signatures compiled ahead already, oldest first
 _AHEAD_MAX = 1024
 

@@ -21,6 +21,7 @@ from audit.tiers import compile_ahead, tiered, traced_once, work
 __all__ = [
     "ROUNDOFF_NOISE",
     "ROUNDOFF_ULPS",
+    "VMAP_STEPS_MAX",
     "fd_step",
     "finite_differences",
     "finite_differences_ahead",
@@ -33,6 +34,8 @@ ROUNDOFF_ULPS = 32
 # (audit.gradients.nudged), times ROUNDOFF_NOISE, also bounds the error (3 more loss
 # evaluations a difference)
 ROUNDOFF_NOISE = 8
+# parameters up to which the six steps of a difference go through one vmapped loss
+VMAP_STEPS_MAX = 1 << 12
 
 
 def fd_step(p: jax.Array) -> jax.Array:
@@ -123,9 +126,19 @@ def _fd_jit(loss_fn, treedef, shapes, dtype, measured, params, x, y, widx, local
         p = flat[k]
         xk, yk = jax.tree.map(lambda a: a[k], (x, y))
         h = fd_step(p[i])
-        # the six steps through one vmapped loss: one copy of the loss in the program, not six
         steps = jnp.stack([h, -h, 2 * h, -2 * h, h / 2, -h / 2])
-        losses = jax.vmap(lambda s: loss_fn(unravel(p.at[i].add(s)), xk, yk))(steps)
+
+        def moved(s):
+            return loss_fn(unravel(p.at[i].add(s)), xk, yk)
+
+        if p.shape[0] <= VMAP_STEPS_MAX:
+            # one vmapped copy of the loss: half the compile time of six, for a small network,
+            # whose first call is mostly compiling
+            losses = jax.vmap(moved)(steps)
+        else:
+            # six copies: a vmap would hold six moved copies of a wide network's params at
+            # once, and a loop over one copy runs slower
+            losses = jnp.stack([moved(steps[k]) for k in range(6)])
         up, down = losses[0::2], losses[1::2]
         diffs = (up - down) / (2 * steps[0::2])  # D(h), D(2h), D(h/2)
         d = diffs[0]

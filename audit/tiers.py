@@ -1,5 +1,5 @@
 """How audit programs are compiled: two forms of each, quick to compile for small calls and
-optimized for large ones, and compilation ahead of the call in a background thread
+optimized for large ones, and compilation ahead of the call in background threads
 (:func:`compile_ahead`).
 
 XLA spends most of a small program's compile time optimizing machine code that then runs for
@@ -102,6 +102,9 @@ def work(stacked_params: Any, batch: int, points: int | None = None) -> int:
     return (n if points is None else int(points)) * values * max(int(batch), 1)
 
 
+# two workers: a small audit compiles its points' program and its loss's side by side while the
+# main thread traces (XLA lets go of Python's lock); a large program is compiled by XLA on
+# every core already
 _COMPILER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit")
 _AHEAD: dict = {}  # signatures compiled ahead already, oldest first
 _AHEAD_MAX = 1024

@@ -42,6 +42,7 @@ import json
 import os
 import pathlib
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,7 @@ __all__ = [
     "Net",
     "estimate_s",
     "first_call",
+    "first_vjp_call",
     "mlp_net",
     "plan_calls",
     "run_audit",
@@ -393,13 +395,40 @@ print(json.dumps(dict(import_jax_s=t1 - t0, import_audit_jaxbp_s=t2 - t1, first=
 """
 
 
-def first_call(processes: int = 1) -> dict[str, Any]:
-    """The first ``check_gradients`` call (2-2-1, 16 points) in ``processes`` fresh processes.
+_FIRST_VJP = """
+import json, time
+t0 = time.perf_counter()
+import jax
+t1 = time.perf_counter()
+import audit
+from examples.custom_vjp import softplus, softplus_inputs
+t2 = time.perf_counter()
+from benchmarks.timing import compile_log
 
-    Each process times ``import jax``, ``import audit, jaxbp``, then the first and second
+args = softplus_inputs()
+calls = []
+for _ in range(2):
+    with compile_log() as log:
+        t = time.perf_counter()
+        audit.assert_vjp(softplus, *args, key=jax.random.key(0))  # raises if it disagrees
+        calls.append(dict(seconds=time.perf_counter() - t, passed=True,
+                          compiles=log().count, compiling_s=log().total_s))
+print(json.dumps(dict(import_jax_s=t1 - t0, import_audit_jaxbp_s=t2 - t1, first=calls[0],
+                      second=calls[1], cache_dir=jax.config.jax_compilation_cache_dir)))
+"""
+
+
+def first_call(
+    processes: int = 1, *, script: str = _FIRST_CALL, call: str | None = None
+) -> dict[str, Any]:
+    """The first call of ``script`` (default: ``check_gradients`` on a 2-2-1 network, 16
+    points) in ``processes`` fresh processes.
+
+    Each process times ``import jax``, the project's imports, then the first and second
     calls with their compilations. ``JAX_COMPILATION_CACHE_DIR`` is removed from its
     environment, so every process starts cold; ``cache_dir`` is JAX's persistent cache as the
-    process saw it (None: off). ``first_s`` is the fastest first call of the processes.
+    process saw it (None: off). ``first_s`` is the fastest first call of the processes,
+    ``median_s`` their median.
     """
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -408,7 +437,7 @@ def first_call(processes: int = 1) -> dict[str, Any]:
         for _ in range(processes):
             t0 = time.perf_counter()
             proc = subprocess.run(
-                [sys.executable, "-c", _FIRST_CALL],
+                [sys.executable, "-c", script],
                 capture_output=True,
                 text=True,
                 env=env,
@@ -421,11 +450,24 @@ def first_call(processes: int = 1) -> dict[str, Any]:
                 raise RuntimeError(f"first-call process failed: {proc.stderr[-1500:]}")
             runs.append(dict(json.loads(proc.stdout.strip().splitlines()[-1]), wall_s=wall))
     return dict(
-        call="check_gradients(seed_grads, loss_fn, params, x, y, points=15, "
+        call=call
+        or "check_gradients(seed_grads, loss_fn, params, x, y, points=15, "
         "key=jax.random.key(0)), 2-2-1 on XOR, 16 points",
         target_s=1.0,
         runs=runs,
         first_s=min(r["first"]["seconds"] for r in runs),
+        median_s=statistics.median(r["first"]["seconds"] for r in runs),
+    )
+
+
+def first_vjp_call(processes: int = 1) -> dict[str, Any]:
+    """The first ``assert_vjp`` on the 32-vector softplus of ``examples/custom_vjp.py`` in
+    ``processes`` fresh processes (see :func:`first_call`)."""
+    return first_call(
+        processes,
+        script=_FIRST_VJP,
+        call="assert_vjp(softplus, x, key=jax.random.key(0)), examples/custom_vjp.py, "
+        "a 32-vector, 256 points",
     )
 
 
@@ -462,5 +504,6 @@ def run_audit(*, quick: bool, repeats: int) -> dict[str, Any]:
             f"a public call predicted over {MAX_CALL_S:.0f} s per call is not run (full mode)",
         ],
         results=rows,
-        first_call=first_call(1 if quick else 2),
+        first_call=first_call(1 if quick else 5),
+        first_vjp_call=first_vjp_call(1 if quick else 5),
     )

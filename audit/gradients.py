@@ -316,11 +316,6 @@ def judge(raw: RawRows, segments: np.ndarray, tol: Tolerance):
     return raw.manual, raw.reference, cmp
 
 
-def compare_rows(manual_fn, ref_fn, manual, params, x, y, *, segments, tol, **options):
-    """:func:`judge` of :func:`raw_rows` (``options`` are its keywords) in one trace."""
-    return judge(raw_rows(manual_fn, ref_fn, manual, params, x, y, **options), segments, tol)
-
-
 def _with_x64(fn: Callable, on: bool) -> Callable:
     """``fn`` traced with 64-bit types ``on`` (or off) whatever the surrounding trace uses."""
 
@@ -332,8 +327,9 @@ def _with_x64(fn: Callable, on: bool) -> Callable:
 
 
 def finish(result, valid, *, mode: str, rows_per_point: int, offset=0):
-    """Traced tail of every audit program: the whole comparison (``mode="detail"``), or its
-    :class:`audit.compare.Summary` (``"first"``, ``"second"``; see :func:`in_two_passes`).
+    """Tail of every audit program, traced or in NumPy (:func:`host_judged`): the whole
+    comparison (``mode="detail"``), or its :class:`audit.compare.Summary` (``"first"``,
+    ``"second"``; see :func:`in_two_passes`).
 
     ``valid`` is the number of real rows; rows past it pad the points. ``offset``: the
     global index of the first row, for a block of a scan (:func:`blocked`).
@@ -705,7 +701,7 @@ def bytes_per_point(rows_fn: Callable, group: PointGroup, ref_dtype) -> int:
     """Working memory one point of ``group`` takes in an audit program, an upper bound.
 
     ``rows_fn(params, x, y) -> (rows, values)`` is the reference over stacked points (as
-    :func:`compare_rows` takes it). Counted: :data:`EVALUATIONS` times what it computes at one
+    :func:`raw_rows` takes it). Counted: :data:`EVALUATIONS` times what it computes at one
     point in ``ref_dtype`` (:func:`audit.budget.traced_bytes`), plus the comparison's arrays
     (16 float64 numbers per value). Found once per function and point shapes.
     """

@@ -97,8 +97,8 @@ def _rules_note(loss_fn: Callable, rules: list[str], reference: str = "autodiff"
 
 def _given_point(params, x, y) -> PointGroup:
     """The given point alone, as a one-point group (views on the host: nothing compiles)."""
-    x, y = (jax.tree.map(lambda a: np.asarray(a)[None], t) for t in (x, y))
-    return PointGroup(("random",), _stacked(params), x, y, ["given point"])
+    params, x, y = (jax.tree.map(lambda a: np.asarray(a)[None], t) for t in (params, x, y))
+    return PointGroup(("random",), params, x, y, ["given point"])
 
 
 @functools.partial(jax.jit, static_argnums=0, compiler_options=QUICK_OPTIONS)
@@ -255,12 +255,13 @@ def check_gradients(
     # every perturbed point shares (point 0 of the stacked points is the given point)
     given = _given_point(params, x, y)
     traced = is_traceable(grad_fn, given)
-    if traced:  # whether it runs in float64 (the second look), asked again from a cache later
-        with jax.enable_x64(True):
-            runs_in(grad_fn, point_shapes(given), ref_dtype)
-    if fd and reference == "autodiff":  # finite differences' program, as compare_groups asks
-        with jax.enable_x64(True):  # for it, compiles while the points are drawn and compared
-            finite_differences_ahead(loss_fn, given, min(fd_max, n_params), dtype=ref_dtype)
+    if drawing is not None and not drawing.done():  # a first call: work ahead while it waits
+        if traced:  # whether it runs in float64 (the second look), asked again from a cache
+            with jax.enable_x64(True):
+                runs_in(grad_fn, point_shapes(given), ref_dtype)
+        if fd and reference == "autodiff":  # finite differences' program, as compare_groups
+            with jax.enable_x64(True):  # asks for it, compiles while the points are compared
+                finite_differences_ahead(loss_fn, given, min(fd_max, n_params), dtype=ref_dtype)
     _check_loss_value(loss_fn, params, x, y)
     if drawing is not None:
         drawing.result()

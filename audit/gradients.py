@@ -99,7 +99,7 @@ def is_traceable(grad_fn: Callable, group: PointGroup) -> bool:
         shapes = _shapes_of(grad_fn, (params, x, y))
         traced = True
     except _UNTRACEABLE:
-        params, x, y = _point(group, 0)
+        params, x, y = jax.tree.map(jnp.asarray, _point(group, 0))  # JAX arrays, as at others
         shapes = jax.tree.map(jnp.asarray, grad_fn(params, x, y))
         traced = False
     except (TypeError, ValueError) as e:

@@ -22,7 +22,7 @@ from audit.finite_diff import finite_differences_ahead
 from audit.gradients import is_traceable, point_shapes, runs_in
 from audit.points import PointGroup, numbered, perturbed
 from audit.result import AuditResult, column
-from audit.tiers import QUICK_OPTIONS, compile_ahead, full_precision, traced_once
+from audit.tiers import compile_ahead, full_precision, tiered, traced_once
 from audit.weights import compare_groups, comparison_config
 from jaxbp.checks import check_int, check_key
 from jaxbp.sharding import data_size
@@ -101,11 +101,18 @@ def _given_point(params, x, y) -> PointGroup:
     return PointGroup(("random",), params, x, y, ["given point"])
 
 
-@functools.partial(jax.jit, static_argnums=0, compiler_options=QUICK_OPTIONS)
-def _loss_value(loss_fn: Callable, params, x, y) -> jax.Array:
-    """The loss at one point: one program, compiled quickly (:mod:`audit.tiers`) since it
-    runs once, reusing the trace the audit's other programs start from."""
+@tiered(static_argnames=("loss_fn",))
+def _loss_value(params, x, y, *, loss_fn: Callable) -> jax.Array:
+    """The loss at one point: one program, reusing the trace the audit's other programs
+    start from."""
     return traced_once(loss_fn)(params, x, y)
+
+
+def _loss_program(params, x) -> Callable:
+    """:func:`_loss_value` compiled for the size of one evaluation (:mod:`audit.tiers`):
+    quickly for a small loss, which runs once, optimized for a large one."""
+    batch = max((int(np.shape(a)[0]) for a in jax.tree.leaves(x) if np.ndim(a)), default=1)
+    return _loss_value.pick(sum(int(np.size(a)) for a in jax.tree.leaves(params)) * batch)
 
 
 def _check_loss(loss_fn: Callable, params, x, y) -> None:
@@ -142,7 +149,7 @@ def _check_loss(loss_fn: Callable, params, x, y) -> None:
 def _check_loss_value(loss_fn: Callable, params, x, y) -> None:
     """``loss_fn`` at the given point is finite (its shape checked by :func:`_check_loss`)."""
     who = getattr(loss_fn, "__name__", "loss_fn")
-    value = float(_loss_value(loss_fn, params, x, y))
+    value = float(_loss_program(params, x)(params, x, y, loss_fn=loss_fn))
     if not np.isfinite(value):
         raise ValueError(
             f"{who}(params, x, y) is {value} at the given point, expected a finite loss: "
@@ -234,7 +241,7 @@ def check_gradients(
     draw = perturbed.pick(points * n_params)
     drawing = compile_ahead(draw, params, key, spread, points=points) if points else None
     _check_loss(loss_fn, params, x, y)
-    compile_ahead(_loss_value, loss_fn, params, x, y)  # its value is read below
+    compile_ahead(_loss_program(params, x), params, x, y, loss_fn=loss_fn)  # read below
     rules = custom_rules(loss_fn, params, x, y)
     all_names = list(names) if names is not None else _tree_names(params)
     if len(all_names) != n_params:

@@ -18,10 +18,9 @@ import numpy as np
 
 from audit.compare import Summary, Tolerance, joined, unjudged_note, worst_of
 from audit.gradients import (
-    blocked,
     host_judged,
     in_two_passes,
-    judge,
+    judged_rows,
     on_host,
     plan_calls,
     raw_rows,
@@ -78,11 +77,8 @@ def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode, b
             params, x, y, ref_dtype=ref_dtype, look=look, full=mode != "first",
         )  # fmt: skip
 
-    if host:
-        return raw(tree)
-    segments = np.arange(len(names))
-    return blocked(lambda part: judge(raw(part), segments, tol), tree, valid, mode=mode,
-                   rows_per_point=tree[1].shape[1], block=block)  # fmt: skip
+    return judged_rows(raw, tree, valid, segments=np.arange(len(names)), tol=tol, mode=mode,
+                       rows_per_point=tree[1].shape[1], block=block, host=host)  # fmt: skip
 
 
 @tiered(static_argnames=("spec", "widths", "ref_dtype", "tol", "look", "mode", "block", "host"))
@@ -95,11 +91,9 @@ def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode, block
             ref_dtype=ref_dtype, look=look, full=mode != "first",
         )  # fmt: skip
 
-    if host:
-        return raw(tree)
     segments = np.repeat(np.arange(len(widths)), widths)
-    return blocked(lambda part: judge(raw(part), segments, tol), tree, valid, mode=mode,
-                   rows_per_point=tree[1].shape[1], block=block)  # fmt: skip
+    return judged_rows(raw, tree, valid, segments=segments, tol=tol, mode=mode,
+                       rows_per_point=tree[1].shape[1], block=block, host=host)  # fmt: skip
 
 
 def _summaries(

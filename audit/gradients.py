@@ -58,6 +58,7 @@ __all__ = [
     "host_judged",
     "in_two_passes",
     "judge",
+    "judged_rows",
     "nudged",
     "on_host",
     "plan_calls",
@@ -428,11 +429,19 @@ def _evaluate_group(
             ref_dtype=ref_dtype, look=look, wide=wide, full=mode != "first", manual_x64=own_x64,
         )  # fmt: skip
 
+    return judged_rows(raw, tree, valid, segments=_segments(shapes), tol=tol, mode=mode,
+                       rows_per_point=1, block=block, host=host)  # fmt: skip
+
+
+def judged_rows(raw: Callable, tree, valid, *, segments, tol: Tolerance, mode: str,
+                rows_per_point: int, block, host: bool):  # fmt: skip
+    """Traced tail every audit program shares: ``raw(tree)`` (:class:`RawRows`) as it is,
+    for :func:`host_judged` to judge on the host (``host``), else judged here by the rule
+    and finished, ``block`` points a step (:func:`blocked`)."""
     if host:
         return raw(tree)
-    segments = _segments(shapes)
     return blocked(lambda part: judge(raw(part), segments, tol), tree, valid, mode=mode,
-                   rows_per_point=1, block=block)  # fmt: skip
+                   rows_per_point=rows_per_point, block=block)  # fmt: skip
 
 
 def _segments(shapes) -> np.ndarray:

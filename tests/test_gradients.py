@@ -197,6 +197,7 @@ def test_a_small_audit_judged_on_the_host_reads_as_one_judged_on_the_device(grad
     assert audit.gradients.on_host(41 * 9)  # this audit is small enough
     host = run()
     monkeypatch.setattr(audit.gradients, "HOST_VALUES", 0)
+    assert not audit.gradients.on_host(41 * 9)  # the same audit now judged on the device
     device = run()
     assert host.passed == device.passed == (grad_fn is jaxbp.seed_grads)
     assert host.failed_weights == device.failed_weights

@@ -22,6 +22,7 @@ from audit.gradients import (
     in_two_passes,
     judged_rows,
     on_host,
+    pass_options,
     plan_calls,
     raw_rows,
     runs_in,
@@ -74,7 +75,7 @@ def _seed_group(tree, valid, *, factors_fn, names, ref_dtype, tol, look, mode, b
         params, x, y = part
         return raw_rows(
             _seed_rows(factors_fn, names), _seed_rows(seed_factors_autodiff, names), None,
-            params, x, y, ref_dtype=ref_dtype, look=look, full=mode != "first",
+            params, x, y, ref_dtype=ref_dtype, look=look, **pass_options(mode),
         )  # fmt: skip
 
     return judged_rows(raw, tree, valid, segments=np.arange(len(names)), tol=tol, mode=mode,
@@ -88,7 +89,7 @@ def _delta_group(tree, valid, *, spec, widths, ref_dtype, tol, look, mode, block
         params, x, y = part
         return raw_rows(
             _delta_rows(spec, True), _delta_rows(spec, False), None, params, x, y,
-            ref_dtype=ref_dtype, look=look, full=mode != "first",
+            ref_dtype=ref_dtype, look=look, **pass_options(mode),
         )  # fmt: skip
 
     segments = np.repeat(np.arange(len(widths)), widths)
@@ -117,7 +118,8 @@ def _summaries(
         if host:
             run = host_judged(run, segments, options["tol"], rows_per_point)
         tree = (g.params, g.x, g.y)
-        parts.append(in_two_passes(run, tree, g.size, rows_per_point, mesh, chunk))
+        parts.append(in_two_passes(run, tree, g.size, rows_per_point, mesh, chunk,
+                                   narrow=options["look"] == "recheck"))  # fmt: skip
     return joined(parts, [g.size * int(g.x.shape[1]) for g in groups])
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "judged_rows",
     "nudged",
     "on_host",
+    "pass_options",
     "plan_calls",
     "point_shapes",
     "raw_rows",
@@ -256,6 +257,7 @@ def raw_rows(
     look=None,
     wide=None,
     full=True,
+    widen_recheck=True,
     manual_x64=None,
 ) -> RawRows:
     """Traced body shared by the gradient and factor audits for one point group: every
@@ -268,6 +270,9 @@ def raw_rows(
     the reference's roundoff and the second look, which can only turn a failure into a pass.
     The full rule counts the reference's roundoff in the audited dtype, and for the float64
     rule (a float64 audit's, or the second look's) both sides' spread under nudges in float64.
+    ``widen_recheck=False`` leaves out that float64 spread where it only widens the second
+    look's rule (``look="recheck"``): six float64 evaluations, which can only turn a failure
+    into a pass, so only the points that still fail need them (see :func:`in_two_passes`).
     ``manual_x64`` (a bool) traces ``manual_fn`` in the audited dtype with 64-bit types on
     or off, as the caller's own code runs it; None: as the program is traced. The second
     look's float64 evaluation always has them on.
@@ -285,7 +290,7 @@ def raw_rows(
         rnd = roundoff(ref_fn, params, x, y, reference)
     if look == "recheck":
         recheck = wide if manual_fn is None else manual_fn(*wide_args)
-    if full and (look == "recheck" or not narrower):
+    if full and (not narrower or (look == "recheck" and widen_recheck)):
         # the float64 rule's roundoff: how far each side moves under one-ulp nudges of the
         # inputs in float64. A value that is 0 in exact arithmetic (a softmax's max shift, a
         # bias that batch norm subtracts back out) is cancellation residue on both sides, of
@@ -327,10 +332,18 @@ def _with_x64(fn: Callable, on: bool) -> Callable:
     return run
 
 
+def pass_options(mode: str) -> dict:
+    """:func:`raw_rows`' options for a pass of :func:`in_two_passes` (``mode``): the plain
+    rule (``"first"``), the rule less the float64 spread that widens the second look
+    (``"narrow"``), or the whole rule (``"second"``, ``"detail"``)."""
+    return dict(full=mode != "first", widen_recheck=mode != "narrow")
+
+
 def finish(result, valid, *, mode: str, rows_per_point: int, offset=0):
     """Tail of every audit program, traced or in NumPy (:func:`host_judged`): the whole
     comparison (``mode="detail"``), or its :class:`audit.compare.Summary` (``"first"``,
-    ``"second"``; see :func:`in_two_passes`).
+    ``"narrow"``, ``"second"``; see :func:`in_two_passes`). The summary of ``"first"`` and
+    ``"narrow"`` leaves out the points where an element fails, and returns them, ``(points,)``.
 
     ``valid`` is the number of real rows; rows past it pad the points. ``offset``: the
     global index of the first row, for a block of a scan (:func:`blocked`).
@@ -426,7 +439,7 @@ def _evaluate_group(
         manual, wide, params, x, y = part
         return raw_rows(
             _flat_of(grad_fn) if traced else None, _flat_of(ref_grad_fn), manual, params, x, y,
-            ref_dtype=ref_dtype, look=look, wide=wide, full=mode != "first", manual_x64=own_x64,
+            ref_dtype=ref_dtype, look=look, wide=wide, manual_x64=own_x64, **pass_options(mode),
         )  # fmt: skip
 
     return judged_rows(raw, tree, valid, segments=_segments(shapes), tol=tol, mode=mode,
@@ -525,8 +538,9 @@ def _chunks(n: int, chunk: int | None):
 
 
 def in_two_passes(
-    program: Callable, tree, n: int, rows_per_point: int, mesh=None, chunk: int | None = None
-) -> Summary:
+    program: Callable, tree, n: int, rows_per_point: int, mesh=None, chunk: int | None = None,
+    *, narrow: bool = False,
+) -> Summary:  # fmt: skip
     """Compare every point with the plain rule, then give only the failing points the rest.
 
     ``program(tree, valid, mode=...)`` is a jitted function ending in :func:`finish`, over
@@ -534,9 +548,17 @@ def in_two_passes(
     ``rows_per_point`` rows each. The first pass (``mode="first"``) skips the reference's
     roundoff estimate and the second look; both can only turn a failure into a pass, so the
     points where nothing fails are already judged exactly as the full rule judges them. Only
-    the others run again (``mode="second"``), and the two summaries merge. Correct gradients
+    the others run again (``mode="second"``), and the summaries merge. Correct gradients
     rarely fail the plain rule, so most audits pay for two gradient evaluations per point,
-    not six, and nothing of size ``n * P`` leaves the device.
+    not a dozen, and nothing of size ``n * P`` leaves the device.
+
+    ``narrow`` (the second look recomputes the handwritten side in float64): the failing
+    points first get the rule less the float64 spread that can only widen that second look
+    (``mode="narrow"``, six float64 evaluations fewer), and only the points that still fail
+    get the whole rule. An element that passes without the widening passes with it, so every
+    point is judged as the whole rule judges it. Saturated sigmoid units send about half of
+    a wide network's points to the second pass through their layer deltas; their second
+    look rarely needs the widening.
 
     ``chunk`` (a power of two, see :func:`audit.budget.points_per_call`) caps the points of
     one call, so the device holds at most that many points' values at once; the last call is
@@ -546,31 +568,33 @@ def in_two_passes(
       The merged :class:`audit.compare.Summary` (NumPy), row indices counted over all points.
     """
     if chunk is None or chunk >= n:
-        return _two_passes(program, tree, n, rows_per_point, mesh)
+        return _passes(program, tree, n, rows_per_point, mesh, narrow)
     tree = jax.tree.map(np.asarray, tree)  # one host copy to take every call's points from
     total = None
     for a, b in _chunks(n, chunk):
-        part = _two_passes(program, _take(tree, np.arange(a, b), chunk), b - a, rows_per_point,
-                           mesh)  # fmt: skip
+        part = _passes(program, _take(tree, np.arange(a, b), chunk), b - a, rows_per_point, mesh,
+                       narrow)  # fmt: skip
         # merged as it comes: a summary per call kept until the end would grow with the points
         rows = a * rows_per_point
         total = part if total is None else joined([total, part], [rows, (b - a) * rows_per_point])
     return total
 
 
-def _two_passes(program: Callable, tree, n: int, rows_per_point: int, mesh) -> Summary:
-    rows = n * rows_per_point
-    s1, bad = program(shard_points(mesh, tree), rows, mode="first")
-    s1 = Summary(*(np.asarray(f) for f in s1))
-    bad_points = np.flatnonzero(to_host(bad, n))
-    if not bad_points.size:
-        return s1
-    s2, _ = program(shard_points(mesh, _subset(tree, bad_points)), bad_points.size *
-                    rows_per_point, mode="second")  # fmt: skip
-    s2 = Summary(*(np.asarray(f) for f in s2))
-    local = s2.index
-    global_rows = bad_points[local // rows_per_point] * rows_per_point + local % rows_per_point
-    return merge(s1, s2._replace(index=global_rows))
+def _passes(program: Callable, tree, n: int, rows_per_point: int, mesh, narrow: bool) -> Summary:
+    s, bad = program(shard_points(mesh, tree), n * rows_per_point, mode="first")
+    total = Summary(*(np.asarray(f) for f in s))
+    points = np.flatnonzero(to_host(bad, n))  # the points that still fail
+    for mode in ("narrow", "second") if narrow else ("second",):
+        if not points.size:
+            break
+        s, bad = program(shard_points(mesh, _subset(tree, points)), points.size *
+                         rows_per_point, mode=mode)  # fmt: skip
+        s = Summary(*(np.asarray(f) for f in s))
+        local = s.index
+        global_rows = points[local // rows_per_point] * rows_per_point + local % rows_per_point
+        total = merge(total, s._replace(index=global_rows))
+        points = points[np.flatnonzero(to_host(bad, points.size))] if bad is not None else None
+    return total
 
 
 def detail_rows(
@@ -647,7 +671,8 @@ def evaluate(
                 block=block, host=on_host(size * layout.segments.size, mesh),
             )  # fmt: skip
             tree = (given, wide, g.params, g.x, g.y)
-            summaries.append(in_two_passes(program, tree, g.size, 1, mesh, chunk))
+            summaries.append(in_two_passes(program, tree, g.size, 1, mesh, chunk,
+                                           narrow=look == "recheck"))  # fmt: skip
         trees.append(tree)
         programs.append(program)
     total = joined(summaries, [g.size for g in groups])

@@ -6,6 +6,7 @@ a halved w11 fails. Both go through the second pass.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -33,11 +34,12 @@ def _strict_audit(grad_fn, n: int, *, seed: int):
     return group, program, (None, None, group.params, group.x, group.y)
 
 
+@pytest.mark.parametrize("narrow", [False, True], ids=["whole", "narrow_first"])
 @pytest.mark.parametrize("grad_fn", [jaxbp.seed_grads, _halved_w11], ids=["right", "w11_halved"])
-def test_two_passes_equal_one_full_pass(grad_fn):
+def test_two_passes_equal_one_full_pass(grad_fn, narrow):
     group, program, tree = _strict_audit(grad_fn, 2000, seed=16)
     with jax.enable_x64(True):
-        two = in_two_passes(program, tree, group.size, 1)
+        two = in_two_passes(program, tree, group.size, 1, narrow=narrow)
         full, _ = program(tree, group.size, mode="second")  # the full rule at every point
     full = Summary(*(np.asarray(f) for f in full))
     # the verdict of every element is the full rule's; counts agree up to points on the very
@@ -205,3 +207,61 @@ def test_a_small_audit_judged_on_the_host_reads_as_one_judged_on_the_device(grad
         assert (a["name"], a["status"], a["hint"]) == (b["name"], b["status"], b["hint"])
         assert a["worst_point"] == b["worst_point"]
         np.testing.assert_allclose(a["abs_err"], b["abs_err"], rtol=1e-12, atol=0)
+
+
+def _centred_loss(p, x, y):
+    """``sum((x @ w + b - mean(x @ w + b))^2)``: ``b`` cancels, its gradient is 0 in exact
+    arithmetic and cancellation residue on both sides."""
+    z = x @ p["w"] + p["b"]
+    return jnp.sum((z - jnp.mean(z)) ** 2)
+
+
+def _centred_grads(p, x, y):
+    """The handwritten gradient: ``dL/dz = 2 (z - mean z)`` (its mean term sums to 0), then
+    ``dL/dw = x^T dL/dz`` and ``dL/db = sum(dL/dz)``, residue of a sum that is 0."""
+    z = x @ p["w"] + p["b"]
+    dz = 2 * (z - jnp.mean(z))
+    return {"w": x.T @ dz, "b": jnp.sum(dz)}
+
+
+def test_the_narrow_pass_leaves_the_whole_rule_only_to_points_that_need_it():
+    # float32, no roundoff allowance in float32 (noise 0): db fails the plain rule at most
+    # points (where both residues are not exactly 0), and the float64 second look then
+    # compares two residues of about 1e-16, which only the float64 spread allowance can pass
+    # at some points. The narrow pass leaves those points to the whole rule; what it passes,
+    # it passes as the whole rule does.
+    n = 300
+    keys = jax.random.split(jax.random.key(7), 3)
+    params = {
+        "w": jax.random.normal(keys[0], (n, 4), jnp.float32),
+        "b": jax.random.normal(keys[1], (n,), jnp.float32),
+    }
+    x = jnp.broadcast_to(jax.random.normal(keys[2], (6, 4), jnp.float32), (n, 6, 4))
+    y = jnp.zeros((n, 6), jnp.float32)
+    layout = layout_of(jax.tree.map(lambda a: a[0], params))
+    with jax.enable_x64(True):
+        program = audit_program(
+            _centred_grads, jax.grad(_centred_loss), ref_dtype="float64", shapes=layout.shapes,
+            tol=Tolerance(1e-3, 0.0, 1e-2, noise=0.0), look="recheck", traced=True, work=1 << 62,
+        )  # fmt: skip
+        seen = []
+
+        def recorded(tree, valid, *, mode):
+            seen.append((mode, valid))
+            return program(tree, valid, mode=mode)
+
+        tree = (None, None, params, x, y)
+        staged = in_two_passes(recorded, tree, n, 1, narrow=True)
+        modes = [m for m, _ in seen]
+        direct = in_two_passes(program, tree, n, 1)
+        full, _ = program(tree, n, mode="second")  # the whole rule at every point
+    full = Summary(*(np.asarray(f) for f in full))
+    assert modes == ["first", "narrow", "second"], seen
+    assert seen[1][1] > n // 2, seen  # db fails the plain rule at most points
+    assert 0 < seen[2][1] < seen[1][1], seen  # the widening was needed at some, not all
+    b = layout.shapes.index(())
+    assert staged.flag[b] == full.flag[b] == 1  # passed on the second look, as rounding
+    for got in (staged, direct):
+        np.testing.assert_array_equal(got.rank, full.rank)
+        for field in ("n_failed", "n_flagged", "n_unjudged"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(full, field), field)

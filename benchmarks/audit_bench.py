@@ -62,6 +62,7 @@ from benchmarks.timing import machine, measure_round_robin
 
 __all__ = [
     "MAX_CALL_S",
+    "MIN_TIMED",
     "PUBLIC",
     "Net",
     "estimate_s",
@@ -77,6 +78,7 @@ __all__ = [
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_CALL_S = 60.0  # a public call predicted slower than this is not run (full mode)
 CASE_BUDGET_S = 120.0  # timed calls per case are cut to fit this (full mode)
+MIN_TIMED = 3  # but never below this many
 LIMIT_CHUNK_PARAMS = 2**22  # parameters the limit maps at once (16 MB of float32)
 PUBLIC = ("check_gradients", "check_gradients_no_fd", "audit_network")
 
@@ -239,12 +241,14 @@ def estimate_s(history: list[tuple[int, float]], n: int) -> tuple[float | None, 
 
 
 def plan_calls(estimates: dict[str, float], repeats: int) -> tuple[int, int]:
-    """Timed calls and warm-up calls per column so that a case fits ``CASE_BUDGET_S``."""
+    """Timed calls and warm-up calls per column so that a case fits ``CASE_BUDGET_S``, with
+    at least ``MIN_TIMED`` timed calls (or ``repeats``, if fewer): a median of one call is
+    one sample, and on a shared machine one call ran at half the speed of the next."""
     per_round = sum(estimates.values())
     if per_round <= 0:
         return repeats, 1
     rounds = int(CASE_BUDGET_S / per_round)
-    timed = min(repeats, max(1, rounds - 2))
+    timed = min(repeats, max(MIN_TIMED, rounds - 2))
     return timed, 1 if rounds >= timed + 2 else 0
 
 

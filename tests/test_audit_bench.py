@@ -61,7 +61,9 @@ def test_plan_cuts_the_timed_calls_to_the_budget():
     assert plan_calls({}, 9) == (9, 1)
     assert plan_calls({"a": 0.001}, 9) == (9, 1)
     timed, warmup = plan_calls({"a": 1e6}, 9)
-    assert (timed, warmup) == (1, 0)
+    assert (timed, warmup) == (3, 0)  # a median of three, however long: never one sample
+    assert plan_calls({"a": 1e6}, 2) == (2, 0)  # fewer asked for: as asked
+    assert plan_calls({"a": 10.0}, 9) == (9, 1)  # within the budget: all of them
 
 
 def _refuse(n):

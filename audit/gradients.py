@@ -590,7 +590,9 @@ def _passes(program: Callable, tree, n: int, rows_per_point: int, mesh, narrow: 
         s, bad = program(shard_points(mesh, _subset(tree, points)), points.size *
                          rows_per_point, mode=mode)  # fmt: skip
         s = Summary(*(np.asarray(f) for f in s))
-        local = s.index
+        # an element none of this call's rows counted (rank -1: every point it was seen at
+        # still fails) may name a padding row; a later pass replaces it
+        local = np.minimum(s.index, points.size * rows_per_point - 1)
         global_rows = points[local // rows_per_point] * rows_per_point + local % rows_per_point
         total = merge(total, s._replace(index=global_rows))
         points = points[np.flatnonzero(to_host(bad, points.size))] if bad is not None else None

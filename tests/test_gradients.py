@@ -265,3 +265,30 @@ def test_the_narrow_pass_leaves_the_whole_rule_only_to_points_that_need_it():
         np.testing.assert_array_equal(got.rank, full.rank)
         for field in ("n_failed", "n_flagged", "n_unjudged"):
             np.testing.assert_array_equal(getattr(got, field), getattr(full, field), field)
+
+
+def _stub_summary(index: int, rank: int, score: float) -> Summary:
+    """A :class:`Summary` of two elements, both at row ``index`` with ``rank`` and ``score``."""
+    zero = np.zeros(2)
+    return Summary(
+        np.full(2, index, np.int32), np.full(2, rank, np.int8), zero, zero, zero, zero, zero,
+        np.full(2, score), np.zeros(2, np.int8), *(np.zeros(2, np.int32),) * 3, np.bool_(True),
+        np.int32(0), np.array([-1.0, 0.0, 0.0, 0.0]),
+    )  # fmt: skip
+
+
+def test_a_pass_that_counted_no_row_of_an_element_may_name_a_padding_row():
+    # three points fail the plain and the narrow rule; the narrow call takes them padded to
+    # four, and names the padding row for elements none of its rows counted (rank -1), as
+    # an argmax over rows that all rank -1 may. The whole rule then judges all three.
+    def program(tree, valid, *, mode):
+        rows = np.asarray(tree).shape[0]
+        if mode == "first":
+            return _stub_summary(0, -1, 0.0), np.ones(rows, bool)
+        if mode == "narrow":
+            return _stub_summary(rows - 1, -1, 5.0), np.ones(rows, bool)
+        return _stub_summary(1, 3, 2.0), None
+
+    summary = in_two_passes(program, np.arange(3.0), 3, 1, narrow=True)
+    assert summary.index.tolist() == [1, 1]
+    assert summary.rank.tolist() == [3, 3]

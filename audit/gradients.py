@@ -595,7 +595,7 @@ def _passes(program: Callable, tree, n: int, rows_per_point: int, mesh, narrow: 
         local = np.minimum(s.index, points.size * rows_per_point - 1)
         global_rows = points[local // rows_per_point] * rows_per_point + local % rows_per_point
         total = merge(total, s._replace(index=global_rows))
-        points = points[np.flatnonzero(to_host(bad, points.size))] if bad is not None else None
+        points = points[:0] if bad is None else points[np.flatnonzero(to_host(bad, points.size))]
     return total
 
 

@@ -449,7 +449,8 @@ SOFTMAX_ONE_UNIT = (
 )
 
 
-def test_softmax_over_one_output_unit_is_refused(no_engine, capsys):
+def test_softmax_over_one_output_unit_is_refused(no_engine, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the default report folder, whatever the checkout holds
     assert main(["--grad", "closed_form", "--loss", "softmax_ce", "--sizes", "2,2,1"]) == 2
     assert one_error_line(capsys) == SOFTMAX_ONE_UNIT
 
@@ -487,8 +488,12 @@ def test_largest_seed_reaches_the_engine(engine, capsys):
     assert engine.calls[0][1]["seed"] == 2**63 - 1
 
 
-def test_points_that_do_not_fit_in_memory_are_refused_first(no_engine, capsys, monkeypatch):
+def test_points_that_do_not_fit_in_memory_are_refused_first(
+    no_engine, capsys, monkeypatch, tmp_path
+):
     import audit.budget
+
+    monkeypatch.chdir(tmp_path)  # the default report folder, whatever the checkout holds
 
     monkeypatch.setattr(audit.budget, "available_memory", lambda: 8 * 10**9)
     assert main(["--points", "1000000000"]) == 2

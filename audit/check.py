@@ -5,7 +5,6 @@ any params pytree, at the given point and random perturbations of it.
 from __future__ import annotations
 
 import functools
-import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from audit.budget import clear_if_crowded
 from audit.compare import default_tolerance, tolerance_dict
 from audit.custom_rules import custom_rules
+from audit.element_names import tree_names
 from audit.fd_verdict import check_reference
 from audit.finite_diff import finite_differences_ahead
 from audit.gradients import is_traceable, point_shapes, runs_in
@@ -48,20 +48,6 @@ def _on_device(a) -> jax.Array:
     if isinstance(a, (np.ndarray, np.generic)):
         return jax.device_put(a)
     return jnp.asarray(a)
-
-
-def _tree_names(params) -> list[str]:
-    """``"['w'][0,1]"``: each scalar's leaf path and index, in flatten order, row-major."""
-    names = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        base = jax.tree_util.keystr(path)
-        shape = np.shape(leaf)
-        if shape == ():
-            names.append(base)
-        else:
-            digits = [[str(i) for i in range(d)] for d in shape]
-            names += [f"{base}[{','.join(ix)}]" for ix in itertools.product(*digits)]
-    return names
 
 
 def _leaf_names(params) -> list[str]:
@@ -243,7 +229,7 @@ def check_gradients(
     _check_loss(loss_fn, params, x, y)
     compile_ahead(_loss_program(params, x), params, x, y, loss_fn=loss_fn)  # read below
     rules = custom_rules(loss_fn, params, x, y)
-    all_names = list(names) if names is not None else _tree_names(params)
+    all_names = list(names) if names is not None else tree_names(params)
     if len(all_names) != n_params:
         raise ValueError(
             f"names has {len(all_names)} entries, expected one per scalar parameter ({n_params})"

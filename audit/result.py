@@ -8,7 +8,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["STATUSES", "AuditResult", "column", "json_number", "status_counts", "verdict_of"]
+__all__ = [
+    "STATUSES",
+    "AuditResult",
+    "column",
+    "json_number",
+    "names_of",
+    "status_counts",
+    "verdict_of",
+]
 
 # An element's status: agrees; agrees once rounding is told apart; disagrees; never judgeable.
 STATUSES = ("pass", "precision", "fail", "not_judged")
@@ -33,16 +41,27 @@ def column(rows: Sequence[Mapping[str, Any]], key: str) -> list:
     return [e.get(key) for e in rows]
 
 
+def names_of(rows: Sequence[Mapping[str, Any]]) -> Sequence[str]:
+    """Every row's ``"name"``: a :class:`audit.weight_table.WeightTable`'s own names (written
+    only where read), else a list read row by row."""
+    own = getattr(rows, "names", None)
+    return own if isinstance(own, Sequence) else column(rows, "name")
+
+
 def status_counts(
     weights: Sequence[Mapping[str, Any]], factors: Sequence[Mapping[str, Any]]
 ) -> dict[str, dict[str, int]]:
     """How many weights and factors have each status: ``{"weights": {"pass": 9,
     "precision": 0, "fail": 0, "not_judged": 0}, "factors": {...}}``."""
-    seen = {
-        what: collections.Counter(column(rows, "status"))
-        for what, rows in (("weights", weights), ("factors", factors))
-    }
-    return {what: {s: c[s] for s in STATUSES} for what, c in seen.items()}
+
+    def counted(rows) -> dict[str, int]:
+        own = getattr(rows, "status_count", None)  # a WeightTable counts its status column
+        if callable(own):
+            return {s: own(s) for s in STATUSES}
+        seen = collections.Counter(column(rows, "status"))
+        return {s: seen[s] for s in STATUSES}
+
+    return {what: counted(rows) for what, rows in (("weights", weights), ("factors", factors))}
 
 
 def verdict_of(passed: bool, entries: Sequence[Mapping[str, Any]]) -> str:
@@ -117,18 +136,20 @@ class AuditResult:
     @property
     def failed_weights(self) -> list[str]:
         """Names of the weights that failed, in flatten order."""
-        names, passed = column(self.weights, "name"), column(self.weights, "passed")
-        return [n for n, ok in zip(names, passed, strict=True) if not ok]
+        names = names_of(self.weights)
+        return [names[i] for i, ok in enumerate(column(self.weights, "passed")) if not ok]
 
     def weight(self, name: str) -> dict:
         """The entry of one weight by its name (``"w12"``)."""
-        names = column(self.weights, "name")
-        if name not in names:
+        names = names_of(self.weights)
+        try:
+            i = names.index(name)
+        except ValueError:
             shown = ", ".join(names[:12]) + (
                 f" and {len(names) - 12} more" if len(names) > 12 else ""
             )
-            raise KeyError(f"no weight named {name!r}; names are {shown}")
-        return self.weights[names.index(name)]
+            raise KeyError(f"no weight named {name!r}; names are {shown}") from None
+        return self.weights[i]
 
     def to_dict(self) -> dict:
         """Every field as a dict (a deep copy; JSON-safe, NaN/Inf as ``"nan"``/``"inf"``).

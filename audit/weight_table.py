@@ -18,6 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
+from audit.element_names import ElementNames
+
 __all__ = ["PASSING", "WeightTable"]
 
 # The statuses that count as agreeing: a plain pass, and a pass once rounding is told apart.
@@ -43,8 +47,9 @@ class WeightTable(Sequence):
                 "of each per weight"
             )
         self._entry = entry
-        self._names = list(names)
-        self._statuses = list(statuses)
+        # names written when read stay so; a list is copied, as the caller may change it
+        self._names = names if isinstance(names, ElementNames) else list(names)
+        self._statuses = np.asarray(statuses, dtype=str)  # one array, not a string per weight
         self._made: dict[int, dict] = {}
 
     def __len__(self) -> int:
@@ -87,10 +92,19 @@ class WeightTable(Sequence):
         if key == "name":
             return list(self._names)
         if key == "status":
-            return list(self._statuses)
+            return self._statuses.tolist()
         if key == "passed":
-            return [s in PASSING for s in self._statuses]
+            return np.isin(self._statuses, PASSING).tolist()
         return [e[key] for e in self]
+
+    def status_count(self, status: str) -> int:
+        """How many weights have ``status``, without making any entry or string."""
+        return int(np.count_nonzero(self._statuses == status))
+
+    @property
+    def names(self) -> Sequence[str]:
+        """Every weight's name, in order, without making any entry (the sequence given)."""
+        return self._names
 
     def index_of(self, name: str) -> int:
         """The position of the weight called ``name``; ValueError when there is none."""

@@ -444,7 +444,7 @@ def _weight_entries(
         [failed, unjudged, worst.n_flagged > 0],
         ["fail", "not_judged", "precision"],
         "pass",
-    ).tolist()
+    )  # an array: a string per weight only where an entry is read
     values = {
         key: np.asarray(a, dtype=np.float64)
         for key, a in (
@@ -458,7 +458,7 @@ def _weight_entries(
     n_unjudged = np.asarray(worst.n_unjudged)
     saturated = np.asarray(saturated, bool)
     extra: dict[int, dict] = {i: dict(hint=h) for i, h in hints.items()}
-    for i in np.flatnonzero(np.asarray(status) == "precision").tolist():
+    for i in np.flatnonzero(status == "precision").tolist():
         cause = "cancellation in 1 - A near saturation" if saturated[i] else "rounding"
         precision = worst.verdict_at(i, dt, cause)["precision"]
         extra[i] = dict(precision=precision, hint=precision["text"])
@@ -469,7 +469,7 @@ def _weight_entries(
             name=names[i],
             **{key: json_number(col[i]) for key, col in values.items()},
             finite_diff=None if np.isnan(fd[i]) else json_number(fd[i]),
-            passed=status[i] in PASSING, status=status[i], precision=None,
+            passed=str(status[i]) in PASSING, status=str(status[i]), precision=None,
             not_judgeable=int(n_unjudged[i]), hint=None, saturated=bool(saturated[i]),
             worst_point=dict(index=k, source=point_source[k], label=labels[k]),
         )  # fmt: skip

@@ -556,12 +556,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _compilation_cache(args: argparse.Namespace) -> None:
     """JAX's persistent compilation cache on, unless asked not to or its folder is not usable."""
-    from audit import compile_cache
+    from audit import compile_cache, program_cache
 
     if not args.cache or compile_cache.disabled_by_env():
         compile_cache.disable()
+        program_cache.disable()
         return
     why_off = compile_cache.enable(compile_cache.cache_dir())
+    if why_off is None:  # the programs themselves beside XLA's, so a run traces none again
+        why_off = program_cache.enable(compile_cache.programs_dir())
     if why_off is not None and not args.quiet:
         print(f"{PROG}: compilation cache off: {why_off}", file=sys.stderr, flush=True)
 

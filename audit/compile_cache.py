@@ -6,7 +6,9 @@ The CLI turns it on by default in the user's cache folder, ``$XDG_CACHE_HOME/jax
 (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is used as it is. A folder that cannot be
 written leaves the cache off for that run; the run itself goes on. JAX writes one small file
 per compiled program (under a megabyte for the default run) and never deletes them: remove
-the folder to reclaim the space.
+the folder to reclaim the space. Beside it, ``programs`` (:func:`programs_dir`) keeps the
+compiled programs themselves (:mod:`audit.program_cache`), so a second run does not trace
+them either; the same switch turns both off.
 
 Only a command-line run uses it: the settings are process-wide, so ``audit.cli.main`` called
 from Python with a list of arguments leaves the caller's JAX configuration alone.
@@ -28,7 +30,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["DISABLE_VAR", "cache_dir", "disable", "disabled_by_env", "enable"]
+__all__ = ["DISABLE_VAR", "cache_dir", "disable", "disabled_by_env", "enable", "programs_dir"]
 
 DISABLE_VAR = "JAXBP_NO_CACHE"
 
@@ -46,6 +48,12 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
     base = env.get("XDG_CACHE_HOME", "")
     root = Path(base) if os.path.isabs(base) else Path(os.path.expanduser("~")) / ".cache"
     return root / "jaxbp" / "jax"
+
+
+def programs_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``programs`` beside :func:`cache_dir`: the compiled programs :mod:`audit.program_cache`
+    keeps, so that a later run neither compiles nor traces them."""
+    return cache_dir(env).parent / "programs"
 
 
 def _writable(path: Path) -> str | None:

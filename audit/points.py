@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audit.program_cache import Program
 from audit.tiers import tiered
 from jaxbp.params import Params
 
@@ -174,7 +175,7 @@ def random_points(
     return PointGroup(("random",) * n, params, x, y, numbered("random draw", n))
 
 
-@functools.partial(jax.jit, static_argnames=("sizes", "n", "loss", "dtype", "batch"))
+@functools.partial(Program, static_argnames=("sizes", "n", "loss", "dtype", "batch"))
 def _draw_all(key, *, sizes, n, loss, dtype, batch):
     """Per draw, one normal vector cut into the weights, biases and inputs, and the targets:
     two random calls a draw, where one per leaf compiled several times slower."""

@@ -30,6 +30,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from audit.program_cache import Program
+
 __all__ = [
     "QUICK_OPTIONS",
     "QUICK_WORK",
@@ -63,8 +65,9 @@ class Tiered:
     ):
         self.quick_work = quick_work
         names = tuple(static_argnames)
-        self.full = jax.jit(fn, static_argnames=names)
-        self.quick = jax.jit(fn, static_argnames=names, compiler_options=QUICK_OPTIONS)
+        # jax.jit both, kept on disk between runs while the program cache is on (the CLI)
+        self.full = Program(fn, names)
+        self.quick = Program(fn, names, compiler_options=QUICK_OPTIONS)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -143,7 +146,10 @@ def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
     def compile_now() -> None:
         try:
             with jax.enable_x64(x64), jax.default_matmul_precision(precision):
-                jitted.lower(*args, **kwargs).compile()
+                if isinstance(jitted, Program):  # loaded rather than traced, where it can be
+                    jitted.prepare(*args, **kwargs)
+                else:
+                    jitted.lower(*args, **kwargs).compile()
         except Exception:  # the real call reports it
             pass
 

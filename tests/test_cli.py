@@ -864,14 +864,17 @@ def test_cache_folder_follows_xdg_cache_home(monkeypatch, tmp_path):
 
 def test_second_run_finds_what_the_first_compiled(tmp_path):
     folder = tmp_path / "cache" / "jaxbp" / "jax"
+    programs = tmp_path / "cache" / "jaxbp" / "programs"
     first = run_module(*SMALL_RUN, **cache_env(tmp_path / "cache"))
     assert first.returncode == 0, first.stderr
-    written = sorted(os.listdir(folder))
+    written, kept = sorted(os.listdir(folder)), sorted(os.listdir(programs))
     assert written, "the first run wrote no cache entry"
+    assert kept, "the first run kept no compiled program"
     second = run_module(*SMALL_RUN, **cache_env(tmp_path / "cache"))
     assert second.returncode == 0, second.stderr
     # every program of the second run was found: it added nothing
     assert sorted(os.listdir(folder)) == written
+    assert sorted(os.listdir(programs)) == kept
 
     def untimed(out):
         return [line for line in out.splitlines() if not line.startswith("time: ")]
@@ -919,13 +922,20 @@ def test_main_called_from_python_leaves_the_jax_cache_settings_alone(engine, mon
     assert main(["--no-report", "--quiet"]) == 0
     assert {n: getattr(jax.config, n) for n in names} == before
     assert not (tmp_path / "jaxbp").exists()
+    from audit import program_cache
+
+    assert program_cache.folder() is None  # programs are traced, as the caller's are
 
 
 def test_damaged_cache_entries_cost_a_compilation_not_the_run(tmp_path):
     folder = tmp_path / "cache" / "jaxbp" / "jax"
+    programs = tmp_path / "cache" / "jaxbp" / "programs"
     assert run_module(*SMALL_RUN, **cache_env(tmp_path / "cache")).returncode == 0
-    for name in os.listdir(folder):  # as a run killed while writing would leave them
-        (folder / name).write_bytes(b"not a program")
+    damaged = [folder / n for n in os.listdir(folder)]
+    damaged += [programs / n for n in os.listdir(programs)]
+    assert len(damaged) > len(os.listdir(folder))
+    for path in damaged:  # as a run killed while writing would leave them
+        path.write_bytes(b"not a program")
     proc = run_module(*SMALL_RUN, **cache_env(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr
     assert "PASSED" in proc.stdout

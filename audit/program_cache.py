@@ -1,0 +1,299 @@
+"""Compiled audit programs kept between runs of ``jaxbp-audit``: a later run loads them.
+
+JAX's persistent compilation cache (:mod:`audit.compile_cache`) skips XLA's compilation, but
+a run still traces each program's Python and lowers it before it can look the program up:
+in the default run, about 0.75 s of tracing and 0.45 s of lowering, a third of a run with
+that cache warm. This cache keeps each compiled program itself
+(``jax.experimental.serialize_executable``), under a key that names everything the program
+was built from, so a later run with the same key loads it and calls it without tracing:
+
+- the program (module and name) and its compiler options;
+- its static arguments, each named exactly: numbers, strings, dtypes, tuples, pytree
+  structures, and functions and named tuples of the ``audit`` and ``jaxbp`` packages (with
+  what a function's closure holds);
+- its array arguments' shapes, dtypes and weak types, and their pytree structure;
+- every JAX setting as the call sees it (64-bit types, matmul precision, ...);
+- the versions of Python, JAX, jaxlib and NumPy, the device, and a digest of every source
+  file of ``audit`` and ``jaxbp``, so a changed line of either builds anew.
+
+Whatever cannot be named exactly (a user's own function, an object with no stable name,
+arrays on other or several devices, several processes) goes to ``jax.jit`` as before: the
+cache never guesses that two programs are the same.
+
+Off unless :func:`enable` is called: the CLI turns it on beside JAX's cache, in the folder
+``programs`` next to it, with the same switch (``--no-cache``, ``JAXBP_NO_CACHE=1``). A file
+is one pickled program, written whole (a temporary file, then renamed); one that cannot be
+read is compiled again and replaced. Like JAX's own cache, the folder is trusted as the
+user's own: remove it to reclaim the space.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> double = Program(lambda a, *, k: k * a, static_argnames=("k",))
+    >>> float(double(jnp.float32(3.0), k=2))  # off: as jax.jit(...) would
+    6.0
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import inspect
+import os
+import pickle
+import sys
+import tempfile
+import threading
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["FORMAT", "Program", "disable", "enable", "folder", "program_key", "source_digest"]
+
+FORMAT = 1  # the layout of a key and a file; a change here builds every program anew
+_OURS = ("audit", "jaxbp")
+_STATE: dict[str, Any] = {"folder": None}
+_LOADED: dict[str, Callable] = {}  # key -> the compiled program, in this process
+_LOCK = threading.Lock()
+
+
+def enable(path: str | os.PathLike[str]) -> str | None:
+    """Keep compiled programs in ``path`` from now on, for every :class:`Program`.
+
+    Returns:
+      None when on; otherwise why it stays off (the folder cannot be written).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return f"cannot write to {path} ({type(e).__name__}: {e.strerror or e})"
+    _STATE["folder"] = path
+    return None
+
+
+def disable() -> None:
+    """Programs are traced and compiled by ``jax.jit`` again; nothing is read or written."""
+    _STATE["folder"] = None
+    with _LOCK:
+        _LOADED.clear()
+
+
+def folder() -> Path | None:
+    """The folder programs are kept in, or None when the cache is off."""
+    return _STATE["folder"]
+
+
+class _Unnamed(Exception):
+    """A value the key cannot name exactly: its call goes to ``jax.jit``."""
+
+
+def _ours(module: str | None) -> bool:
+    return bool(module) and module.split(".")[0] in _OURS
+
+
+def _named(v: Any) -> Any:
+    """A plain value (nested tuples of numbers and strings) that names ``v`` exactly, or
+    :class:`_Unnamed`. Two values with equal names build the same program."""
+    if v is None or isinstance(v, (bool, int, float, complex, str, bytes)):
+        return (type(v).__name__, repr(v))
+    if isinstance(v, np.dtype):
+        return ("dtype", v.str)
+    if isinstance(v, type) and hasattr(v, "dtype"):  # jnp.float64 and the like
+        return ("dtype", np.dtype(v.dtype).str)
+    if isinstance(v, tuple) and hasattr(v, "_fields"):  # a named tuple: ours only
+        cls = type(v)
+        if not _ours(cls.__module__):
+            raise _Unnamed(cls)
+        return ("namedtuple", cls.__module__, cls.__qualname__, tuple(_named(a) for a in v))
+    if isinstance(v, (tuple, list)):
+        return (type(v).__name__, tuple(_named(a) for a in v))
+    if isinstance(v, dict):
+        return ("dict", tuple((_named(k), _named(a)) for k, a in v.items()))
+    if isinstance(v, jax.tree_util.PyTreeDef):
+        _check_nodes(v)
+        return ("treedef", str(v))
+    if isinstance(v, functools.partial):
+        return ("partial", _named(v.func), _named(v.args), _named(v.keywords))
+    if isinstance(v, types.FunctionType):
+        if not _ours(v.__module__):
+            raise _Unnamed(v)
+        cells = tuple(_named(c.cell_contents) for c in v.__closure__ or ())
+        return ("function", v.__module__, v.__qualname__, cells, _named(v.__defaults__),
+                _named(v.__kwdefaults__))  # fmt: skip
+    raise _Unnamed(v)
+
+
+def _check_nodes(treedef) -> None:
+    """A structure of dicts, lists, tuples, None and our named tuples; else :class:`_Unnamed`
+    (another node type may print the same for different contents)."""
+    if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # a leaf
+        return
+    kind = treedef.node_data()[0]
+    plain = kind in (dict, list, tuple, type(None))
+    if not plain and not (issubclass(kind, tuple) and _ours(kind.__module__)):
+        raise _Unnamed(kind)
+    for child in jax.tree_util.treedef_children(treedef):
+        _check_nodes(child)
+
+
+def _aval(a: Any, device) -> tuple:
+    """Shape, dtype and weak type of an array argument as ``jax.jit`` sees it."""
+    if isinstance(a, jax.Array):
+        if a.sharding.device_set != {device}:
+            raise _Unnamed("an array on another device or on several")
+        return ("array", a.shape, str(a.dtype), bool(getattr(a, "weak_type", False)))
+    if isinstance(a, (np.ndarray, np.generic)):
+        return ("array", a.shape, str(a.dtype), False)
+    if isinstance(a, (bool, int, float, complex)):
+        return ("python", type(a).__name__)  # weakly typed; its width follows the settings
+    raise _Unnamed(a)
+
+
+@functools.cache
+def source_digest() -> str:
+    """SHA-256 of every ``.py`` file of ``audit`` and ``jaxbp`` (relative path and bytes)."""
+    h = hashlib.sha256()
+    for name in _OURS:
+        root = Path(sys.modules[name].__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root.parent)).encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.cache
+def _environment() -> tuple:
+    device = jax.devices()[0]
+    return (
+        FORMAT, sys.version, jax.__version__, importlib.metadata.version("jaxlib"),
+        np.__version__, device.platform, device.device_kind, jax.device_count(), source_digest(),
+    )  # fmt: skip
+
+
+def _settings() -> tuple:
+    """Every JAX setting as this thread sees it (context managers included)."""
+    values = jax.config.values
+    return tuple((name, repr(getattr(jax.config, name, values[name]))) for name in sorted(values))
+
+
+def program_key(fn: Callable, options: Any, static: dict, dynamic: dict) -> str | None:
+    """The key of ``fn`` called with these ``static`` and ``dynamic`` (array) arguments, by
+    name, under ``options`` (compiler options); None when something in it cannot be named
+    exactly (``fn`` itself included: a function outside ``audit`` and ``jaxbp`` is never
+    kept), or the call may not run in one process on one device."""
+    if jax.process_count() != 1 or jax.config.jax_disable_jit:
+        return None
+    try:
+        device = jax.devices()[0]
+        leaves, treedef = jax.tree.flatten(dynamic)
+        _check_nodes(treedef)
+        parts = (
+            _environment(), _settings(), _named(fn), _named(options),
+            tuple((name, _named(static[name])) for name in sorted(static)), str(treedef),
+            tuple(_aval(a, device) for a in leaves),
+        )  # fmt: skip
+    except _Unnamed:
+        return None
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+class Program:
+    """``jax.jit(fn, static_argnames=..., compiler_options=...)`` whose compiled form is kept
+    on disk while the cache is on (:func:`enable`), and loaded, not traced, by a later run.
+
+    Called as the jitted function is, with the same results: with the cache on, a call is
+    first bound to ``fn``'s signature, and its static arguments and array shapes make the key
+    (:func:`program_key`). :attr:`jit` is the jitted function itself; :meth:`lower` is its.
+    """
+
+    def __init__(
+        self,
+        fn: Callable,
+        static_argnames: Sequence[str] = (),
+        compiler_options: dict | None = None,
+    ) -> None:
+        self.fn = fn
+        self.static_argnames = tuple(static_argnames)
+        self.compiler_options = compiler_options
+        kw = {"compiler_options": compiler_options} if compiler_options else {}
+        self.jit = jax.jit(fn, static_argnames=self.static_argnames, **kw)
+        self._signature = inspect.signature(fn)
+        functools.update_wrapper(self, fn)
+
+    def lower(self, *args: Any, **kwargs: Any):
+        return self.jit.lower(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        found = self._compiled(args, kwargs)
+        if found is None:
+            return self.jit(*args, **kwargs)
+        compiled, dynamic = found
+        return compiled(**dynamic)
+
+    def prepare(self, *args: Any, **kwargs: Any) -> None:
+        """Load or compile the program for these arguments (for :func:`audit.tiers.
+        compile_ahead`): with the cache on, from its folder; else as ``lower().compile()``."""
+        if self._compiled(args, kwargs) is None:
+            self.jit.lower(*args, **kwargs).compile()
+
+    def _compiled(self, args: tuple, kwargs: dict) -> tuple[Callable, dict] | None:
+        where = folder()
+        if where is None:
+            return None
+        try:
+            bound = self._signature.bind(*args, **kwargs).arguments
+        except TypeError:  # the jitted call raises it, as it would without the cache
+            return None
+        static = {k: v for k, v in bound.items() if k in self.static_argnames}
+        dynamic = {k: v for k, v in bound.items() if k not in self.static_argnames}
+        key = program_key(self.fn, self.compiler_options, static, dynamic)
+        if key is None:
+            return None
+        with _LOCK:
+            compiled = _LOADED.get(key)
+        if compiled is None:
+            compiled = _load(where / f"{key}.bin")
+        if compiled is None:
+            compiled = self.jit.lower(**bound).compile()  # raises as the call would
+            _store(where / f"{key}.bin", compiled)
+        with _LOCK:
+            _LOADED[key] = compiled
+        return compiled, dynamic
+
+
+def _load(path: Path) -> Callable | None:
+    from jax.experimental import serialize_executable
+
+    try:
+        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except FileNotFoundError:
+        return None
+    except Exception:  # a file cut short, or from another build: compiled again, replaced
+        return None
+
+
+def _store(path: Path, compiled) -> None:
+    """Write the program whole or not at all; a failure (a full disk) costs the next run a
+    compilation, never this one."""
+    from jax.experimental import serialize_executable
+
+    try:
+        data = pickle.dumps(serialize_executable.serialize(compiled))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".bin")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except Exception:
+        pass

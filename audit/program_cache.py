@@ -52,7 +52,16 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["FORMAT", "Program", "disable", "enable", "folder", "program_key", "source_digest"]
+__all__ = [
+    "FORMAT",
+    "Program",
+    "disable",
+    "enable",
+    "folder",
+    "forget_loaded",
+    "program_key",
+    "source_digest",
+]
 
 FORMAT = 1  # the layout of a key and a file; a change here builds every program anew
 _OURS = ("audit", "jaxbp")
@@ -81,6 +90,12 @@ def enable(path: str | os.PathLike[str]) -> str | None:
 def disable() -> None:
     """Programs are traced and compiled by ``jax.jit`` again; nothing is read or written."""
     _STATE["folder"] = None
+    forget_loaded()
+
+
+def forget_loaded() -> None:
+    """Let go of the programs this process loaded (after JAX's own caches were cleared to
+    make room); the files stay, and a later call loads them again."""
     with _LOCK:
         _LOADED.clear()
 

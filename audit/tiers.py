@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from audit.program_cache import Program
+from audit.program_cache import Program, forget_loaded
 
 __all__ = [
     "QUICK_OPTIONS",
@@ -162,8 +162,9 @@ def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
 
 
 def forget_compiled_ahead() -> None:
-    """Forget what was compiled ahead, after JAX's own caches were cleared."""
+    """Forget what was compiled ahead or loaded, after JAX's own caches were cleared."""
     _AHEAD.clear()
+    forget_loaded()
 
 
 def traced_once(fn: Callable) -> Callable:

@@ -39,18 +39,21 @@ IMPORTS = ("numpy", "jax", "optax", "jaxbp", "matplotlib", "audit")
 BARE = "import jax, optax, matplotlib"
 
 # Runs the CLI in-process with a stopwatch around each part; writes a json to argv[1]. argv[2]
-# is where report.json will be, argv[3] the compilation cache folder ("" for none), the rest
-# the CLI's arguments. (main called with a list leaves the cache alone: it is turned on here,
-# before anything compiles, and the exit is sped up, as a command-line run does both.)
+# is where report.json will be, argv[3] the compilation cache folder ("" for none; the kept
+# programs go beside it, in argv[3] + "-programs"), the rest the CLI's arguments. (main
+# called with a list leaves the caches alone: they are turned on here, before anything
+# compiles, and the exit is sped up, as a command-line run does both.)
 _DRIVER = r"""
 import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 import jax, jaxbp, audit, audit.cli, audit.plots, audit.report, audit.table
-from audit import compile_cache
+from audit import compile_cache, program_cache
 from benchmarks.timing import compile_log
 t_import = time.perf_counter() - t0
 cache_off = compile_cache.enable(Path(sys.argv[3])) if sys.argv[3] else "not asked for"
+if sys.argv[3] and cache_off is None:  # the programs themselves too, as the CLI keeps them
+    cache_off = program_cache.enable(Path(sys.argv[3] + "-programs"))
 hits = []
 jax.monitoring.register_event_listener(
     lambda name, **_: hits.append(1) if name == "/jax/compilation_cache/cache_hits" else None)
@@ -232,6 +235,7 @@ def run_cli(*, quick: bool, repeats: int) -> dict[str, Any]:
         fill = _time_v([*cmd, "--out", os.path.join(tmp, "fill")], _env(warm_home))
         _summary([fill])  # fails loudly if the CLI does
         entries, size = _folder_size(pathlib.Path(warm_home, "jaxbp", "jax"))
+        programs, program_bytes = _folder_size(pathlib.Path(warm_home, "jaxbp", "programs"))
         for i in range(n):
             kinds["bare"].append(_time_v([sys.executable, "-c", BARE], _env()))
             first_home = os.path.join(tmp, f"first-cache-{i}")  # empty: a first run
@@ -252,7 +256,7 @@ def run_cli(*, quick: bool, repeats: int) -> dict[str, Any]:
         warm=warm,
         first_over_bare=first["wall_s_median"] / bare["wall_s_median"],
         warm_over_bare=warm["wall_s_median"] / bare["wall_s_median"],
-        cache=dict(entries=entries, bytes=size),
+        cache=dict(entries=entries, bytes=size, programs=programs, program_bytes=program_bytes),
         split=split_first,
         split_warm=split_warm,
         imports=_import_times(n),

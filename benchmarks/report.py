@@ -159,6 +159,9 @@ def _cli_rows(s: dict) -> list[tuple]:
         ("  compilation cache after one run", f"{s['cache']['entries']} files",
          f"{s['cache']['bytes'] / 1e6:.2f} MB", None),
     ]  # fmt: skip
+    if "programs" in s["cache"]:
+        out.append(("  kept programs after one run", f"{s['cache']['programs']} files",
+                    f"{s['cache']['program_bytes'] / 1e6:.2f} MB", None))  # fmt: skip
     cum = s.get("imports", {}).get("import_time_cumulative_s", {})
     of = ", ".join(f"{k} {v:.2f}" for k, v in cum.items() if k != "audit")
     imp = s.get("imports", {})

@@ -39,6 +39,7 @@ from audit.compare import (
 from audit.layout import Layout, cast_floats, flat_points, n_points
 from audit.placement import shard_points, to_host
 from audit.points import PointGroup
+from audit.program_cache import kept_value
 from audit.tiers import tiered, traced_once, work
 from jaxbp.checks import check_grads_like
 
@@ -748,7 +749,9 @@ def _point_cost(rows_fn: Callable, group: PointGroup, ref_dtype) -> tuple[int, i
     """``(bytes_per_point, values compared per point)``, found once per function and shapes."""
     leaves, treedef = jax.tree.flatten((group.params, group.x, group.y))
     avals = tuple((tuple(a.shape[1:]), jnp.dtype(a.dtype).name) for a in leaves)
-    return _cost_cached(rows_fn, treedef, avals, jnp.dtype(ref_dtype).name)
+    args = (rows_fn, treedef, avals, jnp.dtype(ref_dtype).name)
+    # a trace of the reference's gradient: kept with the CLI's programs, which need none
+    return kept_value(_point_cost, args, lambda: _cost_cached(*args))
 
 
 @functools.lru_cache(maxsize=256)

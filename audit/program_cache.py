@@ -59,6 +59,7 @@ __all__ = [
     "enable",
     "folder",
     "forget_loaded",
+    "kept_value",
     "program_key",
     "source_digest",
 ]
@@ -105,6 +106,9 @@ def folder() -> Path | None:
     return _STATE["folder"]
 
 
+_JITTED = type(jax.jit(abs))  # the type of a jitted function
+
+
 class _Unnamed(Exception):
     """A value the key cannot name exactly: its call goes to ``jax.jit``."""
 
@@ -136,6 +140,8 @@ def _named(v: Any) -> Any:
         return ("treedef", str(v))
     if isinstance(v, functools.partial):
         return ("partial", _named(v.func), _named(v.args), _named(v.keywords))
+    if isinstance(v, _JITTED):  # jax.jit(f) computes what f does, inside a program or not
+        return ("jit", _named(v.__wrapped__))
     if isinstance(v, types.FunctionType):
         if not _ours(v.__module__):
             raise _Unnamed(v)
@@ -217,6 +223,30 @@ def program_key(fn: Callable, options: Any, static: dict, dynamic: dict) -> str 
     except _Unnamed:
         return None
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def kept_value(fn: Callable, parts: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, kept on disk while the cache is on, under a key that names ``fn`` and
+    ``parts`` (as :func:`program_key` names static arguments): for a plain value (numbers,
+    tuples) that a run would otherwise find by tracing ``fn``, as an audit's memory plan
+    traces the reference's gradient. Off, or with anything unnamed: ``compute()``."""
+    where = folder()
+    if where is None:
+        return compute()
+    try:
+        key = hashlib.sha256(
+            repr((_environment(), _settings(), "value", _named(fn), _named(parts))).encode()
+        ).hexdigest()
+    except _Unnamed:
+        return compute()
+    path = where / f"{key}.value"
+    try:
+        return pickle.loads(path.read_bytes())
+    except Exception:  # none yet, or cut short: found again, and replaced
+        pass
+    value = compute()
+    _write(path, pickle.dumps(value))
+    return value
 
 
 class Program:
@@ -301,8 +331,15 @@ def _store(path: Path, compiled) -> None:
     from jax.experimental import serialize_executable
 
     try:
-        data = pickle.dumps(serialize_executable.serialize(compiled))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".bin")
+        _write(path, pickle.dumps(serialize_executable.serialize(compiled)))
+    except Exception:
+        pass
+
+
+def _write(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` whole (a temporary file, renamed) or not at all."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -310,5 +347,5 @@ def _store(path: Path, compiled) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
-    except Exception:
+    except OSError:
         pass

@@ -145,3 +145,33 @@ def test_an_unwritable_folder_leaves_the_cache_off(tmp_path):
     why = program_cache.enable(blocker / "programs")
     assert why.startswith(f"cannot write to {blocker}/programs (")
     assert program_cache.folder() is None
+
+
+def test_a_kept_value_is_computed_once_and_read_back(cache):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return (12, 3.5)
+
+    parts = ((2, 3), "float64", jax.jit(jaxbp.batch_loss))  # a jitted function of ours is named
+    assert program_cache.kept_value(jaxbp.batch_loss, parts, compute) == (12, 3.5)
+    program_cache.disable()
+    program_cache.enable(cache)
+    assert program_cache.kept_value(jaxbp.batch_loss, parts, compute) == (12, 3.5)
+    assert calls == [1]  # read back from the file, not computed again
+    other = ((2, 4), "float64", jax.jit(jaxbp.batch_loss))
+    assert program_cache.kept_value(jaxbp.batch_loss, other, compute) == (12, 3.5)
+    assert calls == [1, 1]
+
+
+def test_a_value_that_cannot_be_named_is_computed_every_time(cache):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return 7
+
+    for _ in range(2):
+        assert program_cache.kept_value(jaxbp.batch_loss, (lambda a: a,), compute) == 7
+    assert calls == [1, 1] and list(cache.iterdir()) == []

@@ -23,8 +23,11 @@ cache never guesses that two programs are the same.
 Off unless :func:`enable` is called: the CLI turns it on beside JAX's cache, in the folder
 ``programs`` next to it, with the same switch (``--no-cache``, ``JAXBP_NO_CACHE=1``). A file
 is one pickled program, written whole (a temporary file, then renamed); one that cannot be
-read is compiled again and replaced. Like JAX's own cache, the folder is trusted as the
-user's own: remove it to reclaim the space.
+read is compiled again and replaced. A program is kept only as XLA compiled it in this run:
+one that JAX's cache served does not serialize whole, so each is compiled with a compiler
+option set from its key, which no other compilation shares. Like JAX's own cache, the folder
+is trusted as the user's own: remove the ``jaxbp`` cache folder, both caches, to reclaim the
+space (with ``programs`` alone removed, JAX's cache serves the programs and none is kept).
 
 Example:
     >>> import jax.numpy as jnp
@@ -84,6 +87,10 @@ def enable(path: str | os.PathLike[str]) -> str | None:
             pass
     except OSError as e:
         return f"cannot write to {path} ({type(e).__name__}: {e.strerror or e})"
+    source_digest()  # now, while no other thread competes for Python's lock at every read
+    if not _LISTENING:
+        jax.monitoring.register_event_listener(_count_hit)
+        _LISTENING.append(True)
     _STATE["folder"] = path
     return None
 
@@ -107,6 +114,19 @@ def folder() -> Path | None:
 
 
 _JITTED = type(jax.jit(abs))  # the type of a jitted function
+# A compiler option that changes no code (how many buffers XLA's debug text lists): set from a
+# program's key, it makes JAX's persistent cache, which keys on the options, hold no program
+# compiled elsewhere for this one, so the program is compiled here. An executable that JAX
+# loaded from its cache does not serialize whole: loaded again, it failed to run ("Function
+# ... not found"), so such a one is never kept (``_HITS`` tells).
+_MARK = "xla_debug_buffer_assignment_show_max"
+_HITS = threading.local()  # per thread: programs JAX's persistent cache served
+_LISTENING: list[bool] = []
+
+
+def _count_hit(event: str, **_: Any) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _HITS.n = getattr(_HITS, "n", 0) + 1
 
 
 class _Unnamed(Exception):
@@ -306,8 +326,11 @@ class Program:
         if compiled is None:
             compiled = _load(where / f"{key}.bin")
         if compiled is None:
-            compiled = self.jit.lower(**bound).compile()  # raises as the call would
-            _store(where / f"{key}.bin", compiled)
+            served = getattr(_HITS, "n", 0)
+            lowered = self.jit.lower(**bound)  # raises as the call would
+            compiled = lowered.compile(compiler_options={_MARK: 1 + int(key[:15], 16)})
+            if getattr(_HITS, "n", 0) == served:  # compiled here, so it serializes whole
+                _store(where / f"{key}.bin", compiled)
         with _LOCK:
             _LOADED[key] = compiled
         return compiled, dynamic

@@ -883,6 +883,35 @@ def test_second_run_finds_what_the_first_compiled(tmp_path):
     assert "compilation cache" not in first.stderr + second.stderr
 
 
+# the CLI with JAX's compilation cache on and no kept programs, as an earlier version ran
+WITHOUT_PROGRAMS = """
+import runpy, sys
+import audit.program_cache
+audit.program_cache.enable = lambda path: None
+sys.argv = ["audit", *sys.argv[1:]]
+runpy.run_module("audit", run_name="__main__")
+"""
+
+
+def test_programs_that_jax_cache_holds_already_are_compiled_to_be_kept(tmp_path):
+    """JAX's cache filled before any program was kept: an executable it serves did not
+    serialize whole (loaded in the next run, it failed with "Function ... not found"), so
+    each program is compiled afresh to be kept, and the run after loads them all."""
+    env = cache_env(tmp_path / "cache")
+    programs = tmp_path / "cache" / "jaxbp" / "programs"
+    fill = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PROGRAMS, *SMALL_RUN], capture_output=True, text=True,
+        cwd=ROOT, env=module_env(**env), timeout=120,
+    )  # fmt: skip
+    assert fill.returncode == 0, fill.stderr
+    assert os.listdir(tmp_path / "cache" / "jaxbp" / "jax") and not programs.exists()
+    runs = [run_module(*SMALL_RUN, **env) for _ in range(2)]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr
+        assert "PASSED" in proc.stdout and "error" not in proc.stderr
+    assert any(name.endswith(".bin") for name in os.listdir(programs))
+
+
 @pytest.mark.parametrize("how", ["--no-cache", "JAXBP_NO_CACHE=1"])
 def test_no_cache_writes_nothing(how, tmp_path):
     flag, env = ((how,), {}) if how.startswith("--") else ((), {"JAXBP_NO_CACHE": "1"})

@@ -13,8 +13,9 @@ was built from, so a later run with the same key loads it and calls it without t
   what a function's closure holds);
 - its array arguments' shapes, dtypes and weak types, and their pytree structure;
 - every JAX setting as the call sees it (64-bit types, matmul precision, ...);
-- the versions of Python, JAX, jaxlib and NumPy, the device, and a digest of every source
-  file of ``audit`` and ``jaxbp``, so a changed line of either builds anew.
+- the versions of Python, JAX, jaxlib and NumPy, the device, the host's processor and its
+  instruction-set flags (:func:`host_cpu`), and a digest of every source file of ``audit``
+  and ``jaxbp``, so a changed line of either builds anew.
 
 Whatever cannot be named exactly (a user's own function, an object with no stable name,
 arrays on other or several devices, several processes) goes to ``jax.jit`` as before: the
@@ -44,6 +45,7 @@ import importlib.metadata
 import inspect
 import os
 import pickle
+import platform
 import sys
 import tempfile
 import threading
@@ -62,6 +64,7 @@ __all__ = [
     "enable",
     "folder",
     "forget_loaded",
+    "host_cpu",
     "kept_value",
     "program_key",
     "source_digest",
@@ -88,6 +91,7 @@ def enable(path: str | os.PathLike[str]) -> str | None:
     except OSError as e:
         return f"cannot write to {path} ({type(e).__name__}: {e.strerror or e})"
     source_digest()  # now, while no other thread competes for Python's lock at every read
+    host_cpu()
     if not _LISTENING:
         jax.monitoring.register_event_listener(_count_hit)
         _LISTENING.append(True)
@@ -210,11 +214,26 @@ def source_digest() -> str:
 
 
 @functools.cache
+def host_cpu() -> str:
+    """The host's processor and its instruction-set flags: XLA compiles a CPU program for the
+    host's instructions, so a cache folder shared by machines with different processors (a
+    home directory on a network disk) must not hand one's programs to the other."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        first = ""
+    wanted = ("vendor_id", "model name", "flags", "features", "cpu model", "isa")
+    lines = [ln for ln in first.splitlines() if ln.split(":")[0].strip().lower() in wanted]
+    return "\n".join([platform.machine(), platform.processor(), *lines])
+
+
+@functools.cache
 def _environment() -> tuple:
     device = jax.devices()[0]
     return (
         FORMAT, sys.version, jax.__version__, importlib.metadata.version("jaxlib"),
-        np.__version__, device.platform, device.device_kind, jax.device_count(), source_digest(),
+        np.__version__, device.platform, device.device_kind, jax.device_count(), host_cpu(),
+        source_digest(),
     )  # fmt: skip
 
 

@@ -175,3 +175,18 @@ def test_a_value_that_cannot_be_named_is_computed_every_time(cache):
     for _ in range(2):
         assert program_cache.kept_value(jaxbp.batch_loss, (lambda a: a,), compute) == 7
     assert calls == [1, 1] and list(cache.iterdir()) == []
+
+
+def test_the_host_processor_is_part_of_every_key():
+    """Read here from /proc/cpuinfo: a program compiled for one processor's instructions is
+    never handed to another sharing the cache folder."""
+    import pathlib
+    import platform
+
+    host = program_cache.host_cpu()
+    assert host.splitlines()[0] == platform.machine()
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")]
+        if flags:
+            assert flags[0] in host.splitlines()

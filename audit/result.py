@@ -8,11 +8,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "STATUSES",
     "AuditResult",
     "column",
     "json_number",
+    "json_numbers",
     "names_of",
     "status_counts",
     "verdict_of",
@@ -20,6 +23,16 @@ __all__ = [
 
 # An element's status: agrees; agrees once rounding is told apart; disagrees; never judgeable.
 STATUSES = ("pass", "precision", "fail", "not_judged")
+
+
+def json_numbers(values: Any) -> list[float | str]:
+    """:func:`json_number` of each of a 1-D array of numbers, at NumPy's speed: a 5,000-step
+    loss curve a value at a time was a fifth of a small ``audit_network`` call."""
+    a = np.asarray(values, dtype=np.float64).reshape(-1)
+    out: list[float | str] = a.tolist()
+    for i in np.flatnonzero(~np.isfinite(a)).tolist():
+        out[i] = json_number(a[i])
+    return out
 
 
 def json_number(v: Any) -> float | str | None:

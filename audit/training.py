@@ -14,7 +14,7 @@ import numpy as np
 
 import jaxbp
 from audit.points import stack_points
-from audit.result import json_number
+from audit.result import json_number, json_numbers
 from audit.tiers import tiered, work
 from jaxbp.core import mean_loss
 
@@ -82,8 +82,8 @@ def compare_training(
         optimizer="gradient descent",
         learning_rate=lr,
         checkpoints=bounds,
-        loss_manual=[json_number(v) for v in lm],
-        loss_autodiff=[json_number(v) for v in la],
+        loss_manual=json_numbers(lm),
+        loss_autodiff=json_numbers(la),
         max_loss_diff=json_number(_max_abs_diff(lm, la)),
         max_param_diff=json_number(param_diff),
     )

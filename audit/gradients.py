@@ -115,7 +115,11 @@ def _shapes_of(fn: Callable, args: tuple):
     """``jax.eval_shape(fn, *args)`` for ``jax.ShapeDtypeStruct`` arguments, traced once per
     function, shapes and 64-bit setting (a failure is raised each time, never kept)."""
     leaves, treedef = jax.tree.flatten(args)
-    return _shapes_cached(fn, treedef, tuple(leaves), bool(jax.config.jax_enable_x64))
+    x64 = bool(jax.config.jax_enable_x64)
+    named = tuple((a.shape, str(a.dtype), bool(a.weak_type)) for a in leaves)
+    # a trace of fn: kept with the CLI's programs, which need none
+    return kept_value(_shapes_of, (fn, treedef, named, x64),
+                      lambda: _shapes_cached(fn, treedef, tuple(leaves), x64))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)

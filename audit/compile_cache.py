@@ -30,7 +30,15 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["DISABLE_VAR", "cache_dir", "disable", "disabled_by_env", "enable", "programs_dir"]
+__all__ = [
+    "DISABLE_VAR",
+    "cache_dir",
+    "disable",
+    "disabled_by_env",
+    "enable",
+    "programs_dir",
+    "unwritable",
+]
 
 DISABLE_VAR = "JAXBP_NO_CACHE"
 
@@ -56,7 +64,7 @@ def programs_dir(env: Mapping[str, str] = os.environ) -> Path:
     return cache_dir(env).parent / "programs"
 
 
-def _writable(path: Path) -> str | None:
+def unwritable(path: Path) -> str | None:
     """None when ``path`` exists (or could be made) and takes new files; else why not."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -82,7 +90,7 @@ def enable(path: Path) -> str | None:
 
     if jax.config.jax_compilation_cache_dir:  # the user's own JAX settings, left as they are
         return None
-    problem = _writable(path)
+    problem = unwritable(path)
     if problem is not None:
         return f"cannot write to {path} ({problem})"
     jax.config.update("jax_compilation_cache_dir", str(path))

@@ -57,6 +57,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from audit.compile_cache import unwritable
+
 __all__ = [
     "FORMAT",
     "Program",
@@ -84,12 +86,9 @@ def enable(path: str | os.PathLike[str]) -> str | None:
       None when on; otherwise why it stays off (the folder cannot be written).
     """
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        return f"cannot write to {path} ({type(e).__name__}: {e.strerror or e})"
+    problem = unwritable(path)
+    if problem is not None:
+        return f"cannot write to {path} ({problem})"
     source_digest()  # now, while no other thread competes for Python's lock at every read
     host_cpu()
     if not _LISTENING:

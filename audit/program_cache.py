@@ -321,8 +321,9 @@ class Program:
         return compiled(**dynamic)
 
     def prepare(self, *args: Any, **kwargs: Any) -> None:
-        """Load or compile the program for these arguments (for :func:`audit.tiers.
-        compile_ahead`): with the cache on, from its folder; else as ``lower().compile()``."""
+        """Load or compile the program for these arguments, ahead of the call
+        (:func:`audit.tiers.compile_ahead`): with the cache on, from its folder if it is
+        there; else as ``lower().compile()``."""
         if self._compiled(args, kwargs) is None:
             self.jit.lower(*args, **kwargs).compile()
 
@@ -360,9 +361,7 @@ def _load(path: Path) -> Callable | None:
     try:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
         return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
-    except FileNotFoundError:
-        return None
-    except Exception:  # a file cut short, or from another build: compiled again, replaced
+    except Exception:  # none yet, or cut short: compiled again, and replaced
         return None
 
 

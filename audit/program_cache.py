@@ -76,6 +76,7 @@ FORMAT = 1  # the layout of a key and a file; a change here builds every program
 _OURS = ("audit", "jaxbp")
 _STATE: dict[str, Any] = {"folder": None}
 _LOADED: dict[str, Callable] = {}  # key -> the compiled program, in this process
+_VALUES: dict[str, Any] = {}  # key -> a kept value, in this process
 _LOCK = threading.Lock()
 
 
@@ -109,6 +110,7 @@ def forget_loaded() -> None:
     make room); the files stay, and a later call loads them again."""
     with _LOCK:
         _LOADED.clear()
+        _VALUES.clear()
 
 
 def folder() -> Path | None:
@@ -277,13 +279,17 @@ def kept_value(fn: Callable, parts: tuple, compute: Callable[[], Any]) -> Any:
         ).hexdigest()
     except _Unnamed:
         return compute()
+    with _LOCK:
+        if key in _VALUES:  # read once a process, not once a call
+            return _VALUES[key]
     path = where / f"{key}.value"
     try:
-        return pickle.loads(path.read_bytes())
+        value = pickle.loads(path.read_bytes())
     except Exception:  # none yet, or cut short: found again, and replaced
-        pass
-    value = compute()
-    _write(path, pickle.dumps(value))
+        value = compute()
+        _write(path, pickle.dumps(value))
+    with _LOCK:
+        _VALUES[key] = value
     return value
 
 

@@ -464,12 +464,12 @@ def _weight_entries(
         extra[i] = dict(precision=precision, hint=precision["text"])
 
     def entry(i: int) -> dict:
-        k = int(index[i])
+        k, own = int(index[i]), str(status[i])
         e = dict(
             name=names[i],
             **{key: json_number(col[i]) for key, col in values.items()},
             finite_diff=None if np.isnan(fd[i]) else json_number(fd[i]),
-            passed=str(status[i]) in PASSING, status=str(status[i]), precision=None,
+            passed=own in PASSING, status=own, precision=None,
             not_judgeable=int(n_unjudged[i]), hint=None, saturated=bool(saturated[i]),
             worst_point=dict(index=k, source=point_source[k], label=labels[k]),
         )  # fmt: skip

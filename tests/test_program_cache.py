@@ -177,9 +177,9 @@ def test_a_value_that_cannot_be_named_is_computed_every_time(cache):
     assert calls == [1, 1] and list(cache.iterdir()) == []
 
 
-def test_the_host_processor_is_part_of_every_key():
-    """Read here from /proc/cpuinfo: a program compiled for one processor's instructions is
-    never handed to another sharing the cache folder."""
+def test_the_host_processor_is_named_with_its_instruction_set():
+    """What the key holds of the host (:func:`program_cache.host_cpu`), against /proc/cpuinfo
+    read here: the machine, and the first processor's flags line."""
     import pathlib
     import platform
 
@@ -190,3 +190,21 @@ def test_the_host_processor_is_part_of_every_key():
         flags = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")]
         if flags:
             assert flags[0] in host.splitlines()
+
+
+def test_a_kept_value_is_read_once_a_process(cache):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return 5
+
+    parts = ((3,), "float32")
+    assert program_cache.kept_value(jaxbp.batch_loss, parts, compute) == 5
+    for path in cache.iterdir():
+        path.unlink()  # the file gone: this process still holds the value
+    assert program_cache.kept_value(jaxbp.batch_loss, parts, compute) == 5
+    assert calls == [1]
+    program_cache.forget_loaded()
+    assert program_cache.kept_value(jaxbp.batch_loss, parts, compute) == 5
+    assert calls == [1, 1]

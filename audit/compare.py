@@ -83,6 +83,7 @@ __all__ = [
     "merge",
     "merge_traced",
     "namespace",
+    "scored",
     "summarize",
     "tolerance_dict",
     "worst_of",
@@ -188,12 +189,7 @@ def compare(
     judged = xp.isfinite(r)
     finite = xp.isfinite(m) & judged
     scale = _tensor_scale(r, segments, n_segments)  # (n_points, P): each element's tensor's
-    abs_err, rel_err, allowed = _errors(m, r, finite, scale, tol)
-    if roundoff is not None:
-        noise = roundoff.astype(dt)
-        allowed = xp.maximum(allowed, tol.noise * xp.where(xp.isfinite(noise), noise, 0))
-    allowed = xp.maximum(allowed, jnp.finfo(dt).tiny)  # rtol * tiny is subnormal: flushed to 0
-    score = xp.where(finite, xp.where(abs_err == 0, 0.0, abs_err / allowed), np.inf)
+    abs_err, rel_err, allowed, score = scored(m, r, finite, scale, tol, roundoff)
     direct = finite & (score <= 1)
     flag = xp.zeros(score.shape, np.int8)
     if recheck is not None:
@@ -213,6 +209,23 @@ def compare(
         flag = xp.where(widened, np.int8(WIDENED), flag)
     passed = direct | (flag > 0)
     return Comparison(abs_err, rel_err, allowed, score, passed, flag, judged)
+
+
+def scored(m, r, finite, scale, tol: Tolerance, roundoff=None):
+    """``(abs_err, rel_err, allowed, score)`` of the rule (the module docstring) for ``m``
+    and ``r`` in one dtype, elementwise, with ``finite`` (both sides finite), ``scale`` (the
+    largest finite ``|r|`` of each element's tensor at its point) and ``roundoff`` (or None)
+    broadcast to them. Traced or in NumPy (:func:`namespace`); every form of the rule
+    computes its numbers here, so they agree to the bit."""
+    xp = namespace(m)
+    dt = m.dtype
+    abs_err, rel_err, allowed = _errors(m, r, finite, scale, tol)
+    if roundoff is not None:
+        noise = roundoff.astype(dt)
+        allowed = xp.maximum(allowed, tol.noise * xp.where(xp.isfinite(noise), noise, 0))
+    allowed = xp.maximum(allowed, jnp.finfo(dt).tiny)  # rtol * tiny is subnormal: flushed to 0
+    score = xp.where(finite, xp.where(abs_err == 0, 0.0, abs_err / allowed), np.inf)
+    return abs_err, rel_err, allowed, score
 
 
 def _tensor_scale(r: jax.Array, segments: np.ndarray, n_segments: int) -> jax.Array:

@@ -38,6 +38,7 @@ from audit.compare import (
 )
 from audit.layout import Layout, cast_floats, flat_points, n_points
 from audit.placement import shard_points, to_host
+from audit.plain_pass import plain_pass
 from audit.points import PointGroup
 from audit.program_cache import kept_value
 from audit.tiers import tiered, traced_once, work
@@ -388,7 +389,26 @@ def block_points(values_per_point: int, n: int, mesh=None) -> int | None:
     return None if mesh is not None or block >= n else block
 
 
-def blocked(rows_fn: Callable, tree, valid, *, mode: str, rows_per_point: int, block):
+def _summary(rows_fn: Callable, part, valid, *, mode: str, rows_per_point: int, offset=0,
+             plain: Callable | None = None):  # fmt: skip
+    """:func:`finish` of ``rows_fn(part)``; the first pass by ``plain(part, ok)`` where given
+    (:func:`audit.plain_pass.plain_pass`, the same summary computed faster), unless it
+    returns None."""
+    if mode != "first" or plain is None:
+        return finish(rows_fn(part), valid, mode=mode, rows_per_point=rows_per_point,
+                      offset=offset)  # fmt: skip
+    n = next(a.shape[0] for a in jax.tree.leaves(part))
+    ok = jnp.arange(n * rows_per_point) + offset < valid
+    out = plain(part, ok)
+    if out is None:
+        return _summary(rows_fn, part, valid, mode=mode, rows_per_point=rows_per_point,
+                        offset=offset)  # fmt: skip
+    summary, bad = out
+    return _shifted(summary, offset), bad
+
+
+def blocked(rows_fn: Callable, tree, valid, *, mode: str, rows_per_point: int, block,
+            plain: Callable | None = None):  # fmt: skip
     """:func:`finish` of ``rows_fn(tree)``, computed ``block`` points at a time.
 
     ``rows_fn(tree) -> (manual, reference, Comparison)`` compares stacked points. Over a
@@ -397,11 +417,13 @@ def blocked(rows_fn: Callable, tree, valid, *, mode: str, rows_per_point: int, b
     of its speed on one point; a ``lax.scan`` over blocks keeps one block's arrays and each
     element's running worst case (:func:`audit.compare.merge_traced`) instead. The verdict,
     worst points and counts are the same as in one step (ties still go to the first row).
-    ``block`` None, or ``mode="detail"``: one step.
+    ``block`` None, or ``mode="detail"``: one step. ``plain(part, ok) -> (Summary, bad)``
+    computes the first pass's summary of ``part`` faster (see :func:`_summary`).
     """
     n = next(a.shape[0] for a in jax.tree.leaves(tree))
     if mode == "detail" or block is None or block >= n:
-        return finish(rows_fn(tree), valid, mode=mode, rows_per_point=rows_per_point)
+        return _summary(rows_fn, tree, valid, mode=mode, rows_per_point=rows_per_point,
+                        plain=plain)  # fmt: skip
     steps = -(-n // block)
     pad = steps * block - n
 
@@ -414,8 +436,8 @@ def blocked(rows_fn: Callable, tree, valid, *, mode: str, rows_per_point: int, b
     rows = block * rows_per_point
 
     def local(part, k):
-        return finish(rows_fn(part), valid, mode=mode, rows_per_point=rows_per_point,
-                      offset=k * rows)  # fmt: skip
+        return _summary(rows_fn, part, valid, mode=mode, rows_per_point=rows_per_point,
+                        offset=k * rows, plain=plain)  # fmt: skip
 
     like = jax.eval_shape(local, jax.tree.map(lambda a: a[0], blocks), jnp.int32(1))[0]
 
@@ -458,8 +480,15 @@ def judged_rows(raw: Callable, tree, valid, *, segments, tol: Tolerance, mode: s
     and finished, ``block`` points a step (:func:`blocked`)."""
     if host:
         return raw(tree)
+
+    def plain(part, ok):
+        rows = raw(part)
+        if any(a is not None for a in rows[2:]):  # more than the plain rule to judge
+            return None
+        return plain_pass(rows.manual, rows.reference, segments, tol, ok, rows_per_point)
+
     return blocked(lambda part: judge(raw(part), segments, tol), tree, valid, mode=mode,
-                   rows_per_point=rows_per_point, block=block)  # fmt: skip
+                   rows_per_point=rows_per_point, block=block, plain=plain)  # fmt: skip
 
 
 def _segments(shapes) -> np.ndarray:

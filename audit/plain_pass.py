@@ -1,0 +1,148 @@
+"""The first pass of every audit program (:func:`audit.gradients.in_two_passes`), compiled
+for the shape it usually has: every point compared by the plain rule, the points with a
+failing element set apart, each element's worst point among the others.
+
+:func:`audit.compare.compare` and :func:`audit.compare.summarize` compute a dozen
+``(rows, P)`` arrays and reduce each over the rows. XLA:CPU runs that at a fraction of its
+speed when ``P`` is small: on a 2-2-1 network (9 values a point) at 262,144 points the rule
+and its summary took 60 ms of a 120 ms program, the gradients the rest. Most of it went to
+reductions over rows of 9 values and to arrays laid out 9 values wide.
+
+:func:`plain_pass` computes the same summary in the layout that keeps the long axis inside
+(values x points, when there are more points than values), computes the rule's score once,
+reduces it twice (the failing points, then each element's worst row) and works the other
+fields out again at the worst row alone, with the same function
+(:func:`audit.compare.scored`), so every number is the bit the general form gives. In the
+first pass nothing is flagged and no kept row fails, which is what makes one reduction
+enough. The tests compare both forms field by field, in every case the general form
+handles (a reference not finite, no point kept, padding rows).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audit.compare import Summary, Tolerance, scored
+
+__all__ = ["NARROW", "plain_pass"]
+
+# a tensor of at most this many values takes its largest |reference| as an elementwise
+# maximum of its values' rows: XLA:CPU reduces over a few values at a time far slower
+NARROW = 16
+
+
+def _segment_tops(r_abs: jax.Array, segments: np.ndarray) -> list[jax.Array]:
+    """One ``(rows,)`` array per tensor: the largest value of ``r_abs``
+    ``(P, rows)`` over that tensor's values, for tensors in consecutive runs of
+    ``segments`` (``(P,)``, as every flat gradient lays them)."""
+    starts = np.flatnonzero(np.diff(segments, prepend=-1))
+    ends = [*starts[1:].tolist(), segments.size]
+    tops = []
+    for a, b in zip(starts.tolist(), ends, strict=True):
+        if b - a <= NARROW:
+            top = r_abs[a]
+            for j in range(a + 1, b):
+                top = jnp.maximum(top, r_abs[j])
+        else:
+            top = jnp.max(r_abs[a:b], axis=0)
+        tops.append(top)
+    return tops
+
+
+def _consecutive(segments: np.ndarray) -> bool:
+    """Whether tensor ``k`` is the ``k``-th run of ``segments``."""
+    starts = np.flatnonzero(np.diff(segments, prepend=-1))
+    return bool(np.array_equal(segments[starts], np.arange(starts.size)))
+
+
+def plain_pass(
+    manual: jax.Array,
+    reference: jax.Array,
+    segments: np.ndarray,
+    tol: Tolerance,
+    ok: jax.Array,
+    rows_per_point: int,
+) -> tuple[Summary, jax.Array]:
+    """The first pass's ``(Summary, bad)``, traced: what :func:`audit.gradients.finish`
+    returns for ``mode="first"`` from the plain rule's comparison of ``manual`` and
+    ``reference`` (``(rows, P)`` each), every field the same.
+
+    ``segments``: ``(P,)`` the tensor of each value; ``ok``: ``(rows,)`` the real rows
+    (the rest pad the points); ``rows_per_point`` rows make a point. ``bad``: ``(points,)``
+    the points where an element fails. Row indices count from the call's first row.
+    """
+    segments = np.asarray(segments)
+    n_rows, n_values = manual.shape
+    dt = jnp.promote_types(manual.dtype, reference.dtype)
+    # values x rows: the long axis inside, where XLA:CPU computes many values per
+    # instruction; a wide network's few rows of many values stay as they are
+    flip = n_rows > n_values and _consecutive(segments)
+    m, r = manual.astype(dt), reference.astype(dt)
+    if flip:
+        m, r = m.T, r.T
+    judged = jnp.isfinite(r)
+    finite = jnp.isfinite(m) & judged
+    r_abs = jnp.where(judged, jnp.abs(r), 0)
+    if flip:
+        tops = jnp.stack(_segment_tops(r_abs, segments))  # (S, rows)
+        scale = tops[segments]  # (P, rows)
+    else:
+        tops = jax.vmap(lambda v: jax.ops.segment_max(v, segments, int(segments.max()) + 1))(
+            r_abs
+        )  # (rows, S)
+        scale = tops[:, segments]
+    score = scored(m, r, finite, scale, tol)[3]
+    score = jax.lax.optimization_barrier(score)  # computed once, reduced twice
+    rows_axis = 1 if flip else 0
+    ok_b = ok[None, :] if flip else ok[:, None]
+    failed = judged & ~(finite & (score <= 1)) & ok_b
+    bad_rows = jnp.any(failed, axis=1 - rows_axis)
+    bad = jnp.any(bad_rows.reshape(n_rows // rows_per_point, rows_per_point), axis=1)
+    keep = ok & ~jnp.repeat(bad, rows_per_point, axis=0)
+    any_keep = jnp.any(keep)
+    keep_b = keep[None, :] if flip else keep[:, None]
+    # each element's worst row: its largest score among the kept rows where the reference
+    # is finite (rank 1), else its first kept row (rank 0: the reference not finite at any
+    # kept row, a score of inf at each), else, when no row is kept, its largest score
+    key = jnp.where(keep_b, jnp.where(judged, score, -1.0), -2.0)
+    idx = jnp.argmax(jnp.where(any_keep, key, score), axis=rows_axis)  # (P,)
+    values = np.arange(n_values)
+    m_at, r_at = manual[idx, values], reference[idx, values]
+    scale_at = tops[segments, idx] if flip else tops[idx, segments]
+    m1, r1 = m_at.astype(dt), r_at.astype(dt)
+    judged_at = jnp.isfinite(r1)
+    abs_err, rel_err, allowed, score_at = scored(
+        m1, r1, jnp.isfinite(m1) & judged_at, scale_at, tol
+    )
+    rank = jnp.where(keep[idx], jnp.where(judged_at, 1, 0), -1).astype(jnp.int8)
+    zeros = jnp.zeros(n_values, jnp.int32)
+
+    def unjudged_fields(r, keep_b):  # the reference not finite at some real row
+        unjudged = ~jnp.isfinite(r) & ok_b
+        in_row = jnp.any(unjudged, axis=1 - rows_axis)  # (rows,)
+        row = jnp.argmax(in_row)
+        col = jnp.argmax(unjudged[:, row] if flip else unjudged[row])
+        return (
+            jnp.sum(unjudged & keep_b, axis=rows_axis, dtype=jnp.int32),
+            jnp.sum(in_row, dtype=jnp.int32),
+            jnp.stack([row.astype(jnp.float64), col.astype(jnp.float64),
+                       manual[row, col].astype(jnp.float64),
+                       reference[row, col].astype(jnp.float64)]),
+        )  # fmt: skip
+
+    def all_judged(r, keep_b):
+        first = jnp.stack([jnp.float64(-1), jnp.float64(0), manual[0, 0].astype(jnp.float64),
+                           reference[0, 0].astype(jnp.float64)])  # fmt: skip
+        return zeros, jnp.int32(0), first
+
+    n_unjudged, unjudged_rows, first_unjudged = jax.lax.cond(
+        jnp.all(judged | ~ok_b), all_judged, unjudged_fields, r, keep_b
+    )
+    summary = Summary(
+        idx.astype(jnp.int32), rank, m_at, r_at, abs_err, rel_err, allowed, score_at,
+        jnp.zeros(n_values, jnp.int8), zeros, zeros, n_unjudged,
+        jnp.any(judged & ok_b & (r != 0)), unjudged_rows, first_unjudged,
+    )  # fmt: skip
+    return summary, bad

@@ -64,10 +64,12 @@ def plain_pass(
     tol: Tolerance,
     ok: jax.Array,
     rows_per_point: int,
-) -> tuple[Summary, jax.Array]:
+) -> tuple[Summary, jax.Array] | None:
     """The first pass's ``(Summary, bad)``, traced: what :func:`audit.gradients.finish`
     returns for ``mode="first"`` from the plain rule's comparison of ``manual`` and
-    ``reference`` (``(rows, P)`` each), every field the same.
+    ``reference`` (``(rows, P)`` each), every field the same. None where the layout gains
+    nothing: no more rows than values (a wide network's few rows of many values, which XLA
+    already computes along the values), or a tensor's values not in one run.
 
     ``segments``: ``(P,)`` the tensor of each value; ``ok``: ``(rows,)`` the real rows
     (the rest pad the points); ``rows_per_point`` rows make a point. ``bad``: ``(points,)``
@@ -75,57 +77,44 @@ def plain_pass(
     """
     segments = np.asarray(segments)
     n_rows, n_values = manual.shape
+    if n_rows <= n_values or not _consecutive(segments):
+        return None
     dt = jnp.promote_types(manual.dtype, reference.dtype)
-    # values x rows: the long axis inside, where XLA:CPU computes many values per
-    # instruction; a wide network's few rows of many values stay as they are
-    flip = n_rows > n_values and _consecutive(segments)
-    m, r = manual.astype(dt), reference.astype(dt)
-    if flip:
-        m, r = m.T, r.T
+    # values x rows: the long axis inside, where XLA:CPU computes many values per instruction
+    m, r = manual.astype(dt).T, reference.astype(dt).T
     judged = jnp.isfinite(r)
     finite = jnp.isfinite(m) & judged
-    r_abs = jnp.where(judged, jnp.abs(r), 0)
-    if flip:
-        tops = jnp.stack(_segment_tops(r_abs, segments))  # (S, rows)
-        scale = tops[segments]  # (P, rows)
-    else:
-        tops = jax.vmap(lambda v: jax.ops.segment_max(v, segments, int(segments.max()) + 1))(
-            r_abs
-        )  # (rows, S)
-        scale = tops[:, segments]
-    score = scored(m, r, finite, scale, tol)[3]
+    tops = jnp.stack(_segment_tops(jnp.where(judged, jnp.abs(r), 0), segments))  # (S, rows)
+    score = scored(m, r, finite, tops[segments], tol)[3]
     score = jax.lax.optimization_barrier(score)  # computed once, reduced twice
-    rows_axis = 1 if flip else 0
-    ok_b = ok[None, :] if flip else ok[:, None]
+    ok_b = ok[None, :]
     failed = judged & ~(finite & (score <= 1)) & ok_b
-    bad_rows = jnp.any(failed, axis=1 - rows_axis)
-    bad = jnp.any(bad_rows.reshape(n_rows // rows_per_point, rows_per_point), axis=1)
+    bad = jnp.any(jnp.any(failed, axis=0).reshape(n_rows // rows_per_point, rows_per_point), axis=1)
     keep = ok & ~jnp.repeat(bad, rows_per_point, axis=0)
     any_keep = jnp.any(keep)
-    keep_b = keep[None, :] if flip else keep[:, None]
+    keep_b = keep[None, :]
     # each element's worst row: its largest score among the kept rows where the reference
     # is finite (rank 1), else its first kept row (rank 0: the reference not finite at any
     # kept row, a score of inf at each), else, when no row is kept, its largest score
     key = jnp.where(keep_b, jnp.where(judged, score, -1.0), -2.0)
-    idx = jnp.argmax(jnp.where(any_keep, key, score), axis=rows_axis)  # (P,)
+    idx = jnp.argmax(jnp.where(any_keep, key, score), axis=1)  # (P,)
     values = np.arange(n_values)
     m_at, r_at = manual[idx, values], reference[idx, values]
-    scale_at = tops[segments, idx] if flip else tops[idx, segments]
     m1, r1 = m_at.astype(dt), r_at.astype(dt)
     judged_at = jnp.isfinite(r1)
     abs_err, rel_err, allowed, score_at = scored(
-        m1, r1, jnp.isfinite(m1) & judged_at, scale_at, tol
+        m1, r1, jnp.isfinite(m1) & judged_at, tops[segments, idx], tol
     )
     rank = jnp.where(keep[idx], jnp.where(judged_at, 1, 0), -1).astype(jnp.int8)
     zeros = jnp.zeros(n_values, jnp.int32)
 
     def unjudged_fields(r, keep_b):  # the reference not finite at some real row
         unjudged = ~jnp.isfinite(r) & ok_b
-        in_row = jnp.any(unjudged, axis=1 - rows_axis)  # (rows,)
+        in_row = jnp.any(unjudged, axis=0)  # (rows,)
         row = jnp.argmax(in_row)
-        col = jnp.argmax(unjudged[:, row] if flip else unjudged[row])
+        col = jnp.argmax(unjudged[:, row])
         return (
-            jnp.sum(unjudged & keep_b, axis=rows_axis, dtype=jnp.int32),
+            jnp.sum(unjudged & keep_b, axis=1, dtype=jnp.int32),
             jnp.sum(in_row, dtype=jnp.int32),
             jnp.stack([row.astype(jnp.float64), col.astype(jnp.float64),
                        manual[row, col].astype(jnp.float64),

@@ -208,9 +208,13 @@ def _mix(h: jax.Array) -> jax.Array:
     return h ^ (h >> 16)
 
 
-def hashed_normal(key: jax.Array, rows: int, cols: int, dtype) -> jax.Array:
+def hashed_normal(
+    key: jax.Array, rows: int, cols: int, dtype, *, transposed: bool = False
+) -> jax.Array:
     """``(rows, cols)`` standard normal numbers, element ``(i, j)`` a function of ``key``,
-    ``i`` and ``j`` alone: row ``i`` is the same whatever ``rows`` is.
+    ``i`` and ``j`` alone: row ``i`` is the same whatever ``rows`` is. ``transposed``: the
+    same numbers laid out ``(cols, rows)``; XLA:CPU computes them several times faster
+    along the longer axis (6 ms against 28 for 262,144 rows of 9).
 
     Each element hashes its row, column and the key's words to 23 uniform bits, taken to a
     normal through the inverse error function. Perturbing an audit's points needs spread,
@@ -220,8 +224,9 @@ def hashed_normal(key: jax.Array, rows: int, cols: int, dtype) -> jax.Array:
     typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
     words = (jax.random.key_data(key) if typed else key).astype(jnp.uint32).ravel()
     seed = _mix(words[0] ^ _mix(jnp.bitwise_xor.reduce(words[1:]) + jnp.uint32(0x9E3779B9)))
-    i = jnp.arange(rows, dtype=jnp.uint32)[:, None]
-    j = jnp.arange(cols, dtype=jnp.uint32)[None, :]
+    i = jnp.arange(rows, dtype=jnp.uint32)
+    j = jnp.arange(cols, dtype=jnp.uint32)
+    i, j = (i[None, :], j[:, None]) if transposed else (i[:, None], j[None, :])
     h = _mix(_mix(j ^ seed) + (i + jnp.uint32(1)) * jnp.uint32(0x9E3779B9))
     odd = ((h >> 9) * 2 + 1).astype(jnp.float32)  # 1, 3, ..., 2^24 - 1: exact in float32
     u = odd * jnp.float32(2.0**-23) - 1  # in (-1, 1), never an end, where erf_inv is inf
@@ -240,10 +245,13 @@ def perturbed(params, key, spread, *, points: int):
     """
     leaves, treedef = jax.tree.flatten(params)
     sizes = [a.size for a in leaves]
-    noise = hashed_normal(key, points, sum(sizes), leaves[0].dtype)
+    # drawn along the longer axis (the same numbers either way)
+    long = points > sum(sizes)
+    noise = hashed_normal(key, points, sum(sizes), leaves[0].dtype, transposed=long)
     out, start = [], 0
     for a, n in zip(leaves, sizes, strict=True):
-        step = spread * _rms(a) * noise[:, start : start + n].reshape(points, *a.shape)
+        part = noise[start : start + n].T if long else noise[:, start : start + n]
+        step = spread * _rms(a) * part.reshape(points, *a.shape)
         out.append(jnp.concatenate([a[None], a[None] + step]))
         start += n
     return jax.tree.unflatten(treedef, out)

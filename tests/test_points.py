@@ -132,3 +132,30 @@ def test_perturbed_keeps_the_given_point_first_and_scales_by_each_leafs_rms():
         assert abs(step.std() - 1) < 0.05 and abs(step.mean()) < 0.05
     again = perturbed(params, jax.random.key(0), 0.5, points=16)
     np.testing.assert_array_equal(np.asarray(again["w"]), np.asarray(out["w"][:17]))
+
+
+def test_hashed_normal_transposed_is_the_same_numbers():
+    key = jax.random.key(3)
+    for rows, cols in ((1000, 9), (7, 300)):
+        z = np.asarray(hashed_normal(key, rows, cols, jnp.float32))
+        t = np.asarray(hashed_normal(key, rows, cols, jnp.float32, transposed=True))
+        assert t.shape == (cols, rows)
+        np.testing.assert_array_equal(t.T, z)
+
+
+def test_perturbed_draws_the_same_points_in_either_layout():
+    # 9 values: 4 points are drawn along the values, 200 along the points (the long axis);
+    # perturbation i is the same in both, bit for bit, from the noise written out here
+    params = [{"W": jnp.arange(4.0).reshape(2, 2), "b": jnp.ones(2)},
+              {"W": jnp.full((1, 2), -2.0), "b": jnp.zeros(1)}]  # fmt: skip
+    key = jax.random.key(5)
+    few = perturbed(params, key, 0.5, points=4)
+    many = perturbed(params, key, 0.5, points=200)
+    for a, b in zip(jax.tree.leaves(few), jax.tree.leaves(many), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[:5])
+    z = np.asarray(hashed_normal(key, 200, 9, jnp.float32))
+    w0 = np.asarray(many[0]["W"])
+    rms = np.float32(np.sqrt(np.mean(np.arange(4.0, dtype=np.float32) ** 2)))
+    noise = z[:, :4].reshape(200, 2, 2)  # the first leaf's values come first
+    expected = np.arange(4.0, dtype=np.float32).reshape(2, 2) + np.float32(0.5) * rms * noise
+    np.testing.assert_allclose(w0[1:], expected, rtol=1e-6, atol=1e-6)

@@ -144,7 +144,7 @@ def _entries(names, segments, summary: Summary, groups, *, dtype) -> tuple[list[
         start + np.repeat(np.arange(g.size), b)
         for g, b, start in zip(groups, batches, starts, strict=True)
     ])  # fmt: skip
-    sources = [s for g in groups for s in g.sources]
+    sources = joined_labels([g.sources for g in groups])
     row_label = joined_labels([
         Labels(lambda r, g=g, b=b: f"{g.labels[r // b]}, example {r % b}", g.size * b)
         for g, b in zip(groups, batches, strict=True)

@@ -169,7 +169,7 @@ def compare_groups(
             "nothing can be checked; audit a loss that varies with the parameters"
         )
     labels = joined_labels([g.labels for g in groups])
-    point_source = [src for g in groups for src in g.sources]
+    point_source = joined_labels([g.sources for g in groups])  # read by index, as labels
     failed = worst.n_failed > 0
     unjudged = unjudged_note(ev.unjudged_rows, n_points, ev.first_unjudged, labels, names)
     if unjudged:

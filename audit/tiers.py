@@ -120,7 +120,7 @@ def _signature(jitted, args, kwargs, *settings) -> tuple | None:
     key = [jitted, treedef, *settings]
     for a in leaves:
         if hasattr(a, "shape") and hasattr(a, "dtype"):
-            key.append((tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False))))
+            key.append((tuple(a.shape), a.dtype, bool(getattr(a, "weak_type", False))))
         else:
             key.append((type(a), a))
     try:

@@ -274,7 +274,7 @@ def audit_network(
     )
     groups = merge_same_shapes(groups)
 
-    names = jaxbp.param_names(sizes)
+    names = jaxbp.ParamNames(sizes)  # written when read: a wide network has millions
     weights, notes, per_call, phases, leaf_entries, fd_points = compare_groups(
         grad_fn, _reference_grad_fn(spec), _loss_fn(spec), groups, traced=traced, names=names,
         tol=tol, ref_dtype=ref_dtype, fd=fd, fd_max=fd_max,

@@ -26,6 +26,7 @@ from jaxbp.distributed import DISTRIBUTED_TIMEOUT, initialize_distributed, parse
 from jaxbp.losses import LOSSES, Loss
 from jaxbp.network import batch_loss, forward
 from jaxbp.params import (
+    ParamNames,
     Params,
     from_named,
     init,
@@ -79,6 +80,7 @@ __all__ = [
     "FitResult",
     "Loss",
     "OutputSpec",
+    "ParamNames",
     "Params",
     "autodiff",
     "autodiff_deltas",

@@ -14,8 +14,11 @@ network is written ``w{i}_{j}`` so names stay unambiguous.
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from collections.abc import Mapping, Sequence
+import operator
+import re
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +29,7 @@ from jaxbp.checks import check_dtype, check_params, check_sizes
 Params = list[dict[str, jax.Array]]
 
 __all__ = [
+    "ParamNames",
     "Params",
     "from_named",
     "init",
@@ -35,6 +39,8 @@ __all__ = [
     "target_units",
     "to_named",
 ]
+
+_NAME = re.compile(r"([wb])(\d+)(?:_(\d+))?")  # w31, w10_2, b3: a parameter name's numbers
 
 SEED_NAMES = ("w11", "w12", "w21", "w22", "b1", "b2", "w31", "w32", "b3")
 
@@ -143,29 +149,120 @@ def target_units(sizes: Sequence[int]) -> np.ndarray:
     return np.array([ij[0] for _, idx in parts for ij in idx], dtype=np.int64)
 
 
+class ParamNames(Sequence):
+    """The seed-style names of :func:`param_names`, written when read: name ``i`` is made
+    from the layer sizes when asked for, so a network of millions of weights costs nothing
+    until a report names one. Reads as a tuple of strings does: indexing (negative and NumPy
+    integers too), slices (a list), iteration, ``len``, ``in``, :meth:`index` (found from the
+    name's numbers, not by reading every name) and ``==`` with any sequence of strings.
+
+    Example:
+      >>> names = ParamNames((2, 2, 1))
+      >>> len(names), names[0], names[-1], names.index("w32")
+      (9, 'w11', 'b3', 7)
+    """
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self.sizes = check_sizes(sizes)
+        # per leaf in flatten order: (kind, first neuron, first source, n_out, n_in)
+        self._leaves: list[tuple[str, int, int, int, int]] = []
+        first = 1  # number of the first neuron of the current layer
+        for layer, (n_in, n_out) in enumerate(itertools.pairwise(self.sizes)):
+            # sources: inputs 1..n_in for the first layer, previous layer's neurons after it
+            src0 = 1 if layer == 0 else first - n_in
+            # jax.tree flattens each layer's dict by sorted key: "W" before "b"
+            self._leaves.append(("w", first, src0, n_out, n_in))
+            self._leaves.append(("b", first, src0, n_out, 1))
+            first += n_out
+        # any index reaching 10 (a neuron number or an input) writes every name w{i}_{j}
+        self._sep = "_" if max(first - 1, self.sizes[0]) >= 10 else ""
+        self._starts = [0, *itertools.accumulate(n * m for _, _, _, n, m in self._leaves)]
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = operator.index(i)
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"parameter {i} of {n}")
+        i %= n
+        leaf = bisect.bisect_right(self._starts, i) - 1
+        kind, first, src0, _, n_in = self._leaves[leaf]
+        row, col = divmod(i - self._starts[leaf], n_in)
+        if kind == "b":
+            return f"b{first + row}"
+        return f"w{first + row}{self._sep}{src0 + col}"
+
+    def __iter__(self) -> Iterator[str]:
+        for kind, first, src0, n_out, n_in in self._leaves:
+            for row in range(n_out):
+                if kind == "b":
+                    yield f"b{first + row}"
+                else:
+                    for col in range(n_in):
+                        yield f"w{first + row}{self._sep}{src0 + col}"
+
+    def index(self, value, start: int = 0, stop: int | None = None) -> int:
+        """The position of the name ``value``; ValueError when no parameter has it."""
+        stop = len(self) if stop is None else stop
+        found = self._find(value) if isinstance(value, str) else None
+        if found is None or not start <= found < stop:
+            raise ValueError(f"{value!r} is not a parameter name of sizes {self.sizes}")
+        return found
+
+    def _find(self, name: str) -> int | None:
+        parts = _NAME.fullmatch(name)
+        if parts is None:
+            return None
+        kind, digits, after = parts.groups()
+        if kind == "b" or self._sep:
+            if (after is None) != (kind == "b"):
+                return None
+            target, source = int(digits), int(after or 0)
+        elif after is None and len(digits) == 2:  # "w31": neuron 3, source 1
+            target, source = int(digits[0]), int(digits[1])
+        else:
+            return None
+        for k, (leaf_kind, first, src0, n_out, n_in) in enumerate(self._leaves):
+            if leaf_kind == kind and first <= target < first + n_out:
+                col = 0 if kind == "b" else source - src0
+                if not 0 <= col < n_in:
+                    return None
+                i = self._starts[k] + (target - first) * n_in + col
+                return i if self[i] == name else None  # "b01": not how a name is written
+        return None
+
+    def __contains__(self, value) -> bool:
+        return isinstance(value, str) and self._find(value) is not None
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, ParamNames):
+            return self.sizes == other.sizes
+        if isinstance(other, str) or not isinstance(other, Sequence):
+            return NotImplemented
+        return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # equal to lists, which have none
+
+    def __repr__(self) -> str:
+        return f"ParamNames({self.sizes})"
+
+
 def param_names(sizes: Sequence[int]) -> list[str]:
     """Seed-style names of every scalar parameter, in flatten order.
 
     Flatten order is ``jax.tree.leaves(params)`` (layer by layer, ``W`` then ``b``) with each
-    leaf raveled row-major, the order of ``jax.flatten_util.ravel_pytree``.
+    leaf raveled row-major, the order of ``jax.flatten_util.ravel_pytree``. The same names,
+    written only when read: :class:`ParamNames`.
 
     Example:
       >>> param_names((2, 2, 1))
       ['w11', 'w12', 'w21', 'w22', 'b1', 'b2', 'w31', 'w32', 'b3']
     """
-    sizes = check_sizes(sizes)
-    parts = _name_parts(sizes)
-    wide = any(i >= 10 for kind, idx in parts if kind == "w" for ij in idx for i in ij)
-    names = []
-    for kind, idx in parts:
-        for ij in idx:
-            if kind == "b":
-                names.append(f"b{ij[0]}")
-            elif wide:
-                names.append(f"w{ij[0]}_{ij[1]}")
-            else:
-                names.append(f"w{ij[0]}{ij[1]}")
-    return names
+    return list(ParamNames(sizes))
 
 
 def to_named(params: Params) -> dict[str, float]:

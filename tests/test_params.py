@@ -233,3 +233,51 @@ def test_seed_params_biases_default_to_zero():
     np.testing.assert_array_equal(params[0]["b"], [0.0, 0.0])
     np.testing.assert_array_equal(params[1]["b"], [0.0])
     assert params[1]["b"].shape == (1,)
+
+
+# --------------------------------------------------------------------------------------------
+# ParamNames: the same names, written when read
+# --------------------------------------------------------------------------------------------
+
+
+def _names_written_out(sizes):
+    """Every name from the note's numbering, independently of jaxbp: neurons of layers
+    1..L numbered from 1, w{into}{from} (w{into}_{from} once any index reaches 10)."""
+    first, out = 1, []
+    wide = max(sum(sizes[1:]), sizes[0]) >= 10
+    for layer, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        src0 = 1 if layer == 0 else first - n_in
+        sep = "_" if wide else ""
+        out += [f"w{first + i}{sep}{src0 + j}" for i in range(n_out) for j in range(n_in)]
+        out += [f"b{first + i}" for i in range(n_out)]
+        first += n_out
+    return out
+
+
+@pytest.mark.parametrize("sizes", [(2, 2, 1), (1, 2, 2, 1), (2, 8, 1), (1, 9, 1), (10, 1),
+                                   (3, 12, 4, 2)])  # fmt: skip
+def test_param_names_written_when_read_read_as_the_list(sizes):
+    names = jaxbp.ParamNames(sizes)
+    expected = _names_written_out(sizes)
+    assert len(names) == len(expected)
+    assert [names[i] for i in range(len(names))] == expected
+    assert [names[i] for i in range(-len(names), 0)] == expected
+    assert list(names) == expected and names == expected and expected == names
+    assert names[np.int64(2)] == expected[2] and names[1:7:2] == expected[1:7:2]
+    assert [names.index(n) for n in expected] == list(range(len(expected)))
+    assert jaxbp.param_names(sizes) == expected
+    with pytest.raises(IndexError):
+        names[len(expected)]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "name"),
+    [((2, 2, 1), "w13"), ((2, 2, 1), "w41"), ((2, 2, 1), "b4"), ((2, 2, 1), "b01"),
+     ((2, 2, 1), "w3_1"), ((2, 2, 1), "w311"), ((2, 2, 1), "x11"), ((1, 9, 1), "w101"),
+     ((1, 9, 1), "w10_01"), ((1, 9, 1), "w10_10"), ((1, 9, 1), "w1_2"), ((1, 9, 1), "b")],
+)  # fmt: skip
+def test_param_names_refuse_names_no_parameter_has(sizes, name):
+    names = jaxbp.ParamNames(sizes)
+    assert name not in names
+    with pytest.raises(ValueError, match="not a parameter name"):
+        names.index(name)

@@ -83,13 +83,21 @@ def finite_differences(
     return out[0], out[1]
 
 
-def _fd_args(loss_fn, g: PointGroup, widx, local, dtype, measured=False) -> tuple:
+def _fd_args(loss_fn, g: PointGroup, widx, local, dtype, measured=False, *,
+             shapes_only: bool = False) -> tuple:  # fmt: skip
     """The program's arguments: only the ``m`` points the pairs difference at, taken on the
     host (a gather on the device would compile once per leaf shape), so a call costs the
-    same whatever the number of points the audit compared."""
+    same whatever the number of points the audit compared. ``shapes_only``: their shapes
+    and dtypes (``jax.ShapeDtypeStruct``), enough to compile for."""
     treedef = jax.tree.structure(g.params)
     shapes = tuple(tuple(leaf.shape[1:]) for leaf in jax.tree.leaves(g.params))
-    params, x, y = jax.tree.map(lambda a: np.asarray(a)[local], (g.params, g.x, g.y))
+
+    def taken(a):
+        if shapes_only:
+            return jax.ShapeDtypeStruct((len(local), *np.shape(a)[1:]), a.dtype)
+        return np.asarray(a)[local]
+
+    params, x, y = jax.tree.map(taken, (g.params, g.x, g.y))
     at = np.arange(len(local), dtype=np.int32)
     return loss_fn, treedef, shapes, jnp.dtype(dtype).name, measured, params, x, y, widx, at
 
@@ -106,9 +114,11 @@ def _fd_group(loss_fn, g: PointGroup, widx, local, dtype, measured=False) -> np.
 
 def finite_differences_ahead(loss_fn: Callable, group: PointGroup, m: int, *, dtype):
     """Start compiling :func:`finite_differences` for ``m`` (weight, point) pairs of one
-    group, while the caller goes on (:func:`compile_ahead`)."""
-    widx, local = np.zeros(m, np.int64), np.zeros(m, np.int32)  # as the caller's selection
-    return compile_ahead(_fd_program(group, m), *_fd_args(loss_fn, group, widx, local, dtype))
+    group, while the caller goes on (:func:`compile_ahead`). Only the arguments' shapes are
+    made: the points themselves would be read back from the device at every call."""
+    args = _fd_args(loss_fn, group, np.zeros(m, np.int64), np.zeros(m, np.int32), dtype,
+                    shapes_only=True)  # fmt: skip
+    return compile_ahead(_fd_program(group, m), *args)
 
 
 @tiered(static_argnames=("loss_fn", "treedef", "shapes", "dtype", "measured"))

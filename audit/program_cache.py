@@ -197,6 +197,8 @@ def _aval(a: Any, device) -> tuple:
         return ("array", a.shape, str(a.dtype), bool(getattr(a, "weak_type", False)))
     if isinstance(a, (np.ndarray, np.generic)):
         return ("array", a.shape, str(a.dtype), False)
+    if isinstance(a, jax.ShapeDtypeStruct) and a.sharding is None:  # a shape to compile for
+        return ("array", a.shape, str(a.dtype), bool(a.weak_type))
     if isinstance(a, (bool, int, float, complex)):
         return ("python", type(a).__name__)  # weakly typed; its width follows the settings
     raise _Unnamed(a)

@@ -15,7 +15,10 @@ fields out again at the worst row alone, with the same function
 (:func:`audit.compare.scored`), so every number is the bit the general form gives. In the
 first pass nothing is flagged and no kept row fails, which is what makes one reduction
 enough. The tests compare both forms field by field, in every case the general form
-handles (a reference not finite, no point kept, padding rows).
+handles (a reference not finite, no point kept, padding rows). The 2-2-1 program, both
+forms compiled in one process and called in turn: 105 ms became 75 ms at 262,144 points,
+1.52 ms became 1.07 ms at 4,096. Where points do not outnumber values (a wide network's
+scan steps of one point each) it returns None and the general form runs.
 """
 
 from __future__ import annotations

@@ -466,7 +466,7 @@ def summarize(manual, reference, cmp: Comparison, keep, valid) -> Summary:
             return xp.take_along_axis(a, idx[None, :], axis=0)[0]
 
     unjudged = ~cmp.judged & valid2
-    first = xp.argmax(unjudged.ravel())
+    first = _first_true(unjudged.ravel())
     row, col = first // unjudged.shape[1], first % unjudged.shape[1]
     any_unjudged = unjudged.ravel()[first]
     return Summary(
@@ -484,6 +484,19 @@ def summarize(manual, reference, cmp: Comparison, keep, valid) -> Summary:
             reference[row, col].astype(np.float64),
         ]),
     )  # fmt: skip
+
+
+def _first_true(flags):
+    """The index of the first True of ``flags`` (1-D), 0 when there is none, as ``argmax``
+    finds it; traced, the search runs only when some flag is set: XLA:CPU's argmax goes
+    value by value, and a wide network's scan paid it at every step for a reference that
+    is finite everywhere."""
+    if namespace(flags) is np:
+        return np.argmax(flags)
+    found = jax.eval_shape(jnp.argmax, flags)
+    return jax.lax.cond(
+        jnp.any(flags), jnp.argmax, lambda f: jnp.zeros(found.shape, found.dtype), flags
+    )
 
 
 def merge(a: Summary, b: Summary) -> Summary:

@@ -14,26 +14,29 @@ Example:
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
-import operator
 from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
 
+from jaxbp.names import NameSequence
+
 __all__ = ["ElementNames", "tree_names"]
 
 
-class ElementNames(Sequence):
+class ElementNames(NameSequence):
     """``"base[i,j]"`` for each element of each leaf, in flatten order, row-major.
 
     ``bases``: one string per leaf (its path); ``shapes``: one shape per leaf. A leaf of
     shape ``()`` is named by its base alone; a leaf with no elements has no names. Reads as
     a tuple of strings does: indexing (negative and NumPy integers too), slices (a list),
-    iteration, ``len``, ``in``, :meth:`index`, and ``==`` with any sequence of strings.
+    iteration, ``len``, ``in``, :meth:`index`, and ``==`` with any sequence of strings
+    (:class:`jaxbp.names.NameSequence`).
     """
+
+    _unit = "element"
 
     def __init__(self, bases: Sequence[str], shapes: Sequence[Sequence[int]]) -> None:
         if len(bases) != len(shapes):
@@ -44,20 +47,6 @@ class ElementNames(Sequence):
         self._bases = [str(b) for b in bases]
         self._shapes = [tuple(int(d) for d in s) for s in shapes]
         self._starts = [0, *itertools.accumulate(math.prod(s) for s in self._shapes)]
-
-    def __len__(self) -> int:
-        return self._starts[-1]
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        i = operator.index(i)
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"element {i} of {n}")
-        i %= n
-        leaf = bisect.bisect_right(self._starts, i) - 1  # the last leaf starting at or before i
-        return self._name(leaf, i - self._starts[leaf])
 
     def _name(self, leaf: int, k: int) -> str:
         shape, base = self._shapes[leaf], self._bases[leaf]
@@ -72,16 +61,6 @@ class ElementNames(Sequence):
                 continue
             for ix in itertools.product(*(range(d) for d in shape)):
                 yield f"{base}[{','.join(map(str, ix))}]"
-
-    def index(self, value, start: int = 0, stop: int | None = None) -> int:
-        """The position of the name ``value``, found from its leaf and indices rather than
-        by reading every name; ValueError when no element has it."""
-        stop = len(self) if stop is None else stop
-        found = self._find(value) if isinstance(value, str) else None
-        start, stop, _ = slice(start, stop).indices(len(self))
-        if found is None or not start <= found < stop:
-            raise ValueError(f"{value!r} is not a name of these {len(self)} elements")
-        return found
 
     def _find(self, name: str) -> int | None:
         for leaf, (base, shape) in enumerate(zip(self._bases, self._shapes, strict=True)):
@@ -104,16 +83,6 @@ class ElementNames(Sequence):
             if self._name(leaf, k) == name:  # "[01,2]" reads as (1, 2) but is no name here
                 return self._starts[leaf] + k
         return None
-
-    def __contains__(self, value: object) -> bool:
-        return isinstance(value, str) and self._find(value) is not None
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # equal to lists, which have no hash
 
     def __repr__(self) -> str:
         return f"ElementNames({len(self)} names)"

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.element_names import ElementNames
-from jaxbp.params import ParamNames
+from jaxbp.names import NameSequence
 
 __all__ = ["PASSING", "WeightTable"]
 
@@ -49,7 +48,7 @@ class WeightTable(Sequence):
             )
         self._entry = entry
         # names written when read stay so; a list is copied, as the caller may change it
-        self._names = names if isinstance(names, ElementNames | ParamNames) else list(names)
+        self._names = names if isinstance(names, NameSequence) else list(names)
         self._statuses = np.asarray(statuses, dtype=str)  # one array, not a string per weight
         self._made: dict[int, dict] = {}
 

@@ -24,6 +24,7 @@ from jaxbp.core import (
 from jaxbp.data import TRUTH_TABLES, circles, load_csv, one_hot, truth_table, two_moons
 from jaxbp.distributed import DISTRIBUTED_TIMEOUT, initialize_distributed, parse_coordinator
 from jaxbp.losses import LOSSES, Loss
+from jaxbp.names import NameSequence
 from jaxbp.network import batch_loss, forward
 from jaxbp.params import (
     ParamNames,
@@ -79,6 +80,7 @@ __all__ = [
     "Backprop",
     "FitResult",
     "Loss",
+    "NameSequence",
     "OutputSpec",
     "ParamNames",
     "Params",

@@ -14,9 +14,7 @@ network is written ``w{i}_{j}`` so names stay unambiguous.
 
 from __future__ import annotations
 
-import bisect
 import itertools
-import operator
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -25,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.checks import check_dtype, check_params, check_sizes
+from jaxbp.names import NameSequence
 
 Params = list[dict[str, jax.Array]]
 
@@ -149,18 +148,21 @@ def target_units(sizes: Sequence[int]) -> np.ndarray:
     return np.array([ij[0] for _, idx in parts for ij in idx], dtype=np.int64)
 
 
-class ParamNames(Sequence):
+class ParamNames(NameSequence):
     """The seed-style names of :func:`param_names`, written when read: name ``i`` is made
     from the layer sizes when asked for, so a network of millions of weights costs nothing
     until a report names one. Reads as a tuple of strings does: indexing (negative and NumPy
     integers too), slices (a list), iteration, ``len``, ``in``, :meth:`index` (found from the
-    name's numbers, not by reading every name) and ``==`` with any sequence of strings.
+    name's numbers, not by reading every name) and ``==`` with any sequence of strings
+    (:class:`jaxbp.names.NameSequence`).
 
     Example:
       >>> names = ParamNames((2, 2, 1))
       >>> len(names), names[0], names[-1], names.index("w32")
       (9, 'w11', 'b3', 7)
     """
+
+    _unit = "parameter"
 
     def __init__(self, sizes: Sequence[int]) -> None:
         self.sizes = check_sizes(sizes)
@@ -178,20 +180,9 @@ class ParamNames(Sequence):
         self._sep = "_" if max(first - 1, self.sizes[0]) >= 10 else ""
         self._starts = [0, *itertools.accumulate(n * m for _, _, _, n, m in self._leaves)]
 
-    def __len__(self) -> int:
-        return self._starts[-1]
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        i = operator.index(i)
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"parameter {i} of {n}")
-        i %= n
-        leaf = bisect.bisect_right(self._starts, i) - 1
+    def _name(self, leaf: int, k: int) -> str:
         kind, first, src0, _, n_in = self._leaves[leaf]
-        row, col = divmod(i - self._starts[leaf], n_in)
+        row, col = divmod(k, n_in)
         if kind == "b":
             return f"b{first + row}"
         return f"w{first + row}{self._sep}{src0 + col}"
@@ -205,13 +196,8 @@ class ParamNames(Sequence):
                     for col in range(n_in):
                         yield f"w{first + row}{self._sep}{src0 + col}"
 
-    def index(self, value, start: int = 0, stop: int | None = None) -> int:
-        """The position of the name ``value``; ValueError when no parameter has it."""
-        stop = len(self) if stop is None else stop
-        found = self._find(value) if isinstance(value, str) else None
-        if found is None or not start <= found < stop:
-            raise ValueError(f"{value!r} is not a parameter name of sizes {self.sizes}")
-        return found
+    def _missing(self, value) -> str:
+        return f"{value!r} is not a parameter name of sizes {self.sizes}"
 
     def _find(self, name: str) -> int | None:
         parts = _NAME.fullmatch(name)
@@ -234,18 +220,6 @@ class ParamNames(Sequence):
                 i = self._starts[k] + (target - first) * n_in + col
                 return i if self[i] == name else None  # "b01": not how a name is written
         return None
-
-    def __contains__(self, value) -> bool:
-        return isinstance(value, str) and self._find(value) is not None
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, ParamNames):
-            return self.sizes == other.sizes
-        if isinstance(other, str) or not isinstance(other, Sequence):
-            return NotImplemented
-        return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
-
-    __hash__ = None  # equal to lists, which have none
 
     def __repr__(self) -> str:
         return f"ParamNames({self.sizes})"

@@ -38,7 +38,7 @@ from audit.compare import (
 )
 from audit.layout import Layout, cast_floats, flat_points, n_points
 from audit.placement import shard_points, to_host
-from audit.plain_pass import plain_pass
+from audit.plain_pass import applies, plain_pass
 from audit.points import PointGroup
 from audit.program_cache import kept_value
 from audit.tiers import tiered, traced_once, work
@@ -401,8 +401,8 @@ def _summary(rows_fn: Callable, part, valid, *, mode: str, rows_per_point: int, 
     ok = jnp.arange(n * rows_per_point) + offset < valid
     out = plain(part, ok)
     if out is None:
-        return _summary(rows_fn, part, valid, mode=mode, rows_per_point=rows_per_point,
-                        offset=offset)  # fmt: skip
+        return finish(rows_fn(part), valid, mode=mode, rows_per_point=rows_per_point,
+                      offset=offset)  # fmt: skip
     summary, bad = out
     return _shifted(summary, offset), bad
 
@@ -482,9 +482,11 @@ def judged_rows(raw: Callable, tree, valid, *, segments, tol: Tolerance, mode: s
         return raw(tree)
 
     def plain(part, ok):
-        rows = raw(part)
-        if any(a is not None for a in rows[2:]):  # more than the plain rule to judge
+        if not applies(ok.shape[0], segments):  # decided before raw is traced, not after
             return None
+        rows = raw(part)
+        if any(a is not None for a in rows[2:]):  # pass_options("first") asks for none
+            raise ValueError("a first pass's rows hold more than the plain rule judges")
         return plain_pass(rows.manual, rows.reference, segments, tol, ok, rows_per_point)
 
     return blocked(lambda part: judge(raw(part), segments, tol), tree, valid, mode=mode,

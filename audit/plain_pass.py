@@ -29,7 +29,7 @@ import numpy as np
 
 from audit.compare import Summary, Tolerance, scored
 
-__all__ = ["NARROW", "plain_pass"]
+__all__ = ["NARROW", "applies", "plain_pass"]
 
 # a tensor of at most this many values takes its largest |reference| as an elementwise
 # maximum of its values' rows: XLA:CPU reduces over a few values at a time far slower
@@ -54,10 +54,14 @@ def _segment_tops(r_abs: jax.Array, segments: np.ndarray) -> list[jax.Array]:
     return tops
 
 
-def _consecutive(segments: np.ndarray) -> bool:
-    """Whether tensor ``k`` is the ``k``-th run of ``segments``."""
+def applies(n_rows: int, segments: np.ndarray) -> bool:
+    """Whether :func:`plain_pass` computes ``n_rows`` rows of values in ``segments``
+    (``(P,)``, the tensor of each value): more rows than values, and tensor ``k`` the
+    ``k``-th run of values. Known from the shapes alone, before anything is traced."""
+    segments = np.asarray(segments)
     starts = np.flatnonzero(np.diff(segments, prepend=-1))
-    return bool(np.array_equal(segments[starts], np.arange(starts.size)))
+    consecutive = np.array_equal(segments[starts], np.arange(starts.size))
+    return int(n_rows) > segments.size and bool(consecutive)
 
 
 def plain_pass(
@@ -71,8 +75,9 @@ def plain_pass(
     """The first pass's ``(Summary, bad)``, traced: what :func:`audit.gradients.finish`
     returns for ``mode="first"`` from the plain rule's comparison of ``manual`` and
     ``reference`` (``(rows, P)`` each), every field the same. None where the layout gains
-    nothing: no more rows than values (a wide network's few rows of many values, which XLA
-    already computes along the values), or a tensor's values not in one run.
+    nothing (:func:`applies`): no more rows than values (a wide network's few rows of many
+    values, which XLA already computes along the values), or a tensor's values not in one
+    run.
 
     ``segments``: ``(P,)`` the tensor of each value; ``ok``: ``(rows,)`` the real rows
     (the rest pad the points); ``rows_per_point`` rows make a point. ``bad``: ``(points,)``
@@ -80,7 +85,7 @@ def plain_pass(
     """
     segments = np.asarray(segments)
     n_rows, n_values = manual.shape
-    if n_rows <= n_values or not _consecutive(segments):
+    if not applies(n_rows, segments):
         return None
     dt = jnp.promote_types(manual.dtype, reference.dtype)
     # values x rows: the long axis inside, where XLA:CPU computes many values per instruction

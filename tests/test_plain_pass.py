@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from audit.compare import DEFAULT_TOLERANCES, Summary, Tolerance, compare
+from audit.compare import DEFAULT_TOLERANCES, Summary, compare
 from audit.gradients import RawRows, blocked, finish, judge
-from audit.plain_pass import plain_pass
+from audit.plain_pass import applies, plain_pass
 
 TOL = DEFAULT_TOLERANCES["float32"]
 
@@ -85,6 +85,7 @@ def test_the_plain_pass_summarizes_as_the_general_form(case, rows_per_point, kin
     m, r = _values(n_rows, widths, seed=len(widths) + rows_per_point,
                    unjudged=kind == "unjudged", fail_all=kind == "all_fail")  # fmt: skip
     valid = n_rows - rows_per_point  # the last point pads: it counts nowhere
+    assert applies(n_rows, segments)
     if kind == "zero":  # no real row depends on the parameters; only the padding does
         m[:valid], r[:valid] = 0, 0
     with jax.enable_x64(True):
@@ -113,6 +114,7 @@ def test_a_layout_with_nothing_to_gain_is_left_to_the_general_form(rows, segment
     # plain pass declines, and the audit program takes the general form (a scan checks it)
     m, r = _values(rows, [segments.size], seed=3)
     ok = np.ones(rows, bool)
+    assert not applies(rows, segments)
     with jax.enable_x64(True):
         assert plain_pass(m, r, segments, TOL, ok, 1) is None
 
@@ -137,7 +139,7 @@ def test_a_scan_of_plain_passes_summarizes_as_one_general_pass(block):
     m, r = _values(n * rows_per_point, [2, 3, 1], seed=11)
     tree = (m.reshape(n, -1), r.reshape(n, -1))
     valid = (n - 1) * rows_per_point
-    tol = Tolerance(*TOL)
+    tol = TOL
 
     def rows(tree):
         mm, rr = (a.reshape(-1, 6) for a in tree)

@@ -77,6 +77,7 @@ _OURS = ("audit", "jaxbp")
 _STATE: dict[str, Any] = {"folder": None}
 _LOADED: dict[str, Callable] = {}  # key -> the compiled program, in this process
 _VALUES: dict[str, Any] = {}  # key -> a kept value, in this process
+_MISSING = object()  # no kept value could be read
 _LOCK = threading.Lock()
 
 
@@ -257,14 +258,18 @@ def program_key(fn: Callable, options: Any, static: dict, dynamic: dict) -> str 
         device = jax.devices()[0]
         leaves, treedef = jax.tree.flatten(dynamic)
         _check_nodes(treedef)
-        parts = (
-            _environment(), _settings(), _named(fn), _named(options),
+        return _digest(
+            _named(fn), _named(options),
             tuple((name, _named(static[name])) for name in sorted(static)), str(treedef),
             tuple(_aval(a, device) for a in leaves),
         )  # fmt: skip
     except _Unnamed:
         return None
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _digest(*parts: Any) -> str:
+    """The key of named ``parts`` in this environment under this thread's JAX settings."""
+    return hashlib.sha256(repr((_environment(), _settings(), *parts)).encode()).hexdigest()
 
 
 def kept_value(fn: Callable, parts: tuple, compute: Callable[[], Any]) -> Any:
@@ -276,9 +281,7 @@ def kept_value(fn: Callable, parts: tuple, compute: Callable[[], Any]) -> Any:
     if where is None:
         return compute()
     try:
-        key = hashlib.sha256(
-            repr((_environment(), _settings(), "value", _named(fn), _named(parts))).encode()
-        ).hexdigest()
+        key = _digest("value", _named(fn), _named(parts))
     except _Unnamed:
         return compute()
     with _LOCK:
@@ -287,7 +290,9 @@ def kept_value(fn: Callable, parts: tuple, compute: Callable[[], Any]) -> Any:
     path = where / f"{key}.value"
     try:
         value = pickle.loads(path.read_bytes())
-    except Exception:  # none yet, or cut short: found again, and replaced
+    except Exception:  # none yet, or cut short: found again below, and replaced
+        value = _MISSING
+    if value is _MISSING:  # outside the handler: compute's own errors carry no file's
         value = compute()
         _write(path, pickle.dumps(value))
     with _LOCK:

@@ -343,7 +343,7 @@ def audit_network(
         tolerance=tolerance_dict(tol),
         points=dict(
             total=sum(g.size for g in groups),
-            seed_example=sum(src == "seed_example" for g in groups for src in g.sources),
+            seed_example=sum(g.sources.count("seed_example") for g in groups),
             random=points,
             trajectory=len(ckpts),
             traced=traced,

@@ -44,6 +44,42 @@ def test_a_unit_saturated_for_the_whole_batch_flags_its_own_weights():
     np.testing.assert_array_equal(at1, [1, 1, 0, 0, 1, 0, 0, 0, 0])
 
 
+def _saturated_by_hand(params, x):
+    """Per unit (1, 2, 3), whether sigmoid'(z) = A (1 - A) < 1e-3 * 0.25 at every row of x."""
+    w = jaxbp.to_named(params)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    x = np.asarray(x, np.float64)
+    a1 = sig(w["w11"] * x[:, 0] + w["w12"] * x[:, 1] + w["b1"])
+    a2 = sig(w["w21"] * x[:, 0] + w["w22"] * x[:, 1] + w["b2"])
+    a3 = sig(w["w31"] * a1 + w["w32"] * a2 + w["b3"])
+    return [bool(np.all(a * (1 - a) < 1e-3 * 0.25)) for a in (a1, a2, a3)]
+
+
+def test_saturation_is_read_at_the_asked_points_of_every_group():
+    # two groups of different batches; points asked out of order, repeated, in both groups
+    sets = [
+        seed_params(),
+        seed_params(w11=80.0, w12=80.0, b1=80.0),
+        seed_params(w31=90.0, w32=90.0, b3=90.0),
+        seed_params(w21=-70.0, w22=-70.0, b2=-70.0),
+    ]
+    g1 = xor_group(*sets)
+    x1, y1 = np.array([[1.0, 1.0]]), np.array([[0.0]])
+    g2 = stack_points("seed_example", [(p, x1, y1) for p in sets[1:3]], ["a", "b"])
+    saturated = saturation_fn(SPEC, [g1, g2], SIZES)
+    unit = [1, 1, 2, 2, 1, 2, 3, 3, 3]  # the unit each of w11 w12 w21 w22 b1 b2 w31 w32 b3 feeds
+    xor_x = jaxbp.truth_table("xor", dtype=jnp.float64)[0]
+    where = [(sets[k], xor_x) for k in range(4)] + [(sets[1], x1), (sets[2], x1)]
+    rng = np.random.default_rng(0)
+    weights = np.tile(np.arange(9), 4)
+    points = rng.integers(0, 6, weights.size)
+    expected = [
+        _saturated_by_hand(*where[p])[unit[w] - 1] for w, p in zip(weights, points, strict=True)
+    ]
+    assert any(expected) and not all(expected)
+    np.testing.assert_array_equal(saturated(weights, points), expected)
+
+
 def test_no_saturation_flags_without_a_bounded_activation():
     spec = resolve_output("relu", "mse", "identity")
     assert saturation_fn(spec, [xor_group(seed_params())], SIZES) is None

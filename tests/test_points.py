@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxbp
+from audit.placement import shard_points
 from audit.points import (
     RANDOM_BATCH,
     Labels,
@@ -160,3 +161,14 @@ def test_perturbed_draws_the_same_points_in_either_layout():
     noise = z[:, :4].reshape(200, 2, 2)  # the first leaf's values come first
     expected = np.arange(4.0, dtype=np.float32).reshape(2, 2) + np.float32(0.5) * rms * noise
     np.testing.assert_allclose(w0[1:], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_repeated_batch_goes_to_the_device_dense_and_unchanged():
+    # the same batch at every point, as check_gradients hands it: a view with a stride of 0
+    x = np.arange(8.0, dtype=np.float32).reshape(4, 2)
+    view = np.broadcast_to(x, (5, 4, 2))
+    params = np.ones((5, 3), np.float32)
+    out_params, out_x, none = shard_points(None, (params, view, None))
+    assert out_params is params and none is None  # a dense leaf and None as they are
+    assert 0 not in out_x.strides and out_x.flags.c_contiguous
+    np.testing.assert_array_equal(out_x, np.stack([x] * 5))

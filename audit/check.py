@@ -20,6 +20,7 @@ from audit.element_names import tree_names
 from audit.fd_verdict import check_reference
 from audit.finite_diff import finite_differences_ahead
 from audit.gradients import is_traceable, point_shapes, runs_in
+from audit.memo import ShapeMemo, shape_key
 from audit.points import PointGroup, numbered, perturbed
 from audit.result import AuditResult, column
 from audit.tiers import compile_ahead, full_precision, tiered, traced_once
@@ -99,6 +100,10 @@ def _loss_program(params, x) -> Callable:
     quickly for a small loss, which runs once, optimized for a large one."""
     batch = max((int(np.shape(a)[0]) for a in jax.tree.leaves(x) if np.ndim(a)), default=1)
     return _loss_value.pick(sum(int(np.size(a)) for a in jax.tree.leaves(params)) * batch)
+
+
+# per functions and shapes: the custom rules, element and leaf names, whether grad_fn traces
+_FOUND = ShapeMemo()
 
 
 def _check_loss(loss_fn: Callable, params, x, y) -> None:
@@ -226,15 +231,22 @@ def check_gradients(
     # program compiles while the loss is checked (XLA lets go of Python's lock)
     draw = perturbed.pick(points * n_params)
     drawing = compile_ahead(draw, params, key, spread, points=points) if points else None
-    _check_loss(loss_fn, params, x, y)
+    found_key = shape_key(grad_fn, loss_fn, trees=(params, x, y))
+    found = _FOUND.get(found_key)
+    if found is None:
+        _check_loss(loss_fn, params, x, y)
     compile_ahead(_loss_program(params, x), params, x, y, loss_fn=loss_fn)  # read below
-    rules = custom_rules(loss_fn, params, x, y)
-    all_names = list(names) if names is not None else tree_names(params)
+    if found is None:
+        rules, own_names = custom_rules(loss_fn, params, x, y), tree_names(params)
+        own_leaves = tuple(_leaf_names(params))
+    else:
+        rules, own_names, own_leaves, traced = found
+    all_names = list(names) if names is not None else own_names
     if len(all_names) != n_params:
         raise ValueError(
             f"names has {len(all_names)} entries, expected one per scalar parameter ({n_params})"
         )
-    tree_leaves = _leaf_names(params) if leaf_names is None else list(leaf_names)
+    tree_leaves = list(own_leaves) if leaf_names is None else list(leaf_names)
     if len(tree_leaves) != len(leaves):
         raise ValueError(
             f"leaf_names has {len(tree_leaves)} entries, expected one per leaf of params "
@@ -247,7 +259,9 @@ def check_gradients(
     # while the points' program compiles: grad_fn is traced at the given point, whose shapes
     # every perturbed point shares (point 0 of the stacked points is the given point)
     given = _given_point(params, x, y)
-    traced = is_traceable(grad_fn, given)
+    if found is None:
+        traced = is_traceable(grad_fn, given)
+        _FOUND.put(found_key, (tuple(rules), own_names, own_leaves, traced))
     if drawing is not None and not drawing.done():  # a first call: work ahead while it waits
         if traced:  # whether it runs in float64 (the second look), asked again from a cache
             with jax.enable_x64(True):

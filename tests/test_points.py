@@ -172,3 +172,11 @@ def test_a_repeated_batch_goes_to_the_device_dense_and_unchanged():
     assert out_params is params and none is None  # a dense leaf and None as they are
     assert 0 not in out_x.strides and out_x.flags.c_contiguous
     np.testing.assert_array_equal(out_x, np.stack([x] * 5))
+    inner = np.broadcast_to(np.arange(3.0)[None, :, None], (5, 3, 2))  # repeated inside too
+    (out,) = shard_points(None, (inner,))
+    assert out.flags.c_contiguous and 0 not in out.strides
+    np.testing.assert_array_equal(out, np.stack([np.stack([np.arange(3.0)] * 2, axis=1)] * 5))
+    across = np.broadcast_to(np.arange(5.0)[:, None], (5, 4))  # a stride of 0 not first
+    (out,) = shard_points(None, (across,))
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out, np.repeat(np.arange(5.0)[:, None], 4, axis=1))

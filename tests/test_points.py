@@ -103,6 +103,41 @@ def test_random_points_differ_by_key_and_agree_for_the_same_key():
     assert not np.array_equal(np.asarray(a.x), np.asarray(c.x))
 
 
+@pytest.mark.parametrize("loss", ["mse", "softmax_ce"])
+def test_random_draw_i_is_the_same_whatever_the_count_in_either_layout(loss):
+    # 5 draws of 3 * 4 + 4 + 2 * 4 + 2 + 6 * 3 = 44 numbers are drawn along the numbers, 300
+    # along the draws; draw i is the same in both, bit for bit
+    few, many = (
+        random_points((3, 4, 2), n, key=jax.random.key(3), loss=loss, dtype="float32", batch=6)
+        for n in (5, 300)
+    )
+    for a, b in zip(jax.tree.leaves((few.params, few.x, few.y)),
+                    jax.tree.leaves((many.params, many.x, many.y)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[:5])
+
+
+def test_random_draws_are_standard_normal_and_targets_uniform():
+    """Over 20,000 draws of a 2-2-1 point (9 parameters, 4 x 2 inputs, 4 targets): normal
+    moments for parameters and inputs, uniform ones for targets, classes equally likely;
+    bounds at about 5 standard errors."""
+    g = random_points((2, 2, 1), 20000, key=jax.random.key(11), loss="mse", dtype="float32",
+                      batch=4)  # fmt: skip
+    z = np.concatenate([np.asarray(a, np.float64).reshape(20000, -1)
+                        for a in jax.tree.leaves((g.params, g.x))], axis=1)  # fmt: skip
+    assert z.shape == (20000, 17)
+    assert abs(z.mean()) < 5 / math.sqrt(z.size)
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / z.size)
+    assert np.all(np.abs(z.mean(axis=0)) < 5 / math.sqrt(20000))  # every column centred
+    y = np.asarray(g.y, np.float64)
+    assert abs(y.mean() - 0.5) < 5 * math.sqrt(1 / 12 / y.size)
+    assert abs(y.var() - 1 / 12) < 5 * math.sqrt(1 / 180 / y.size)
+    assert abs(np.corrcoef(y[:, 0, 0], y[:, 1, 0])[0, 1]) < 5 / math.sqrt(20000)
+    c = random_points((2, 2, 3), 20000, key=jax.random.key(12), loss="softmax_ce",
+                      dtype="float32", batch=4).y  # fmt: skip
+    share = np.asarray(c, np.float64).reshape(-1, 3).mean(axis=0)
+    assert np.all(np.abs(share - 1 / 3) < 5 * math.sqrt(2 / 9 / 80000))
+
+
 def test_hashed_normal_is_standard_normal_and_the_same_whatever_the_rows():
     """Moments and quantiles against the standard normal's (math.erf), over 10^6 numbers;
     row i depends on the key, i and the column alone."""

@@ -39,7 +39,7 @@ from audit.compare import (
 from audit.layout import Layout, cast_floats, flat_points, n_points
 from audit.placement import shard_points, to_host
 from audit.plain_pass import applies, plain_pass
-from audit.points import PointGroup
+from audit.points import PointGroup, subset_points, take_points
 from audit.program_cache import kept_value
 from audit.tiers import tiered, traced_once, work
 from jaxbp.checks import check_grads_like
@@ -549,24 +549,6 @@ def audit_program(
     return host_judged(program, _segments(shapes), tol, 1) if host else program
 
 
-def _bucket(n: int) -> int:
-    """``n`` rounded up to a power of two, so second passes of nearby sizes share a program."""
-    return 1 << max(int(n) - 1, 0).bit_length()
-
-
-def _take(tree, points: np.ndarray, size: int):
-    """The stacked points at ``points``, padded to ``size`` by repeating the last one.
-
-    Taken on the host: a gather on the device would compile once per leaf shape."""
-    idx = np.concatenate([points, np.repeat(points[-1:], size - points.size)])
-    return jax.tree.map(lambda a: np.asarray(a)[idx], tree)
-
-
-def _subset(tree, points: np.ndarray):
-    """The stacked points at ``points``, padded by repeating the last to a power of two."""
-    return _take(tree, points, _bucket(points.size))
-
-
 def _chunks(n: int, chunk: int | None):
     """``(start, stop)`` of consecutive calls of at most ``chunk`` points (None: one call)."""
     step = n if chunk is None else max(int(chunk), 1)
@@ -608,8 +590,8 @@ def in_two_passes(
     tree = jax.tree.map(np.asarray, tree)  # one host copy to take every call's points from
     total = None
     for a, b in _chunks(n, chunk):
-        part = _passes(program, _take(tree, np.arange(a, b), chunk), b - a, rows_per_point, mesh,
-                       narrow)  # fmt: skip
+        part = _passes(program, take_points(tree, np.arange(a, b), chunk), b - a,
+                       rows_per_point, mesh, narrow)  # fmt: skip
         # merged as it comes: a summary per call kept until the end would grow with the points
         rows = a * rows_per_point
         total = part if total is None else joined([total, part], [rows, (b - a) * rows_per_point])
@@ -623,7 +605,7 @@ def _passes(program: Callable, tree, n: int, rows_per_point: int, mesh, narrow: 
     for mode in ("narrow", "second") if narrow else ("second",):
         if not points.size:
             break
-        s, bad = program(shard_points(mesh, _subset(tree, points)), points.size *
+        s, bad = program(shard_points(mesh, subset_points(tree, points)), points.size *
                          rows_per_point, mode=mode)  # fmt: skip
         s = Summary(*(np.asarray(f) for f in s))
         # an element none of this call's rows counted (rank -1: every point it was seen at
@@ -647,7 +629,7 @@ def detail_rows(
     for a, b in _chunks(points.size, chunk):
         some = points[a:b]
         k = some.size * rows_per_point
-        m, r, cmp = program(shard_points(mesh, _subset(tree, some)), k, mode="detail")
+        m, r, cmp = program(shard_points(mesh, subset_points(tree, some)), k, mode="detail")
         parts.append((to_host(m, k), to_host(r, k), Comparison(*(to_host(c, k) for c in cmp))))
     if len(parts) == 1:
         return parts[0]

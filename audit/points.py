@@ -32,6 +32,8 @@ __all__ = [
     "random_batch",
     "random_points",
     "stack_points",
+    "subset_points",
+    "take_points",
 ]
 
 # Batch size of the random draws: different from 1 (the worked example) and 2, so a gradient
@@ -136,6 +138,21 @@ def _joined(a, b) -> jax.Array:
     return jnp.concatenate([a, b])
 
 
+def take_points(tree, points: np.ndarray, size: int):
+    """The stacked points at ``points`` (indices on every leaf's leading axis), padded to
+    ``size`` by repeating the last one.
+
+    Taken on the host: a gather on the device would compile once per leaf shape."""
+    idx = np.concatenate([points, np.repeat(points[-1:], size - points.size)])
+    return jax.tree.map(lambda a: np.asarray(a)[idx], tree)
+
+
+def subset_points(tree, points: np.ndarray):
+    """The stacked points at ``points``, padded by repeating the last up to a power of two,
+    so calls on nearby counts share a program."""
+    return take_points(tree, points, 1 << max(int(points.size) - 1, 0).bit_length())
+
+
 def merge_same_shapes(groups: list[PointGroup]) -> list[PointGroup]:
     """Join groups whose points have the same shapes, so each shape compiles once."""
     out: list[PointGroup] = []
@@ -180,21 +197,26 @@ def _draw_all(key, *, sizes, n, loss, dtype, batch):
     shapes = [s for a, b in itertools.pairwise(sizes) for s in ((b, a), (b,))]
     counts = [int(np.prod(s)) for s in shapes] + [batch * sizes[0]]
     k_normal, k_target = jax.random.split(key)
-    long = n > sum(counts)  # drawn along the longer axis, turned once for every leaf
-    z = hashed_normal(k_normal, n, sum(counts), dtype, transposed=long)
-    z = z.T if long else z  # (n, values)
+    z = _rows_of(hashed_normal, k_normal, n, sum(counts), dtype)
     parts = jnp.split(z, np.cumsum(counts)[:-1], axis=1)
     leaves = [p.reshape(n, *s) for p, s in zip(parts, shapes, strict=False)]
     params = [{"W": w, "b": b} for w, b in zip(leaves[::2], leaves[1::2], strict=True)]
     x = parts[-1].reshape(n, batch, sizes[0])
     classes = sizes[-1]
     cols = batch if loss == "softmax_ce" else batch * classes  # a class, or a target, each
-    u = hashed_uniform(k_target, n, cols, jnp.float32, transposed=n > cols)
-    u = u.T if n > cols else u  # (n, cols)
+    u = _rows_of(hashed_uniform, k_target, n, cols, jnp.float32)
     if loss == "softmax_ce":
         label = jnp.minimum(jnp.floor(u * classes).astype(jnp.int32), classes - 1)
         return params, x, jax.nn.one_hot(label, classes, dtype=dtype)
     return params, x, u.astype(dtype).reshape(n, batch, classes)
+
+
+def _rows_of(hashed: Callable, key: jax.Array, rows: int, cols: int, dtype) -> jax.Array:
+    """``hashed(key, rows, cols, dtype)`` (:func:`hashed_normal`, :func:`hashed_uniform`)
+    laid out ``(rows, cols)``, computed along the longer axis and turned once."""
+    if rows > cols:
+        return hashed(key, rows, cols, dtype, transposed=True).T
+    return hashed(key, rows, cols, dtype)
 
 
 def _rms(a: jax.Array) -> jax.Array:

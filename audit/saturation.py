@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.points import PointGroup
+from audit.points import PointGroup, subset_points
 from audit.tiers import tiered, work
 from jaxbp.core import OutputSpec, forward_example
 from jaxbp.params import target_units
@@ -72,12 +72,9 @@ def saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, 
 
 
 def _slopes_at(g: PointGroup, local: np.ndarray, spec: OutputSpec) -> np.ndarray:
-    """``(len(local), units)``: :func:`_unit_slopes` at the points ``local`` of ``g``,
-    taken on the host and padded to a power of two by repeating the last, so nearby counts
-    share a program."""
+    """``(len(local), units)``: :func:`_unit_slopes` at the points ``local`` of ``g``, each
+    distinct point computed once (:func:`audit.points.subset_points`)."""
     unique, inverse = np.unique(local, return_inverse=True)
-    size = 1 << max(int(unique.size) - 1, 0).bit_length()
-    idx = np.concatenate([unique, np.repeat(unique[-1:], size - unique.size)])
-    params, x = jax.tree.map(lambda a: np.asarray(a)[idx], (g.params, g.x))
+    params, x = subset_points((g.params, g.x), unique)
     slopes = _unit_slopes.pick(work(params, g.batch))(params, x, spec=spec)
     return np.asarray(slopes)[inverse]

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import collections
 import threading
+import weakref
 from typing import Any
 
 import jax
 
-__all__ = ["ShapeMemo", "shape_key"]
+__all__ = ["ShapeMemo", "forget_all", "shape_key"]
+
+_EVERY: weakref.WeakSet = weakref.WeakSet()  # every memo made, for forget_all
 
 
 def shape_key(*parts: Any, trees: Any = (), stacked: bool = False) -> tuple | None:
@@ -50,6 +53,7 @@ class ShapeMemo:
         self.size = size
         self._kept: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
+        _EVERY.add(self)
 
     def get(self, key: tuple | None) -> Any:
         """The value kept for ``key``, or None."""
@@ -74,3 +78,11 @@ class ShapeMemo:
     def clear(self) -> None:
         with self._lock:
             self._kept.clear()
+
+
+def forget_all() -> None:
+    """Empty every :class:`ShapeMemo`, when JAX's caches are cleared
+    (:func:`audit.tiers.forget_compiled_ahead`): what a memo keeps includes compilations
+    started ahead, which are then gone."""
+    for memo in list(_EVERY):
+        memo.clear()

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from audit.memo import forget_all
 from audit.program_cache import Program, forget_loaded
 
 __all__ = [
@@ -162,9 +163,11 @@ def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
 
 
 def forget_compiled_ahead() -> None:
-    """Forget what was compiled ahead or loaded, after JAX's own caches were cleared."""
+    """Forget what was compiled ahead or loaded, and what was found from shapes
+    (:mod:`audit.memo`), after JAX's own caches were cleared."""
     _AHEAD.clear()
     forget_loaded()
+    forget_all()
 
 
 def traced_once(fn: Callable) -> Callable:

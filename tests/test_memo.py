@@ -129,3 +129,18 @@ def test_shape_memo_keeps_the_newest_and_nothing_for_no_key():
     assert memo.get("b") is None and memo.get("a") == 1 and memo.get("c") == 3
     memo.clear()
     assert memo.get("a") is None
+
+
+def test_clearing_jax_caches_forgets_what_every_memo_kept():
+    import audit.check
+    import audit.weights
+    from audit.tiers import forget_compiled_ahead
+
+    loss_fn, grad_fn = _linear([])
+    p, x, y = _data()
+    audit.check_gradients(grad_fn, loss_fn, p, x, y, points=4, key=jax.random.key(1))
+    key = shape_key(grad_fn, loss_fn, trees=(p, x, y))
+    assert audit.check._FOUND.get(key) is not None
+    assert audit.weights._FOUND._kept  # the layout and the second look of this call
+    forget_compiled_ahead()  # as audit.budget.clear_if_crowded calls it after jax.clear_caches
+    assert audit.check._FOUND.get(key) is None and not audit.weights._FOUND._kept

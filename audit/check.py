@@ -236,11 +236,14 @@ def check_gradients(
     if found is None:
         _check_loss(loss_fn, params, x, y)
     compile_ahead(_loss_program(params, x), params, x, y, loss_fn=loss_fn)  # read below
+    # while the points' program compiles: grad_fn is traced at the given point, whose shapes
+    # every perturbed point shares (point 0 of the stacked points is the given point)
+    given = _given_point(params, x, y)
     if found is None:
-        rules, own_names = custom_rules(loss_fn, params, x, y), tree_names(params)
-        own_leaves = tuple(_leaf_names(params))
-    else:
-        rules, own_names, own_leaves, traced = found
+        found = (tuple(custom_rules(loss_fn, params, x, y)), tree_names(params),
+                 tuple(_leaf_names(params)), is_traceable(grad_fn, given))  # fmt: skip
+        _FOUND.put(found_key, found)
+    rules, own_names, own_leaves, traced = found
     all_names = list(names) if names is not None else own_names
     if len(all_names) != n_params:
         raise ValueError(
@@ -256,12 +259,6 @@ def check_gradients(
     ref_dtype = jnp.float64  # the reference side runs with 64-bit types on, always
 
     n = points + 1
-    # while the points' program compiles: grad_fn is traced at the given point, whose shapes
-    # every perturbed point shares (point 0 of the stacked points is the given point)
-    given = _given_point(params, x, y)
-    if found is None:
-        traced = is_traceable(grad_fn, given)
-        _FOUND.put(found_key, (tuple(rules), own_names, own_leaves, traced))
     if drawing is not None and not drawing.done():  # a first call: work ahead while it waits
         if traced:  # whether it runs in float64 (the second look), asked again from a cache
             with jax.enable_x64(True):

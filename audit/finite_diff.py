@@ -15,7 +15,7 @@ import numpy as np
 
 from audit.gradients import NUDGES, nudged
 from audit.layout import cast_floats, flat_points, n_points, unflatten
-from audit.points import PointGroup
+from audit.points import PointGroup, by_group
 from audit.tiers import compile_ahead, tiered, traced_once, work
 
 __all__ = [
@@ -73,13 +73,8 @@ def finite_differences(
       can share exactly.
     """
     out = np.full((2, len(weights)), np.nan)
-    start = 0
-    for g in groups:
-        sel = (points >= start) & (points < start + g.size)
-        if sel.any():
-            out[:, sel] = _fd_group(loss_fn, g, weights[sel], points[sel] - start, dtype,
-                                    measured)  # fmt: skip
-        start += g.size
+    for k, here, local in by_group([g.size for g in groups], points):
+        out[:, here] = _fd_group(loss_fn, groups[k], weights[here], local, dtype, measured)
     return out[0], out[1]
 
 

@@ -39,7 +39,7 @@ from audit.compare import (
 from audit.layout import Layout, cast_floats, flat_points, n_points
 from audit.placement import shard_points, to_host
 from audit.plain_pass import applies, plain_pass
-from audit.points import PointGroup, subset_points, take_points
+from audit.points import PointGroup, by_group, subset_points, take_points
 from audit.program_cache import kept_value
 from audit.tiers import tiered, traced_once, work
 from jaxbp.checks import check_grads_like
@@ -696,15 +696,12 @@ def evaluate(
         trees.append(tree)
         programs.append(program)
     total = joined(summaries, [g.size for g in groups])
-    starts = np.cumsum([0] + [g.size for g in groups])
 
     def rows(points: np.ndarray):
         parts = []
-        for k, (tree, program) in enumerate(zip(trees, programs, strict=True)):
-            local = points[(points >= starts[k]) & (points < starts[k + 1])] - starts[k]
-            if local.size:
-                with jax.enable_x64(True):
-                    parts.append(detail_rows(program, tree, local, 1, mesh, chunks[k]))
+        for k, _, local in by_group([g.size for g in groups], points):
+            with jax.enable_x64(True):
+                parts.append(detail_rows(programs[k], trees[k], local, 1, mesh, chunks[k]))
         m = np.concatenate([p[0] for p in parts])
         r = np.concatenate([p[1] for p in parts])
         failed = np.concatenate([p[2].judged & ~p[2].passed for p in parts])

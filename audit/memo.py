@@ -25,25 +25,27 @@ _EVERY: weakref.WeakSet = weakref.WeakSet()  # every memo made, for forget_all
 
 
 def shape_key(*parts: Any, trees: Any = (), stacked: bool = False) -> tuple | None:
-    """``parts`` (functions, settings), the structure of ``trees``, each leaf's shape, dtype
-    and weak type, and the 64-bit setting, as one hashable key; ``stacked``: the leaves hold
-    points on their leading axis, which the key leaves out. None when a part cannot be
-    hashed (then nothing is kept)."""
+    """``parts`` (functions, settings), the structure of ``trees``, each array leaf's shape,
+    dtype and weak type (any other leaf as its type and value), and the 64-bit setting, as
+    one hashable key; ``stacked``: the arrays hold points on their leading axis, which the
+    key leaves out. None when a part cannot be hashed (then nothing is kept)."""
     leaves, treedef = jax.tree.flatten(trees)
-    key = (
-        *parts,
-        treedef,
-        bool(jax.config.jax_enable_x64),
-        tuple(
-            (tuple(a.shape[1:] if stacked else a.shape), a.dtype, bool(getattr(a, "weak_type", 0)))
-            for a in leaves
-        ),
-    )
+    key = (*parts, treedef, bool(jax.config.jax_enable_x64), tuple(map(_leaf_key(stacked), leaves)))
     try:
         hash(key)
     except TypeError:
         return None
     return key
+
+
+def _leaf_key(stacked: bool):
+    def leaf(a: Any) -> tuple:
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+            return (type(a), a)
+        shape = tuple(a.shape[1:] if stacked else a.shape)
+        return (shape, a.dtype, bool(getattr(a, "weak_type", False)))
+
+    return leaf
 
 
 class ShapeMemo:

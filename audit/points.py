@@ -23,6 +23,7 @@ __all__ = [
     "RANDOM_BATCH",
     "Labels",
     "PointGroup",
+    "by_group",
     "hashed_normal",
     "hashed_uniform",
     "joined_labels",
@@ -136,6 +137,21 @@ def _joined(a, b) -> jax.Array:
     if np.size(a) + np.size(b) <= _HOST_JOIN:
         return jax.device_put(np.concatenate([np.asarray(a), np.asarray(b)]))
     return jnp.concatenate([a, b])
+
+
+def by_group(sizes: Sequence[int], points: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """``(k, here, local)`` for each group ``k`` (of ``sizes[k]`` points, the groups laid end
+    to end) that holds some of ``points``: their positions in ``points``, in order, and
+    their indices within the group."""
+    points = np.asarray(points, np.int64)
+    ends = np.cumsum(sizes)
+    out = []
+    for k, end in enumerate(ends.tolist()):
+        start = end - int(sizes[k])
+        here = np.flatnonzero((points >= start) & (points < end))
+        if here.size:
+            out.append((k, here, points[here] - start))
+    return out
 
 
 def take_points(tree, points: np.ndarray, size: int):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.points import PointGroup, subset_points
+from audit.points import PointGroup, by_group, subset_points
 from audit.tiers import tiered, work
 from jaxbp.core import OutputSpec, forward_example
 from jaxbp.params import target_units
@@ -56,16 +56,13 @@ def saturation_fn(spec: OutputSpec, groups: list[PointGroup], sizes: tuple[int, 
     if act not in ("sigmoid", "tanh") and out_act not in ("sigmoid", "tanh"):
         return None
     unit_of = target_units(sizes) - 1  # column of the slopes: units numbered from 0
-    starts = np.cumsum([0] + [g.size for g in groups])
 
     def saturated(weights: np.ndarray, points: np.ndarray) -> np.ndarray:
-        weights, points = np.asarray(weights), np.asarray(points, np.int64)
-        out = np.zeros(points.shape, bool)
-        for k, g in enumerate(groups):
-            here = np.flatnonzero((points >= starts[k]) & (points < starts[k + 1]))
-            if here.size:
-                slopes = _slopes_at(g, points[here] - starts[k], spec)  # (here.size, units)
-                out[here] = slopes[np.arange(here.size), unit_of[weights[here]]] < SATURATION
+        weights = np.asarray(weights)
+        out = np.zeros(np.shape(points), bool)
+        for k, here, local in by_group([g.size for g in groups], points):
+            slopes = _slopes_at(groups[k], local, spec)  # (here.size, units)
+            out[here] = slopes[np.arange(here.size), unit_of[weights[here]]] < SATURATION
         return out
 
     return saturated

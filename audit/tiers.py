@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from audit.memo import forget_all
+from audit.memo import forget_all, shape_key
 from audit.program_cache import Program, forget_loaded
 
 __all__ = [
@@ -114,23 +114,6 @@ _AHEAD: dict = {}  # signatures compiled ahead already, oldest first
 _AHEAD_MAX = 1024
 
 
-def _signature(jitted, args, kwargs, *settings) -> tuple | None:
-    """What a compiled program depends on: the function, the arrays' shapes and dtypes, the
-    other (static) values; None when one of them cannot be hashed."""
-    leaves, treedef = jax.tree.flatten((args, kwargs))
-    key = [jitted, treedef, *settings]
-    for a in leaves:
-        if hasattr(a, "shape") and hasattr(a, "dtype"):
-            key.append((tuple(a.shape), a.dtype, bool(getattr(a, "weak_type", False))))
-        else:
-            key.append((type(a), a))
-    try:
-        hash(tuple(key))
-    except TypeError:
-        return None
-    return tuple(key)
-
-
 def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
     """Compile the jitted ``jitted`` for ``args`` in a background thread, with this thread's
     64-bit and matmul-precision settings; JAX's own cache then serves the call. XLA compiles
@@ -140,7 +123,7 @@ def compile_ahead(jitted, *args, **kwargs) -> concurrent.futures.Future:
     not lowered again: that alone costs milliseconds a call, as much as a small audit."""
     x64 = jax.config.jax_enable_x64
     precision = jax.config.jax_default_matmul_precision
-    sig = _signature(jitted, args, kwargs, x64, precision)
+    sig = shape_key(jitted, precision, trees=(args, kwargs))  # x64 is part of every key
     if sig is not None and sig in _AHEAD:
         return _AHEAD[sig]
 

@@ -116,6 +116,9 @@ def test_shape_key_names_shapes_and_dtypes_not_values():
     other = jax.tree.map(lambda a: np.stack([np.asarray(a)] * 7), (p, x, y))
     assert shape_key("f", trees=stacked, stacked=True) == shape_key("f", trees=other, stacked=True)
     assert shape_key({}, trees=(p,)) is None  # an unhashable part: nothing is kept
+    # a leaf that is no array (a static argument) by its value
+    assert shape_key("f", trees=((p, 0.5),)) == shape_key("f", trees=((same[0], 0.5),))
+    assert shape_key("f", trees=((p, 0.5),)) != shape_key("f", trees=((p, 2.0),))
 
 
 def test_shape_memo_keeps_the_newest_and_nothing_for_no_key():

@@ -12,6 +12,7 @@ from audit.placement import shard_points
 from audit.points import (
     RANDOM_BATCH,
     Labels,
+    by_group,
     hashed_normal,
     joined_labels,
     merge_same_shapes,
@@ -215,3 +216,14 @@ def test_a_repeated_batch_goes_to_the_device_dense_and_unchanged():
     (out,) = shard_points(None, (across,))
     assert out.flags.c_contiguous
     np.testing.assert_array_equal(out, np.repeat(np.arange(5.0)[:, None], 4, axis=1))
+
+
+def test_by_group_splits_global_points_over_groups_laid_end_to_end():
+    # groups of 3, 0 and 4 points: global 0-2 are the first group's, 3-6 the third's
+    split = by_group([3, 0, 4], np.array([5, 0, 2, 6, 3]))
+    assert [k for k, _, _ in split] == [0, 2]
+    np.testing.assert_array_equal(split[0][1], [1, 2])  # positions of 0 and 2
+    np.testing.assert_array_equal(split[0][2], [0, 2])
+    np.testing.assert_array_equal(split[1][1], [0, 3, 4])  # positions of 5, 6 and 3
+    np.testing.assert_array_equal(split[1][2], [2, 3, 0])
+    assert by_group([2, 2], np.array([], int)) == []

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audit.budget import SMALL_CALL, default_budget, points_per_call, traced_bytes
+from audit.budget import SMALL_CALL, points_per_call, recent_budget, traced_bytes
 from audit.compare import (
     DEFAULT_TOLERANCES,
     Comparison,
@@ -737,9 +737,10 @@ def plan_calls(
         for a in jax.tree.leaves((group.params, group.x, group.y))
     )
     per_point = 2 * inputs + 8  # the inputs and their cast to the reference dtype, a flag
-    if memory is None and (per_point * n + block * work_bytes) <= SMALL_CALL:
+    need = per_point * n + block * work_bytes
+    if memory is None and need <= SMALL_CALL:
         return n, block
-    room = (default_budget() if memory is None else memory) - block * work_bytes
+    room = (recent_budget(need) if memory is None else memory) - block * work_bytes
     return points_per_call(per_point, max(room, 1), n), block
 
 

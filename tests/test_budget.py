@@ -181,3 +181,32 @@ def test_a_small_call_needs_no_look_at_free_memory(monkeypatch):
     assert budget.points_per_call(1000, None, 1000) == 1000  # 1 MB in all
     monkeypatch.setattr(budget, "default_budget", lambda: 10**9)
     assert budget.points_per_call(10**6, None, 5000) == 512  # 5 GB asked, 1 GB free
+
+
+def test_a_recent_roomy_read_of_free_memory_is_reused(monkeypatch):
+    reads = []
+    now = [100.0]
+
+    def read():
+        reads.append(now[0])
+        return 10**10
+
+    monkeypatch.setattr(budget, "default_budget", read)
+    monkeypatch.setattr(budget, "_BUDGET_READ", [-float("inf"), 0])
+    import time
+
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    per_point = budget.SMALL_CALL  # every call below is past the size read without asking
+    assert budget.points_per_call(per_point, None, 4) == 4
+    assert reads == [100.0]
+    now[0] += 0.5
+    assert budget.points_per_call(per_point, None, 4) == 4  # a quarter of it at most: reused
+    assert reads == [100.0]
+    assert budget.points_per_call(per_point, None, 64) == 64  # more than a quarter: read again
+    assert reads == [100.0, 100.5]
+    now[0] += budget.RECHECK_S  # too old: read again
+    assert budget.points_per_call(per_point, None, 4) == 4
+    assert reads == [100.0, 100.5, 101.5]
+    monkeypatch.setattr(budget, "default_budget", lambda: 2 * per_point)
+    now[0] += budget.RECHECK_S
+    assert budget.points_per_call(per_point, None, 4) == 2  # less free now: fewer a call

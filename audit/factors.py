@@ -28,6 +28,7 @@ from audit.gradients import (
     runs_in,
     second_look,
 )
+from audit.memo import ShapeMemo, shape_key
 from audit.points import Labels, PointGroup, joined_labels
 from audit.tiers import Tiered, tiered, work
 from jaxbp.core import OutputSpec, backprop_batch
@@ -175,6 +176,29 @@ def _entries(names, segments, summary: Summary, groups, *, dtype) -> tuple[list[
     return out, [note.replace("jax.grad", "JAX's factor")] if note else []
 
 
+# per factor function and point shapes: the factors it returns, and its second look
+_FOUND = ShapeMemo()
+
+
+def _factor_names_and_look(factors_fn: Callable, g0: PointGroup, dt: str):
+    """``(names, look)``: the note's factors ``factors_fn`` returns at one point of ``g0``,
+    in chain order, and :func:`second_look`'s answer for it; found from shapes alone."""
+    first = (
+        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), g0.params),
+        *(jax.ShapeDtypeStruct(a.shape[2:], a.dtype) for a in (g0.x, g0.y)),
+    )
+    sample = jax.eval_shape(factors_fn, *first)
+    ref_names = list(jax.eval_shape(seed_factors_autodiff, *first).keys())
+    ref_names = [k for k in _NOTE_ORDER if k in ref_names]
+    names = tuple(k for k in ref_names if k in sample)
+    if not names:
+        raise ValueError(
+            f"factors_fn returned keys {sorted(sample)}; expected some of the note's factor "
+            f"names {ref_names}"
+        )
+    return names, second_look(g0.x.dtype, dt, runs_in(factors_fn, first, dt))
+
+
 def seed_factor_audit(
     factors_fn: Callable,
     groups: list[PointGroup],
@@ -195,21 +219,13 @@ def seed_factor_audit(
       was not finite.
     """
     g0 = groups[0]
-    first = (
-        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), g0.params),
-        *(jax.ShapeDtypeStruct(a.shape[2:], a.dtype) for a in (g0.x, g0.y)),
-    )
-    sample = jax.eval_shape(factors_fn, *first)
-    ref_names = list(jax.eval_shape(seed_factors_autodiff, *first).keys())
-    ref_names = [k for k in _NOTE_ORDER if k in ref_names]
-    names = tuple(k for k in ref_names if k in sample)
-    if not names:
-        raise ValueError(
-            f"factors_fn returned keys {sorted(sample)}; expected some of the note's factor "
-            f"names {ref_names}"
-        )
     dt = jnp.dtype(ref_dtype).name
-    look = second_look(g0.x.dtype, dt, runs_in(factors_fn, first, dt))
+    found_key = shape_key(factors_fn, dt, trees=(g0.params, g0.x, g0.y), stacked=True)
+    found = _FOUND.get(found_key)
+    if found is None:
+        found = _factor_names_and_look(factors_fn, g0, dt)
+        _FOUND.put(found_key, found)
+    names, look = found
     options = dict(factors_fn=factors_fn, names=names, ref_dtype=dt, tol=tol, look=look)
     segments = np.arange(len(names))
     results = _summaries(_seed_group, options, groups, mesh, memory,

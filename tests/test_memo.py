@@ -147,3 +147,33 @@ def test_clearing_jax_caches_forgets_what_every_memo_kept():
     assert audit.weights._FOUND._kept  # the layout and the second look of this call
     forget_compiled_ahead()  # as audit.budget.clear_if_crowded calls it after jax.clear_caches
     assert audit.check._FOUND.get(key) is None and not audit.weights._FOUND._kept
+
+
+def test_the_factor_audit_finds_its_factors_once_per_function_and_shapes(monkeypatch):
+    import audit.factors
+    import jaxbp
+
+    asked = []
+    real = audit.factors._factor_names_and_look
+
+    def counted(*a, **k):
+        asked.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(audit.factors, "_factor_names_and_look", counted)
+    audit.factors._FOUND.clear()
+    first = audit.audit_network("seed", points=4, steps=10, fd=False)
+    again = audit.audit_network("seed", points=4, steps=10, fd=False, seed=1)
+    assert asked == [jaxbp.seed_factors]  # the second audit found them kept
+    audit.factors._FOUND.clear()
+    fresh = audit.audit_network("seed", points=4, steps=10, fd=False, seed=1)
+    assert len(asked) == 2
+    assert [f["name"] for f in first.factors] == [f["name"] for f in again.factors]
+    assert again.factors == fresh.factors and again.notes == fresh.notes
+
+    def no_factors(params, x, yt):  # none of the note's names: refused at every call
+        return {"dE/dx": jnp.zeros(())}
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="expected some of the note's factor names"):
+            audit.audit_network(jaxbp.seed_grads, factors_fn=no_factors, points=4, steps=10)

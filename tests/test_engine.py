@@ -316,6 +316,41 @@ def test_check_gradients_judges_every_element_where_the_budget_allows(monkeypatc
     assert len(r.weights) == 50 and all(w["finite_diff"] is not None for w in r.weights)
 
 
+def test_finite_differences_of_a_wide_network_agree_with_the_exact_gradient(monkeypatch):
+    # 100,000 parameters: differences go through the loss a few at a time, not 64, and the
+    # six steps of each as six copies; sin(p) . x has the exact gradient cos(p) * x
+    import audit.finite_diff
+
+    def loss_fn(p, x, y):
+        return jnp.sum(jnp.sin(p) * x)
+
+    def grad_fn(p, x, y):
+        return jnp.cos(p) * x
+
+    n = 100_000
+    assert audit.finite_diff.FD_BATCH_VALUES // n < audit.finite_diff.FD_BATCH_MAX
+    assert n > audit.finite_diff.VMAP_STEPS_MAX
+    p = jax.random.normal(jax.random.key(0), (n,))
+    x = jax.random.normal(jax.random.key(1), (n,))
+    assert p.dtype == jnp.float64
+    kw = dict(points=3, key=jax.random.key(2), fd_max=53)  # 5 calls of 10, then 3
+    results = [audit.check_gradients(grad_fn, loss_fn, p, x, None, **kw)]
+    monkeypatch.setattr(audit.finite_diff, "FD_BATCH_VALUES", 64 * n)  # 64 at a time
+    results.append(audit.check_gradients(grad_fn, loss_fn, p, x, None, **kw))
+    for r in results:
+        assert r.passed
+        shown = [w for w in r.weights if w["finite_diff"] is not None]
+        assert len(shown) == 53
+        for w in shown:
+            i = int(w["name"].strip("[]"))
+            k = w["worst_point"]["index"]
+            # float64 here (conftest): the handwritten gradient is jax.grad's to the bit, so
+            # every score is 0 and each element's worst point is the first, the given one
+            assert k == 0
+            want = np.cos(np.float64(p[i])) * np.float64(x[i])
+            np.testing.assert_allclose(w["finite_diff"], want, rtol=1e-6, atol=1e-6)
+
+
 def test_check_gradients_refuses_an_unknown_reference():
     with pytest.raises(
         ValueError, match=r"reference='jax\.grad', expected one of 'autodiff', 'fd', 'both'"

@@ -381,11 +381,18 @@ def _shifted(s: Summary, offset) -> Summary:
 BLOCK_VALUES = 1 << 16  # compared values (rows x elements) one step of the scan holds
 
 
+WIDE_STEP_VALUES = 1 << 19  # values one step holds when a point alone holds BLOCK_VALUES
+
+
 def block_points(values_per_point: int, n: int, mesh=None) -> int | None:
     """Points one step of :func:`blocked` evaluates at once: as many as keep about
-    :data:`BLOCK_VALUES` values, at least 1; None (one vectorised step) for a ``mesh``,
-    whose devices each take a share of the points, or when all ``n`` fit."""
-    block = max(1, BLOCK_VALUES // max(int(values_per_point), 1))
+    :data:`BLOCK_VALUES` values; for a point of more values than that (a wide network's,
+    whose gradients go point after point, :func:`_flat_of`), as many as keep about
+    :data:`WIDE_STEP_VALUES`; at least 1. None (one vectorised step) for a ``mesh``, whose
+    devices each take a share of the points, or when all ``n`` fit."""
+    values = max(int(values_per_point), 1)
+    budget = BLOCK_VALUES if values <= BLOCK_VALUES else WIDE_STEP_VALUES
+    block = max(1, budget // values)
     return None if mesh is not None or block >= n else block
 
 
@@ -482,7 +489,7 @@ def judged_rows(raw: Callable, tree, valid, *, segments, tol: Tolerance, mode: s
         return raw(tree)
 
     def plain(part, ok):
-        if not applies(ok.shape[0], segments):  # decided before raw is traced, not after
+        if not applies(segments):  # decided before raw is traced, not after
             return None
         rows = raw(part)
         if any(a is not None for a in rows[2:]):  # pass_options("first") asks for none
@@ -642,9 +649,22 @@ def detail_rows(
 
 @functools.lru_cache(maxsize=64)
 def _flat_of(fn):
-    """``fn`` over stacked points, flattened to ``(points, P)``; one object per ``fn``."""
+    """``fn`` over stacked points, flattened to ``(points, P)``; one object per ``fn``.
+
+    A point of more than :data:`BLOCK_VALUES` parameters (a wide network's) is computed
+    after the other (``lax.map``), not side by side (``vmap``): XLA:CPU runs a batch of
+    products more slowly than each alone, and each point's gradient comes out the same
+    bits whichever points it is computed with (a first pass's step, a second pass's few)."""
     one = traced_once(fn)  # traced once per point shapes, whatever else uses it
-    return lambda p, x, y: flat_points(jax.vmap(one)(p, x, y), n_points(p))
+
+    def run(p, x, y):
+        n = n_points(p)
+        values = sum(int(np.prod(np.shape(a)[1:])) for a in jax.tree.leaves(p))
+        if values > BLOCK_VALUES:
+            return flat_points(jax.lax.map(lambda a: one(*a), (p, x, y)), n)
+        return flat_points(jax.vmap(one)(p, x, y), n)
+
+    return run
 
 
 def evaluate(

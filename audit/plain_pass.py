@@ -9,7 +9,8 @@ and its summary took 60 ms of a 120 ms program, the gradients the rest. Most of 
 reductions over rows of 9 values and to arrays laid out 9 values wide.
 
 :func:`plain_pass` computes the same summary in the layout that keeps the long axis inside
-(values x points, when there are more points than values), computes the rule's score once,
+(values x points when there are more points than values, else points x values as the
+gradients come), computes the rule's score once,
 reduces it twice (the failing points, then each element's worst row) and works the other
 fields out again at the worst row alone, with the same function
 (:func:`audit.compare.scored`), so every number is the bit the general form gives. In the
@@ -17,8 +18,13 @@ first pass nothing is flagged and no kept row fails, which is what makes one red
 enough. The tests compare both forms field by field, in every case the general form
 handles (a reference not finite, no point kept, padding rows). The 2-2-1 program, both
 forms compiled in one process and called in turn: 105 ms became 75 ms at 262,144 points,
-1.52 ms became 1.07 ms at 4,096. Where points do not outnumber values (a wide network's
-scan steps of one point each) it returns None and the general form runs.
+1.52 ms became 1.07 ms at 4,096. A wide network's scan takes a few points a step
+(:func:`audit.gradients.block_points`) and judges them here together: the general form's
+gathers at each element's worst row, and a running worst case merged once a point, had cost
+more than a third of the 64-256-256-10's program (a profile: 38 of 110 ms at 64 points in
+selects alone); its call at 512 points went from 1.46 to 1.29 s (median of three processes
+each, old and new code in turn). Where a tensor's values are not in one run it returns None
+and the general form runs.
 """
 
 from __future__ import annotations
@@ -36,15 +42,17 @@ __all__ = ["NARROW", "applies", "plain_pass"]
 NARROW = 16
 
 
-def _segment_tops(r_abs: jax.Array, segments: np.ndarray) -> list[jax.Array]:
-    """One ``(rows,)`` array per tensor: the largest value of ``r_abs``
-    ``(P, rows)`` over that tensor's values, for tensors in consecutive runs of
-    ``segments`` (``(P,)``, as every flat gradient lays them)."""
+def _segment_tops(r_abs: jax.Array, segments: np.ndarray, rows_inside: bool) -> list[jax.Array]:
+    """One ``(rows,)`` array per tensor: the largest value of ``r_abs`` over that tensor's
+    values, for tensors in consecutive runs of ``segments`` (``(P,)``, as every flat
+    gradient lays them). ``r_abs`` is ``(P, rows)`` when ``rows_inside``, else ``(rows, P)``."""
     starts = np.flatnonzero(np.diff(segments, prepend=-1))
     ends = [*starts[1:].tolist(), segments.size]
     tops = []
     for a, b in zip(starts.tolist(), ends, strict=True):
-        if b - a <= NARROW:
+        if not rows_inside:
+            top = jnp.max(r_abs[:, a:b], axis=1)
+        elif b - a <= NARROW:
             top = r_abs[a]
             for j in range(a + 1, b):
                 top = jnp.maximum(top, r_abs[j])
@@ -54,14 +62,27 @@ def _segment_tops(r_abs: jax.Array, segments: np.ndarray) -> list[jax.Array]:
     return tops
 
 
-def applies(n_rows: int, segments: np.ndarray) -> bool:
-    """Whether :func:`plain_pass` computes ``n_rows`` rows of values in ``segments``
-    (``(P,)``, the tensor of each value): more rows than values, and tensor ``k`` the
-    ``k``-th run of values. Known from the shapes alone, before anything is traced."""
+def _spread(tops: jax.Array, segments: np.ndarray) -> jax.Array:
+    """``(rows, P)``: each value's tensor's entry of ``tops`` (``(S, rows)``), laid out
+    tensor by tensor."""
+    starts = np.flatnonzero(np.diff(segments, prepend=-1))
+    ends = [*starts[1:].tolist(), segments.size]
+    rows = tops.shape[1]
+    return jnp.concatenate(
+        [jnp.broadcast_to(tops[k][:, None], (rows, b - a))
+         for k, (a, b) in enumerate(zip(starts.tolist(), ends, strict=True))],
+        axis=1,
+    )  # fmt: skip
+
+
+def applies(segments: np.ndarray) -> bool:
+    """Whether :func:`plain_pass` computes rows of values in ``segments`` (``(P,)``, the
+    tensor of each value): tensor ``k`` the ``k``-th run of values, as every flat gradient
+    lays them. Known from the shapes alone, before anything is traced."""
     segments = np.asarray(segments)
     starts = np.flatnonzero(np.diff(segments, prepend=-1))
     consecutive = np.array_equal(segments[starts], np.arange(starts.size))
-    return int(n_rows) > segments.size and bool(consecutive)
+    return bool(consecutive)
 
 
 def plain_pass(
@@ -74,10 +95,8 @@ def plain_pass(
 ) -> tuple[Summary, jax.Array] | None:
     """The first pass's ``(Summary, bad)``, traced: what :func:`audit.gradients.finish`
     returns for ``mode="first"`` from the plain rule's comparison of ``manual`` and
-    ``reference`` (``(rows, P)`` each), every field the same. None where the layout gains
-    nothing (:func:`applies`): no more rows than values (a wide network's few rows of many
-    values, which XLA already computes along the values), or a tensor's values not in one
-    run.
+    ``reference`` (``(rows, P)`` each), every field the same. None where a tensor's values
+    are not in one run (:func:`applies`).
 
     ``segments``: ``(P,)`` the tensor of each value; ``ok``: ``(rows,)`` the real rows
     (the rest pad the points); ``rows_per_point`` rows make a point. ``bad``: ``(points,)``
@@ -85,27 +104,38 @@ def plain_pass(
     """
     segments = np.asarray(segments)
     n_rows, n_values = manual.shape
-    if not applies(n_rows, segments):
+    if not applies(segments):
         return None
     dt = jnp.promote_types(manual.dtype, reference.dtype)
-    # values x rows: the long axis inside, where XLA:CPU computes many values per instruction
-    m, r = manual.astype(dt).T, reference.astype(dt).T
+    # the long axis inside, where XLA:CPU computes many values per instruction: values x
+    # rows when rows outnumber values, else rows x values as given
+    inside = n_rows > n_values
+    m, r = manual.astype(dt), reference.astype(dt)
+    if inside:
+        m, r = m.T, r.T
+    along, across = (1, 0) if inside else (0, 1)  # axes of the rows and of the values
     judged = jnp.isfinite(r)
     finite = jnp.isfinite(m) & judged
-    tops = jnp.stack(_segment_tops(jnp.where(judged, jnp.abs(r), 0), segments))  # (S, rows)
-    score = scored(m, r, finite, tops[segments], tol)[3]
+    r_abs = jnp.where(judged, jnp.abs(r), 0)
+    tops = jnp.stack(_segment_tops(r_abs, segments, inside))  # (S, rows)
+    score = scored(m, r, finite, tops[segments] if inside else _spread(tops, segments), tol)[3]
     score = jax.lax.optimization_barrier(score)  # computed once, reduced twice
-    ok_b = ok[None, :]
+
+    def by_row(a):  # (rows,) broadcast along the values
+        return a[None, :] if inside else a[:, None]
+
+    ok_b = by_row(ok)
     failed = judged & ~(finite & (score <= 1)) & ok_b
-    bad = jnp.any(jnp.any(failed, axis=0).reshape(n_rows // rows_per_point, rows_per_point), axis=1)
+    per_row = jnp.any(failed, axis=across)
+    bad = jnp.any(per_row.reshape(n_rows // rows_per_point, rows_per_point), axis=1)
     keep = ok & ~jnp.repeat(bad, rows_per_point, axis=0)
     any_keep = jnp.any(keep)
-    keep_b = keep[None, :]
+    keep_b = by_row(keep)
     # each element's worst row: its largest score among the kept rows where the reference
     # is finite (rank 1), else its first kept row (rank 0: the reference not finite at any
     # kept row, a score of inf at each), else, when no row is kept, its largest score
     key = jnp.where(keep_b, jnp.where(judged, score, -1.0), -2.0)
-    idx = jnp.argmax(jnp.where(any_keep, key, score), axis=1)  # (P,)
+    idx = jnp.argmax(jnp.where(any_keep, key, score), axis=along)  # (P,)
     values = np.arange(n_values)
     m_at, r_at = manual[idx, values], reference[idx, values]
     m1, r1 = m_at.astype(dt), r_at.astype(dt)
@@ -118,11 +148,11 @@ def plain_pass(
 
     def unjudged_fields(r, keep_b):  # the reference not finite at some real row
         unjudged = ~jnp.isfinite(r) & ok_b
-        in_row = jnp.any(unjudged, axis=0)  # (rows,)
+        in_row = jnp.any(unjudged, axis=across)  # (rows,)
         row = jnp.argmax(in_row)
-        col = jnp.argmax(unjudged[:, row])
+        col = jnp.argmax(unjudged[:, row] if inside else unjudged[row])
         return (
-            jnp.sum(unjudged & keep_b, axis=1, dtype=jnp.int32),
+            jnp.sum(unjudged & keep_b, axis=along, dtype=jnp.int32),
             jnp.sum(in_row, dtype=jnp.int32),
             jnp.stack([row.astype(jnp.float64), col.astype(jnp.float64),
                        manual[row, col].astype(jnp.float64),

@@ -292,3 +292,32 @@ def test_a_pass_that_counted_no_row_of_an_element_may_name_a_padding_row():
     summary = in_two_passes(program, np.arange(3.0), 3, 1, narrow=True)
     assert summary.index.tolist() == [1, 1]
     assert summary.rank.tolist() == [3, 3]
+
+
+def test_a_wide_networks_points_get_the_same_bits_whatever_points_come_with_them():
+    # past BLOCK_VALUES parameters a point's gradient is computed alone (lax.map, not vmap),
+    # so the first pass's step of several points and a second pass's one or two agree to
+    # the bit, and a step of a few points is judged together
+    import audit.gradients as gradients
+
+    n_in, n_out, batch = 300, 240, 16
+    assert n_in * n_out > gradients.BLOCK_VALUES
+    assert gradients.block_points(n_in * n_out, 64) == gradients.WIDE_STEP_VALUES // (n_in * n_out)
+    assert gradients.block_points(9, 64) is None  # a small network's 64 points: one step
+
+    def grad_fn(p, x, y):
+        return {"w": x.T @ (x @ p["w"] - y) / y.shape[0]}
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    p = {"w": jax.random.normal(keys[0], (8, n_in, n_out), jnp.float32)}
+    x = jax.random.normal(keys[1], (8, batch, n_in), jnp.float32)
+    y = jax.random.normal(keys[2], (8, batch, n_out), jnp.float32)
+    rows = jax.jit(gradients._flat_of(grad_fn))
+    every = np.asarray(rows(p, x, y))
+    for some in ([0], [3], [7], [2, 5]):
+        idx = np.array(some)
+        part = np.asarray(rows({"w": p["w"][idx]}, x[idx], y[idx]))
+        np.testing.assert_array_equal(part, every[idx])
+    want = np.einsum("bi,bo->io", np.asarray(x[4], np.float64),
+                     np.asarray(x[4] @ p["w"][4] - y[4], np.float64)) / batch  # fmt: skip
+    np.testing.assert_allclose(every[4], want.ravel(), rtol=1e-4, atol=1e-5)

@@ -9,7 +9,7 @@ A command-line run is supervised: the process started by the user runs the audit
 process and waits for it. JAX aborts a process whose run lost a member (the coordinator
 unreachable at the start, or a peer that stopped sending heartbeats later); the supervisor
 turns that into exit status 2 and one line on stderr, after about ``--timeout`` seconds.
-The child's runtime log lines (gloo's on standard output, XLA's on stderr) are dropped
+The child's runtime log lines (gloo's and XLA's, on either stream) are dropped
 unless ``JAXBP_DEBUG=1``. A SIGTERM to the supervisor reaches the child as SIGINT (exit
 130, as Ctrl-C): the child's JAX takes SIGTERM for a preemption notice and runs on.
 """
@@ -42,8 +42,12 @@ PROG = "jaxbp-audit"
 JOINED_FD = "JAXBP_AUDIT_JOINED_FD"  # set for the child: the pipe it reports joining on
 
 # log lines of the C++ runtime on stderr: absl's "E1206 02:13:32.294965   32421 file.cc:123]
-# ...", and a fatal error's stack trace
-_RUNTIME_LOG = re.compile(r"^([EFWI]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]|\*\*\* |\s+@ )")
+# ...", gloo's "[external/gloo/gloo/transport/tcp/debug_logger.cc:25] ERROR failed to
+# connect, ..." (its retries while a peer is gone), and a fatal error's stack trace
+_RUNTIME_LOG = re.compile(
+    r"^([EFWI]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]"
+    r"|\[[^\]\s]+\.(cc|h|cpp):\d+\] |\*\*\* |\s+@ )"
+)
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

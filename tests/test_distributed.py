@@ -307,6 +307,10 @@ def test_the_runtime_log_filter_keeps_the_cli_lines_only():
 
     lines = [
         b"jaxbp-audit: comparing 9 weights at 14 points\n",
+        # gloo retrying a peer that is gone: a line of its own, before any error
+        b"[external/gloo/gloo/transport/tcp/debug_logger.cc:25] ERROR failed to connect, "
+        b"willRetry=1, retry=1, retryLimit=3, rank=0, size=2, local=[127.0.0.1]:46279, "
+        b"remote=[127.0.0.1]:21902$2, error=SO_ERROR: Connection refused\n",
         b"E1206 02:13:32.294965   32421 coordination_service.cc:1549] UNAVAILABLE: tasks:\n",
         b"1\n",
         b"The tasks have crashed.\n",

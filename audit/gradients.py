@@ -381,7 +381,7 @@ def _shifted(s: Summary, offset) -> Summary:
 BLOCK_VALUES = 1 << 16  # compared values (rows x elements) one step of the scan holds
 
 
-WIDE_STEP_VALUES = 1 << 19  # values one step holds when a point alone holds BLOCK_VALUES
+WIDE_STEP_VALUES = 1 << 19  # values one step holds when one point holds more than BLOCK_VALUES
 
 
 def block_points(values_per_point: int, n: int, mesh=None) -> int | None:

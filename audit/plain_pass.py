@@ -42,14 +42,18 @@ __all__ = ["NARROW", "applies", "plain_pass"]
 NARROW = 16
 
 
+def _runs(segments: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of equal values in ``segments`` (``(P,)``), in order."""
+    starts = np.flatnonzero(np.diff(segments, prepend=-1)).tolist()
+    return list(zip(starts, [*starts[1:], segments.size][: len(starts)], strict=True))
+
+
 def _segment_tops(r_abs: jax.Array, segments: np.ndarray, rows_inside: bool) -> list[jax.Array]:
     """One ``(rows,)`` array per tensor: the largest value of ``r_abs`` over that tensor's
     values, for tensors in consecutive runs of ``segments`` (``(P,)``, as every flat
     gradient lays them). ``r_abs`` is ``(P, rows)`` when ``rows_inside``, else ``(rows, P)``."""
-    starts = np.flatnonzero(np.diff(segments, prepend=-1))
-    ends = [*starts[1:].tolist(), segments.size]
     tops = []
-    for a, b in zip(starts.tolist(), ends, strict=True):
+    for a, b in _runs(segments):
         if not rows_inside:
             top = jnp.max(r_abs[:, a:b], axis=1)
         elif b - a <= NARROW:
@@ -65,12 +69,10 @@ def _segment_tops(r_abs: jax.Array, segments: np.ndarray, rows_inside: bool) -> 
 def _spread(tops: jax.Array, segments: np.ndarray) -> jax.Array:
     """``(rows, P)``: each value's tensor's entry of ``tops`` (``(S, rows)``), laid out
     tensor by tensor."""
-    starts = np.flatnonzero(np.diff(segments, prepend=-1))
-    ends = [*starts[1:].tolist(), segments.size]
     rows = tops.shape[1]
     return jnp.concatenate(
         [jnp.broadcast_to(tops[k][:, None], (rows, b - a))
-         for k, (a, b) in enumerate(zip(starts.tolist(), ends, strict=True))],
+         for k, (a, b) in enumerate(_runs(segments))],
         axis=1,
     )  # fmt: skip
 
@@ -80,9 +82,8 @@ def applies(segments: np.ndarray) -> bool:
     tensor of each value): tensor ``k`` the ``k``-th run of values, as every flat gradient
     lays them. Known from the shapes alone, before anything is traced."""
     segments = np.asarray(segments)
-    starts = np.flatnonzero(np.diff(segments, prepend=-1))
-    consecutive = np.array_equal(segments[starts], np.arange(starts.size))
-    return bool(consecutive)
+    starts = [a for a, _ in _runs(segments)]
+    return bool(np.array_equal(segments[starts], np.arange(len(starts))))
 
 
 def plain_pass(

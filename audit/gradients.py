@@ -384,6 +384,12 @@ BLOCK_VALUES = 1 << 16  # compared values (rows x elements) one step of the scan
 WIDE_STEP_VALUES = 1 << 19  # values one step holds when one point holds more than BLOCK_VALUES
 
 
+def _wide(values_per_point: int) -> bool:
+    """Whether a point of this many values is a wide network's: its gradients are computed
+    point after point (:func:`_flat_of`), and a step holds :data:`WIDE_STEP_VALUES`."""
+    return int(values_per_point) > BLOCK_VALUES
+
+
 def block_points(values_per_point: int, n: int, mesh=None) -> int | None:
     """Points one step of :func:`blocked` evaluates at once: as many as keep about
     :data:`BLOCK_VALUES` values; for a point of more values than that (a wide network's,
@@ -391,8 +397,7 @@ def block_points(values_per_point: int, n: int, mesh=None) -> int | None:
     :data:`WIDE_STEP_VALUES`; at least 1. None (one vectorised step) for a ``mesh``, whose
     devices each take a share of the points, or when all ``n`` fit."""
     values = max(int(values_per_point), 1)
-    budget = BLOCK_VALUES if values <= BLOCK_VALUES else WIDE_STEP_VALUES
-    block = max(1, budget // values)
+    block = max(1, (WIDE_STEP_VALUES if _wide(values) else BLOCK_VALUES) // values)
     return None if mesh is not None or block >= n else block
 
 
@@ -659,8 +664,7 @@ def _flat_of(fn):
 
     def run(p, x, y):
         n = n_points(p)
-        values = sum(int(np.prod(np.shape(a)[1:])) for a in jax.tree.leaves(p))
-        if values > BLOCK_VALUES:
+        if _wide(sum(int(np.prod(np.shape(a)[1:])) for a in jax.tree.leaves(p))):
             return flat_points(jax.lax.map(lambda a: one(*a), (p, x, y)), n)
         return flat_points(jax.vmap(one)(p, x, y), n)
 
